@@ -1,0 +1,52 @@
+"""The ``bptt`` command line: one module per subcommand, each with ``add_parser(subparsers)``.
+
+Errors a user can cause (bad flags, bad files, bad values) print one line
+``bptt <command>: error: ...`` and exit 2 -- never a traceback. Set BPTT_DEBUG=1 to see
+the traceback anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# Subcommand modules in bptt.cli, in the order --help lists them.
+COMMANDS = ["gradcheck"]
+
+
+class CLIError(Exception):
+    """A problem with what the user asked for; printed as one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="bptt",
+        description="Recurrent networks trained by backpropagation through time: exact, fast on a CPU, "
+                    "and showing its gradients.")
+    parser.add_argument("--version", action="version", version=f"bptt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.run(args)
+    except KeyboardInterrupt:
+        print(f"bptt {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, TypeError, OSError, ImportError) as error:
+        if os.environ.get("BPTT_DEBUG"):
+            raise
+        message = str(error) or type(error).__name__
+        print(f"bptt {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    return int(code or 0)

@@ -1,0 +1,88 @@
+"""Pure math: activations, their derivatives written in terms of their outputs, and
+a numerically stable softmax. No parameters live here.
+
+Derivatives are expressed through the *output* of the activation, because the forward
+pass keeps the outputs anyway (h_t for tanh, the gates for sigmoid):
+
+    tanh'(a)    = 1 - tanh(a)^2        = 1 - h^2
+    sigmoid'(a) = s (1 - s)
+    relu'(a)    = 1[a > 0]             = 1[h > 0]
+
+Both tanh' and sigmoid' are bounded (by 1 and 1/4): that bound is why the lecture's
+product of Jacobians  prod_j dh_j/dh_{j-1}  tends to vanish.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NONLINEARITIES = ("tanh", "relu")
+
+
+def sigmoid(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Logistic sigmoid, computed as (1 + tanh(a/2)) / 2 so it never overflows."""
+    out = np.multiply(a, 0.5, out=out)
+    np.tanh(out, out=out)
+    out += 1.0
+    out *= 0.5
+    return out
+
+
+def activate(a: np.ndarray, nonlinearity: str, out: np.ndarray | None = None) -> np.ndarray:
+    """f(a) for the recurrent nonlinearity f in {"tanh", "relu"} (in place when out is a)."""
+    if nonlinearity == "tanh":
+        return np.tanh(a, out=out)
+    if nonlinearity == "relu":
+        return np.maximum(a, 0.0, out=out)
+    raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+
+
+def activation_grad_from_output(h: np.ndarray, nonlinearity: str) -> np.ndarray:
+    """f'(a) written through h = f(a): 1 - h^2 for tanh, 1[h > 0] for relu."""
+    if nonlinearity == "tanh":
+        return 1.0 - h * h
+    if nonlinearity == "relu":
+        return (h > 0).astype(h.dtype)
+    raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+
+
+def backprop_activation(dh: np.ndarray, h: np.ndarray, nonlinearity: str, out: np.ndarray) -> np.ndarray:
+    """da = dh * f'(a), with f'(a) taken from the output h. Writes into ``out``."""
+    if nonlinearity == "tanh":
+        np.multiply(h, h, out=out)          # h^2
+        np.subtract(1.0, out, out=out)      # tanh' = 1 - h^2
+        out *= dh
+        return out
+    if nonlinearity == "relu":
+        np.multiply(dh, h > 0, out=out)     # relu' = 1[h > 0]
+        return out
+    raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+
+
+def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log softmax(z) by log-sum-exp: subtract the max first so exp never overflows."""
+    shifted = z - z.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    """softmax(z) = exp(z) / sum exp(z), stable for large |z|."""
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+def scatter_add_columns(target: np.ndarray, ids: np.ndarray, values: np.ndarray) -> None:
+    """target[:, ids[n]] += values[n] for every n, repeated ids accumulating.
+
+    This is the gradient of a column lookup ``U[:, id]`` (= U times a one-hot x):
+    the lecture's ``dE/dU = sum_t da_t (x) x_t`` with x_t one-hot touches one column.
+    target (H, V), ids (N,), values (N, H).
+    """
+    # Sorting groups equal ids so one reduceat sums each group: much faster than
+    # np.add.at and never builds an (N, V) one-hot matrix.
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    sums = np.add.reduceat(values[order], starts, axis=0)      # (n_unique, H)
+    target[:, sorted_ids[starts]] += sums.T

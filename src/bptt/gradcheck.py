@@ -1,0 +1,109 @@
+"""Gradient checking: hand-derived BPTT against float64 central differences.
+
+    dE/dtheta_i  ~  (E(theta + eps e_i) - E(theta - eps e_i)) / (2 eps)      (error O(eps^2))
+
+The objective checked is the loss plus a random linear function of the final state,
+<G, h_T>, so the path out of the last state is exercised too (a random upstream
+gradient, never all ones). Errors are relative to the size of the gradient array:
+
+    rel = max_i |analytic_i - numeric_i| / max(max_i |analytic_i|, max_i |numeric_i|)
+
+which is 0 when both are exactly zero (0/0-safe) and ~1e-9 or below for a correct float64
+gradient with eps = 1e-6.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .losses import compute_loss
+
+
+def relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
+    analytic = np.asarray(analytic, dtype=np.float64)
+    numeric = np.asarray(numeric, dtype=np.float64)
+    scale = max(float(np.max(np.abs(analytic), initial=0.0)), float(np.max(np.abs(numeric), initial=0.0)))
+    if scale == 0.0:
+        return 0.0
+    return float(np.max(np.abs(analytic - numeric))) / scale
+
+
+def numerical_gradient(f, array: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central differences of the scalar f() with respect to ``array``, perturbed in place
+    (and always restored)."""
+    grad = np.zeros(array.shape, dtype=np.float64)
+    flat = array.reshape(-1)          # a view: writing it perturbs the array f() reads
+    if not np.shares_memory(flat, array):
+        raise ValueError("numerical_gradient needs a contiguous array to perturb in place")
+    for i in range(flat.size):
+        original = flat[i]
+        flat[i] = original + eps
+        plus = f()
+        flat[i] = original - eps
+        minus = f()
+        flat[i] = original
+        grad.reshape(-1)[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def _as_tuple(state):
+    return state if isinstance(state, tuple) else (state,)
+
+
+def random_problem(net, seq_len: int, batch: int, seed: int = 0, token_ids: bool = False, masked: bool = False):
+    """Random inputs, targets, mask and a random (non-zero) initial state for ``net``."""
+    rng = np.random.default_rng(seed)
+    T, B = seq_len, batch
+    if token_ids:
+        inputs = rng.integers(0, net.input_size, size=(T, B))
+    else:
+        inputs = rng.standard_normal((T, B, net.input_size))
+    width = net.output_size if net.output_size is not None else net.hidden_size
+    if net.loss == "cross_entropy":
+        targets = rng.integers(0, width, size=(T, B))
+    else:
+        targets = rng.standard_normal((T, B, width))
+    mask = None
+    if masked:
+        mask = (rng.random((T, B)) < 0.7).astype(np.float64)
+        mask[-1] = 1.0                  # keep at least one step per sequence counted
+    zero = net.zero_state(B)
+    h0 = tuple(0.5 * rng.standard_normal(s.shape) for s in _as_tuple(zero))
+    h0 = h0 if isinstance(zero, tuple) else h0[0]
+    return inputs, targets, mask, h0
+
+
+def check_network(net, inputs, targets, mask=None, h0=None, eps: float = 1e-6, seed: int = 0) -> dict:
+    """Worst relative error for every parameter, for ``inputs`` (float inputs only) and
+    for each initial state array (``h0``, and ``c0`` for the LSTM). The network must be float64."""
+    if net.dtype != np.float64:
+        raise ValueError(f"gradient checks need dtype float64, the network has {net.dtype.name}")
+    rng = np.random.default_rng(seed)
+    inputs = net.check_inputs(inputs)
+    T, B = inputs.shape[:2]
+    targets = net.check_targets(targets, T, B)
+    mask = net.check_mask(mask, T, B)
+    if h0 is None:
+        h0 = net.zero_state(B)
+    h0 = tuple(np.array(s, dtype=np.float64) for s in _as_tuple(h0)) if isinstance(h0, tuple) else np.array(h0, dtype=np.float64)
+    upstream = tuple(rng.standard_normal(s.shape) for s in _as_tuple(h0))   # random dE/d(final state)
+    upstream_state = upstream if isinstance(h0, tuple) else upstream[0]
+
+    def objective() -> float:
+        fwd = net.forward(inputs, h0, validate=False)
+        loss, _ = compute_loss(net.loss, fwd.outputs, targets, mask)
+        final = _as_tuple(fwd.final_state)
+        return loss + sum(float(np.sum(g * s)) for g, s in zip(upstream, final))
+
+    fwd = net.forward(inputs, h0, validate=False)
+    _, doutputs = compute_loss(net.loss, fwd.outputs, targets, mask)
+    bwd = net.backward(fwd, doutputs, dfinal_state=upstream_state)
+
+    errors = {}
+    for name, param in net.params.items():
+        errors[name] = relative_error(bwd.grads[name], numerical_gradient(objective, param, eps))
+    if inputs.dtype.kind == "f":
+        errors["inputs"] = relative_error(bwd.dinputs, numerical_gradient(objective, inputs, eps))
+    for state_name, s, ds in zip(net.state_names, _as_tuple(h0), _as_tuple(bwd.dh0)):
+        errors[f"{state_name}0"] = relative_error(ds, numerical_gradient(objective, s, eps))
+    return errors

@@ -1,0 +1,1 @@
+"""Exchange weights and gradients with other frameworks (optional extras)."""

@@ -1,0 +1,268 @@
+"""A stacked recurrent network with an output layer and a loss: the object users hold.
+
+    layer 1:   h^1_t = f(U_1 x_t     + W_1 h^1_{t-1} + b_1)
+    layer l:   h^l_t = f(U_l h^{l-1}_t + W_l h^l_{t-1} + b_l)     (stacked RNN: layer l's h is layer l+1's x)
+    output:    z_t   = V h^L_t + c,   y^_t = softmax(z_t)
+    loss:      E     = (1/B) sum_b sum_t m_{t,b} E_t
+
+Each layer has its own U, W, b, shared across time. Forward runs bottom-up, BPTT
+top-down; every parameter gradient is accumulated with ``+=``.
+
+Parameter names follow the lecture: ``layers.0.U``, ``layers.0.W``, ``layers.0.b``, ...,
+``V``, ``c``. ``net.params[name]`` *is* the array the layer computes with, so
+optimisers update it in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import validation as check
+from .layers.readout import Readout
+from .layers.rnn import RNNLayer
+from .losses import LOSSES, compute_loss
+
+CELLS = ("rnn",)
+
+
+def _make_layer(cell: str, input_size: int, hidden_size: int, options: dict, rng, dtype):
+    if cell == "rnn":
+        return RNNLayer(input_size, hidden_size, nonlinearity=options["nonlinearity"],
+                        bias=options["bias"], rng=rng, dtype=dtype)
+    raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+
+
+@dataclass
+class ForwardPass:
+    """Everything backward needs, plus what users read: outputs and the final state."""
+
+    outputs: np.ndarray          # (T, B, O): logits for cross-entropy, predictions for mse
+    final_state: object          # same format as h0
+    hidden: list                 # per layer, h (T, B, H)
+    caches: list                 # per layer, the layer's cache
+    inputs: np.ndarray
+
+
+@dataclass
+class BackwardPass:
+    grads: dict                  # name -> dE/dparam, same keys as net.params
+    dh: list                     # per layer, dE/dh_t for every t, (T, B, H): all paths into h_t
+    dinputs: np.ndarray | None   # dE/dx (T, B, I); None for token ids
+    dh0: object                  # dE/dh0 in the format of h0
+
+
+@dataclass
+class Result:
+    loss: float
+    grads: dict
+    outputs: np.ndarray
+    final_state: object
+    dh: list = field(default_factory=list)
+    dinputs: np.ndarray | None = None
+    dh0: object = None
+
+
+class Network:
+    """Stacked recurrent layers + readout + loss.
+
+    Inputs are either float features (T, B, input_size) or integer token ids (T, B) with
+    ids in [0, input_size) -- for ids, U x_t is a column lookup, never a one-hot matmul.
+    Targets: token ids (T, B) for ``loss="cross_entropy"``, floats (T, B, output_size)
+    for ``loss="mse"``. ``output_size=None`` drops the readout (the loss reads h^L_t).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int | None,
+                 num_layers: int = 1, cell: str = "rnn", nonlinearity: str = "tanh",
+                 bias: bool = True, seed: int = 0, dtype="float64", loss: str = "cross_entropy"):
+        self.input_size = check.positive_int("input_size", input_size)
+        self.hidden_size = check.positive_int("hidden_size", hidden_size)
+        self.output_size = None if output_size is None else check.positive_int("output_size", output_size)
+        self.num_layers = check.positive_int("num_layers", num_layers)
+        self.cell = check.one_of("cell", cell, CELLS)
+        self.nonlinearity = check.one_of("nonlinearity", nonlinearity, ("tanh", "relu"))
+        if not isinstance(bias, (bool, np.bool_)):
+            raise ValueError(f"bias must be True or False, got {bias!r}")
+        self.bias = bool(bias)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.seed = int(seed)
+        self.dtype = check.dtype(dtype)
+        self.loss = check.one_of("loss", loss, LOSSES)
+
+        rng = np.random.default_rng(self.seed)
+        options = {"nonlinearity": self.nonlinearity, "bias": self.bias}
+        self.layers = []
+        for layer_index in range(self.num_layers):
+            layer_input = self.input_size if layer_index == 0 else self.hidden_size
+            self.layers.append(_make_layer(self.cell, layer_input, self.hidden_size, options, rng, self.dtype))
+        self.readout = (None if self.output_size is None
+                        else Readout(self.hidden_size, self.output_size, bias=self.bias, rng=rng, dtype=self.dtype))
+        self.params = self._collect(lambda sub: sub.params)
+
+    # ------------------------------------------------------------ bookkeeping
+    @property
+    def config(self) -> dict:
+        """Everything needed to rebuild this network (JSON-serialisable)."""
+        return {"input_size": self.input_size, "hidden_size": self.hidden_size,
+                "output_size": self.output_size, "num_layers": self.num_layers, "cell": self.cell,
+                "nonlinearity": self.nonlinearity, "bias": self.bias, "seed": self.seed,
+                "dtype": self.dtype.name, "loss": self.loss}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Network":
+        return cls(**config)
+
+    def _collect(self, pick) -> dict:
+        named = {}
+        for index, layer in enumerate(self.layers):
+            for name, array in pick(layer).items():
+                named[f"layers.{index}.{name}"] = array
+        if self.readout is not None:
+            named.update(pick(self.readout))
+        return named
+
+    def zero_grads(self) -> dict:
+        return {name: np.zeros_like(p) for name, p in self.params.items()}
+
+    @property
+    def num_parameters(self) -> int:
+        return int(sum(p.size for p in self.params.values()))
+
+    def _layer_grads(self, grads: dict, index: int) -> dict:
+        prefix = f"layers.{index}."
+        return {name[len(prefix):]: g for name, g in grads.items() if name.startswith(prefix)}
+
+    # ------------------------------------------------------------------ state
+    @property
+    def state_names(self) -> tuple:
+        return self.layers[0].state_names
+
+    def zero_state(self, batch: int):
+        """The initial state in the user format: h0 (L, B, H), or (h0, c0) for cells with a cell state."""
+        batch = check.positive_int("batch", batch)
+        return self._join_state([layer.zero_state(batch) for layer in self.layers])
+
+    def _join_state(self, per_layer: list):
+        stacked = tuple(np.stack([s[i] for s in per_layer]) for i in range(len(self.state_names)))
+        return stacked[0] if len(stacked) == 1 else stacked
+
+    def _split_state(self, state, batch: int) -> list:
+        if state is None:
+            return [layer.zero_state(batch) for layer in self.layers]
+        names = self.state_names
+        parts = (state,) if len(names) == 1 else state
+        if len(names) > 1 and (not isinstance(state, (tuple, list)) or len(state) != len(names)):
+            raise ValueError(f"h0 must be a tuple {names} for cell {self.cell!r}, got {type(state).__name__}")
+        shape = (len(self.layers), batch, self.hidden_size)
+        arrays = [check.float_array(name + "0" if name != "h" else "h0", part, shape, self.dtype)
+                  for name, part in zip(names, parts)]
+        return [tuple(a[index] for a in arrays) for index in range(len(self.layers))]
+
+    # -------------------------------------------------------------- validation
+    def check_inputs(self, inputs) -> np.ndarray:
+        arr = np.asarray(inputs)
+        if arr.dtype.kind in "iu":
+            return check.id_array("inputs", arr, (None, None), self.input_size)
+        return check.float_array("inputs", arr, (None, None, self.input_size), self.dtype)
+
+    def check_targets(self, targets, T: int, B: int) -> np.ndarray:
+        if self.loss == "cross_entropy":
+            vocab = self.output_size if self.output_size is not None else self.hidden_size
+            return check.id_array("targets", targets, (T, B), vocab)
+        width = self.output_size if self.output_size is not None else self.hidden_size
+        return check.float_array("targets", targets, (T, B, width), self.dtype)
+
+    def check_mask(self, mask, T: int, B: int) -> np.ndarray | None:
+        if mask is None:
+            return None
+        mask = np.asarray(mask)
+        if mask.dtype.kind in "biu":                          # 0/1 masks may come as bool or int
+            mask = mask.astype(self.dtype)
+        mask = check.float_array("mask", mask, (T, B), self.dtype)
+        if np.any(mask < 0):
+            raise ValueError(f"mask must be >= 0, got minimum {mask.min()}")
+        return mask
+
+    # ---------------------------------------------------------------- passes
+    def forward(self, inputs, h0=None, *, validate: bool = True) -> ForwardPass:
+        """Run every layer bottom-up over the whole sequence, then the readout."""
+        x = self.check_inputs(inputs) if validate else inputs
+        T, B = x.shape[:2]
+        states0 = self._split_state(h0, B)
+        layer_input = x
+        hidden, caches, finals = [], [], []
+        for layer, state0 in zip(self.layers, states0):
+            h, state_T, cache = layer.forward(layer_input, state0)
+            hidden.append(h)
+            caches.append(cache)
+            finals.append(state_T)
+            layer_input = h                                   # stacked: this h is the next layer's x
+        outputs = self.readout.forward(layer_input) if self.readout is not None else layer_input
+        return ForwardPass(outputs, self._join_state(finals), hidden, caches, x)
+
+    def backward(self, fwd: ForwardPass, doutputs: np.ndarray, grads: dict | None = None,
+                 dfinal_state=None) -> BackwardPass:
+        """BPTT top-down. ``doutputs`` (T, B, O) = dE/dz_t; ``dfinal_state`` (format of h0)
+        adds a gradient arriving at the last state. Accumulates into ``grads`` (+=)."""
+        grads = self.zero_grads() if grads is None else grads
+        T, B = doutputs.shape[:2]
+        if self.readout is not None:
+            readout_grads = {k: grads[k] for k in self.readout.params}
+            dtop = self.readout.backward(doutputs, fwd.hidden[-1], readout_grads)
+        else:
+            dtop = doutputs
+        dfinal = None if dfinal_state is None else self._split_state(dfinal_state, B)
+        dh_all = [None] * len(self.layers)
+        dh0 = [None] * len(self.layers)
+        for index in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[index]
+            dx, dstate0, dh_total = layer.backward(dtop, None if dfinal is None else dfinal[index],
+                                                   fwd.caches[index], self._layer_grads(grads, index))
+            dh_all[index] = dh_total
+            dh0[index] = dstate0
+            dtop = dx                                          # dE/dx of layer l is dE/dh of layer l-1
+        return BackwardPass(grads, dh_all, dtop, self._join_state(dh0))
+
+    def forward_backward(self, inputs, targets, mask=None, h0=None) -> Result:
+        """Loss, every gradient, and what diagnostics read (dE/dh_t per layer, dE/dx, dE/dh0)."""
+        fwd = self.forward(inputs, h0)
+        T, B = fwd.inputs.shape[:2]
+        targets = self.check_targets(targets, T, B)
+        mask = self.check_mask(mask, T, B)
+        loss, doutputs = compute_loss(self.loss, fwd.outputs, targets, mask)
+        bwd = self.backward(fwd, doutputs)
+        return Result(loss, bwd.grads, fwd.outputs, fwd.final_state, bwd.dh, bwd.dinputs, bwd.dh0)
+
+    def loss_and_grads(self, inputs, targets, mask=None, h0=None):
+        """(E, grads) with grads[name] = dE/dparams[name]."""
+        result = self.forward_backward(inputs, targets, mask, h0)
+        return result.loss, result.grads
+
+    def loss_only(self, inputs, targets, mask=None, h0=None) -> float:
+        fwd = self.forward(inputs, h0)
+        T, B = fwd.inputs.shape[:2]
+        loss, _ = compute_loss(self.loss, fwd.outputs, self.check_targets(targets, T, B), self.check_mask(mask, T, B))
+        return loss
+
+    def step(self, x_t, state):
+        """One time step for generation: x_t (B, I) or ids (B,); state in the format of h0.
+        Returns (outputs_t (B, O), new_state)."""
+        x_t = np.asarray(x_t)
+        B = x_t.shape[0]
+        states = self._split_state(state, B)
+        new_states = []
+        layer_input = x_t
+        for layer, s in zip(self.layers, states):
+            layer_input, s_new = layer.step(layer_input, s)
+            new_states.append(s_new)
+        out = layer_input
+        if self.readout is not None:
+            out = self.readout.forward(layer_input[None])[0]
+        return out, self._join_state(new_states)
+
+    def to_torch(self):
+        """(torch module, torch.nn.Linear head or None) with this network's weights (needs torch)."""
+        from .interop.torch import to_torch
+        return to_torch(self)
