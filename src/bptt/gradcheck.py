@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import validation as check
 from .losses import compute_loss
 
 
@@ -53,7 +54,8 @@ def _as_tuple(state):
 def random_problem(net, seq_len: int, batch: int, seed: int = 0, token_ids: bool = False, masked: bool = False):
     """Random inputs, targets, mask and a random (non-zero) initial state for ``net``."""
     rng = np.random.default_rng(seed)
-    T, B = seq_len, batch
+    T = check.positive_int("seq_len", seq_len)
+    B = check.positive_int("batch", batch)
     if token_ids:
         inputs = rng.integers(0, net.input_size, size=(T, B))
     else:
