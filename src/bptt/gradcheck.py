@@ -91,13 +91,15 @@ def check_network(net, inputs, targets, mask=None, h0=None, eps: float = 1e-6, s
     upstream = tuple(rng.standard_normal(s.shape) for s in _as_tuple(h0))   # random dE/d(final state)
     upstream_state = upstream if isinstance(h0, tuple) else upstream[0]
 
+    fwd = net.forward(inputs, h0, validate=False)
+    masks = fwd.dropout_masks          # dropout: differentiate under the same fixed masks
+
     def objective() -> float:
-        fwd = net.forward(inputs, h0, validate=False)
+        fwd = net.forward(inputs, h0, validate=False, dropout_masks=masks)
         loss, _ = compute_loss(net.loss, fwd.outputs, targets, mask)
         final = _as_tuple(fwd.final_state)
         return loss + sum(float(np.sum(g * s)) for g, s in zip(upstream, final))
 
-    fwd = net.forward(inputs, h0, validate=False)
     _, doutputs = compute_loss(net.loss, fwd.outputs, targets, mask)
     bwd = net.backward(fwd, doutputs, dfinal_state=upstream_state)
 

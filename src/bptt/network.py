@@ -20,18 +20,35 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import validation as check
+from .layers.bidirectional import BidirectionalLayer
+from .layers.gru import GRU_VARIANTS, GRULayer
+from .layers.lstm import LSTMLayer
 from .layers.readout import Readout
 from .layers.rnn import RNNLayer
 from .losses import LOSSES, compute_loss
 
-CELLS = ("rnn",)
+CELLS = ("rnn", "lstm", "gru")
 
 
-def _make_layer(cell: str, input_size: int, hidden_size: int, options: dict, rng, dtype):
+def _make_one_direction(cell: str, input_size: int, hidden_size: int, options: dict, rng, dtype):
     if cell == "rnn":
         return RNNLayer(input_size, hidden_size, nonlinearity=options["nonlinearity"],
                         bias=options["bias"], rng=rng, dtype=dtype)
+    if cell == "lstm":
+        return LSTMLayer(input_size, hidden_size, bias=options["bias"], forget_bias=options["forget_bias"],
+                         rng=rng, dtype=dtype)
+    if cell == "gru":
+        return GRULayer(input_size, hidden_size, variant=options["gru_variant"], bias=options["bias"],
+                        rng=rng, dtype=dtype)
     raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+
+
+def _make_layer(cell: str, input_size: int, hidden_size: int, options: dict, rng, dtype):
+    layer = _make_one_direction(cell, input_size, hidden_size, options, rng, dtype)
+    if options.get("bidirectional"):
+        reverse = _make_one_direction(cell, input_size, hidden_size, options, rng, dtype)
+        return BidirectionalLayer(layer, reverse)
+    return layer
 
 
 @dataclass
@@ -43,6 +60,7 @@ class ForwardPass:
     hidden: list                 # per layer, h (T, B, H)
     caches: list                 # per layer, the layer's cache
     inputs: np.ndarray
+    dropout_masks: list | None = None   # per layer below the top, (T, B, D*H) scaled keep-masks, or None
 
 
 @dataclass
@@ -71,11 +89,23 @@ class Network:
     ids in [0, input_size) -- for ids, U x_t is a column lookup, never a one-hot matmul.
     Targets: token ids (T, B) for ``loss="cross_entropy"``, floats (T, B, output_size)
     for ``loss="mse"``. ``output_size=None`` drops the readout (the loss reads h^L_t).
+
+    Gated cells and options (see the README's "Gated cells"):
+    ``cell="lstm"`` (state a tuple (h0, c0)), ``cell="gru"`` with ``gru_variant="torch"|"cho"``,
+    ``forget_bias`` added to the LSTM forget-gate bias at initialisation (default 1.0),
+    ``bidirectional=True`` (outputs (T, B, 2H), states (L*2, B, H) like torch, names
+    ``layers.k.U_reverse``, ...), and ``dropout=p`` on the outputs of every layer but the last,
+    applied in training mode only (``net.train()`` / ``net.eval()``; training is the default,
+    as in torch) with inverted scaling 1/(1-p). Masks come from ``net.dropout_rng`` (seeded
+    from ``seed``), are kept in ``ForwardPass.dropout_masks`` and reused by ``backward``; pass
+    ``forward(..., dropout_masks=fwd.dropout_masks)`` to run again under the same masks.
     """
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int | None,
                  num_layers: int = 1, cell: str = "rnn", nonlinearity: str = "tanh",
-                 bias: bool = True, seed: int = 0, dtype="float64", loss: str = "cross_entropy"):
+                 bias: bool = True, seed: int = 0, dtype="float64", loss: str = "cross_entropy",
+                 bidirectional: bool = False, dropout: float = 0.0, gru_variant: str = "torch",
+                 forget_bias: float = 1.0):
         self.input_size = check.positive_int("input_size", input_size)
         self.hidden_size = check.positive_int("hidden_size", hidden_size)
         self.output_size = None if output_size is None else check.positive_int("output_size", output_size)
@@ -90,15 +120,37 @@ class Network:
         self.seed = int(seed)
         self.dtype = check.dtype(dtype)
         self.loss = check.one_of("loss", loss, LOSSES)
+        if not isinstance(bidirectional, (bool, np.bool_)):
+            raise ValueError(f"bidirectional must be True or False, got {bidirectional!r}")
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if self.bidirectional else 1
+        self.dropout = check.positive_float("dropout", dropout, allow_zero=True)
+        if self.dropout >= 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.dropout > 0 and self.num_layers == 1:
+            import warnings
+            warnings.warn(f"dropout={self.dropout} has no effect with num_layers=1: it acts between "
+                          "stacked layers only (as in torch)", stacklevel=2)
+        self.gru_variant = check.one_of("gru_variant", gru_variant, GRU_VARIANTS)
+        if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(forget_bias):
+            raise ValueError(f"forget_bias must be a finite number, got {forget_bias!r}")
+        self.forget_bias = float(forget_bias)
+        self.training = True
+        # Dropout masks come from their own generator so the weights drawn from `seed` do not
+        # depend on whether dropout is on; seeded, so runs repeat.
+        self.dropout_rng = np.random.default_rng([self.seed, 1])
 
         rng = np.random.default_rng(self.seed)
-        options = {"nonlinearity": self.nonlinearity, "bias": self.bias}
+        options = {"nonlinearity": self.nonlinearity, "bias": self.bias, "forget_bias": self.forget_bias,
+                   "gru_variant": self.gru_variant, "bidirectional": self.bidirectional}
+        width = self.num_directions * self.hidden_size          # what each layer outputs per step
         self.layers = []
         for layer_index in range(self.num_layers):
-            layer_input = self.input_size if layer_index == 0 else self.hidden_size
+            layer_input = self.input_size if layer_index == 0 else width
             self.layers.append(_make_layer(self.cell, layer_input, self.hidden_size, options, rng, self.dtype))
         self.readout = (None if self.output_size is None
-                        else Readout(self.hidden_size, self.output_size, bias=self.bias, rng=rng, dtype=self.dtype))
+                        else Readout(width, self.output_size, bias=self.bias, rng=rng, dtype=self.dtype))
         self.params = self._collect(lambda sub: sub.params)
 
     # ------------------------------------------------------------ bookkeeping
@@ -108,7 +160,8 @@ class Network:
         return {"input_size": self.input_size, "hidden_size": self.hidden_size,
                 "output_size": self.output_size, "num_layers": self.num_layers, "cell": self.cell,
                 "nonlinearity": self.nonlinearity, "bias": self.bias, "seed": self.seed,
-                "dtype": self.dtype.name, "loss": self.loss}
+                "dtype": self.dtype.name, "loss": self.loss, "bidirectional": self.bidirectional,
+                "dropout": self.dropout, "gru_variant": self.gru_variant, "forget_bias": self.forget_bias}
 
     @classmethod
     def from_config(cls, config: dict) -> "Network":
@@ -145,7 +198,9 @@ class Network:
         return self._join_state([layer.zero_state(batch) for layer in self.layers])
 
     def _join_state(self, per_layer: list):
-        stacked = tuple(np.stack([s[i] for s in per_layer]) for i in range(len(self.state_names)))
+        # bidirectional layers hold (2, B, H) per state: concatenating gives torch's (L*2, B, H)
+        join = np.concatenate if self.bidirectional else np.stack
+        stacked = tuple(join([s[i] for s in per_layer]) for i in range(len(self.state_names)))
         return stacked[0] if len(stacked) == 1 else stacked
 
     def _split_state(self, state, batch: int) -> list:
@@ -155,10 +210,35 @@ class Network:
         parts = (state,) if len(names) == 1 else state
         if len(names) > 1 and (not isinstance(state, (tuple, list)) or len(state) != len(names)):
             raise ValueError(f"h0 must be a tuple {names} for cell {self.cell!r}, got {type(state).__name__}")
-        shape = (len(self.layers), batch, self.hidden_size)
+        D = self.num_directions
+        shape = (len(self.layers) * D, batch, self.hidden_size)
         arrays = [check.float_array(name + "0" if name != "h" else "h0", part, shape, self.dtype)
                   for name, part in zip(names, parts)]
+        if D == 2:                                   # rows 2k, 2k+1: layer k forward, reverse (torch's order)
+            return [tuple(a[2 * index:2 * index + 2] for a in arrays) for index in range(len(self.layers))]
         return [tuple(a[index] for a in arrays) for index in range(len(self.layers))]
+
+    # ---------------------------------------------------------------- dropout
+    def train(self, mode: bool = True) -> "Network":
+        """Training mode (dropout active, the default) or, with mode=False, evaluation mode."""
+        if not isinstance(mode, (bool, np.bool_)):
+            raise ValueError(f"mode must be True or False, got {mode!r}")
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> "Network":
+        """Evaluation mode: no dropout (same as ``train(False)``)."""
+        return self.train(False)
+
+    def _draw_dropout_masks(self, T: int, B: int) -> list | None:
+        """Inverted dropout: keep with probability 1-p and scale by 1/(1-p), so E[mask] = 1 and
+        evaluation needs no rescaling. One (T, B, D*H) mask per layer below the top."""
+        if not self.training or self.dropout == 0.0 or len(self.layers) < 2:
+            return None
+        keep = 1.0 - self.dropout
+        width = self.num_directions * self.hidden_size
+        return [(self.dropout_rng.random((T, B, width)) < keep).astype(self.dtype) / self.dtype.type(keep)
+                for _ in range(len(self.layers) - 1)]
 
     # -------------------------------------------------------------- validation
     def check_inputs(self, inputs) -> np.ndarray:
@@ -169,9 +249,9 @@ class Network:
 
     def check_targets(self, targets, T: int, B: int) -> np.ndarray:
         if self.loss == "cross_entropy":
-            vocab = self.output_size if self.output_size is not None else self.hidden_size
+            vocab = self.output_size if self.output_size is not None else self.num_directions * self.hidden_size
             return check.id_array("targets", targets, (T, B), vocab)
-        width = self.output_size if self.output_size is not None else self.hidden_size
+        width = self.output_size if self.output_size is not None else self.num_directions * self.hidden_size
         return check.float_array("targets", targets, (T, B, width), self.dtype)
 
     def check_mask(self, mask, T: int, B: int) -> np.ndarray | None:
@@ -186,21 +266,27 @@ class Network:
         return mask
 
     # ---------------------------------------------------------------- passes
-    def forward(self, inputs, h0=None, *, validate: bool = True) -> ForwardPass:
-        """Run every layer bottom-up over the whole sequence, then the readout."""
+    def forward(self, inputs, h0=None, *, validate: bool = True, dropout_masks: list | None = None) -> ForwardPass:
+        """Run every layer bottom-up over the whole sequence, then the readout.
+
+        In training mode with ``dropout > 0`` fresh masks are drawn from ``net.dropout_rng``
+        unless ``dropout_masks`` (a previous ``ForwardPass.dropout_masks``) fixes them."""
         x = self.check_inputs(inputs) if validate else inputs
         T, B = x.shape[:2]
         states0 = self._split_state(h0, B)
+        masks = dropout_masks if dropout_masks is not None else self._draw_dropout_masks(T, B)
         layer_input = x
         hidden, caches, finals = [], [], []
-        for layer, state0 in zip(self.layers, states0):
+        for index, (layer, state0) in enumerate(zip(self.layers, states0)):
             h, state_T, cache = layer.forward(layer_input, state0)
             hidden.append(h)
             caches.append(cache)
             finals.append(state_T)
             layer_input = h                                   # stacked: this h is the next layer's x
+            if masks is not None and index < len(self.layers) - 1:
+                layer_input = h * masks[index]                # dropout between layers, not after the last
         outputs = self.readout.forward(layer_input) if self.readout is not None else layer_input
-        return ForwardPass(outputs, self._join_state(finals), hidden, caches, x)
+        return ForwardPass(outputs, self._join_state(finals), hidden, caches, x, masks)
 
     def backward(self, fwd: ForwardPass, doutputs: np.ndarray, grads: dict | None = None,
                  dfinal_state=None) -> BackwardPass:
@@ -223,6 +309,8 @@ class Network:
             dh_all[index] = dh_total
             dh0[index] = dstate0
             dtop = dx                                          # dE/dx of layer l is dE/dh of layer l-1
+            if fwd.dropout_masks is not None and index > 0:
+                dtop = dtop * fwd.dropout_masks[index - 1]     # through the (fixed) dropout mask
         return BackwardPass(grads, dh_all, dtop, self._join_state(dh0))
 
     def forward_backward(self, inputs, targets, mask=None, h0=None) -> Result:
@@ -249,6 +337,9 @@ class Network:
     def step(self, x_t, state):
         """One time step for generation: x_t (B, I) or ids (B,); state in the format of h0.
         Returns (outputs_t (B, O), new_state)."""
+        if self.bidirectional:
+            raise ValueError("step() is not defined for a bidirectional network: the reverse direction "
+                             "needs the whole sequence; use forward()")
         x_t = np.asarray(x_t)
         B = x_t.shape[0]
         states = self._split_state(state, B)

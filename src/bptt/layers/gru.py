@@ -1,0 +1,239 @@
+"""Gated recurrent unit (Cho et al. 2014) over a whole sequence, gates [r, z, n] in
+PyTorch's order and layout, in two published variants (``variant=``):
+
+``"torch"`` -- PyTorch / cuDNN: the reset gate multiplies the recurrent matmul's *result*
+
+    r_t = sigmoid(U_r x_t + W_r h_{t-1} + b_r)          b_r = b_ir + b_hr
+    z_t = sigmoid(U_z x_t + W_z h_{t-1} + b_z)          b_z = b_iz + b_hz
+    n_t = tanh(U_n x_t + b_n + r_t * (W_n h_{t-1} + b_hn))
+    h_t = (1 - z_t) * n_t + z_t * h_{t-1}
+
+``"cho"`` -- Cho et al. 2014, eq. (5)-(8): the reset gate multiplies h_{t-1} *before* the matmul
+
+    r_t = sigmoid(U_r x_t + W_r h_{t-1} + b_r)
+    z_t = sigmoid(U_z x_t + W_z h_{t-1} + b_z)
+    n_t = tanh(U_n x_t + W_n (r_t * h_{t-1}) + b_n)
+    h_t = (1 - z_t) * n_t + z_t * h_{t-1}
+
+Both use h_t = (1 - z) n + z h_{t-1}: z is the share of the *old* state kept. That is
+torch's convention and also Cho et al.'s own eq. (7) (some later papers swap z and 1 - z).
+The Cho variant has no torch counterpart; it is checked by finite differences only.
+
+Parameters: U (3H, I) = [U_r; U_z; U_n], W (3H, H) = [W_r; W_z; W_n] -- torch's
+``weight_ih_l0`` / ``weight_hh_l0`` -- and, with ``bias=True``, b (3H,) = [b_r, b_z, b_n]
+on the input side. The torch variant needs one more bias, ``b_hn`` (H,), because it sits
+inside r * (...) and so cannot be merged into b_n; the Cho variant has no b_hn. Mapping
+to torch: b = bias_ih + [bias_hh_r, bias_hh_z, 0], b_hn = bias_hh[2H:].
+
+Shapes (time-major): x (T, B, I) floats or (T, B) ids; h (T, B, H).
+
+Backpropagation through time, dh_t = dh[t] + dh_next (all paths into h_t):
+
+    dn  = dh_t * (1 - z) ;  dz = dh_t * (h_{t-1} - n) ;  dh_prev = dh_t * z   (direct path)
+    dan = dn * (1 - n^2) ;  daz = dz * z (1 - z)
+    torch: dhn = dan * r              (hn = W_n h_{t-1} + b_hn)
+           dar = dan * hn * r (1 - r)
+           dh_prev += [dar, daz, dhn] @ W
+    cho:   drh = dan @ W_n            (rh = r * h_{t-1})
+           dar = drh * h_{t-1} * r (1 - r)
+           dh_prev += drh * r + [dar, daz] @ [W_r; W_z]
+
+Weight gradients after the loop, one GEMM each: dU = sum_t [dar, daz, dan]^T x_t,
+dW = sum_t [dar, daz, dhn]^T h_{t-1} (torch) or [dar, daz]^T h_{t-1} and dan^T (r h_{t-1}) (cho).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import init
+from ..functional import scatter_add_columns, sigmoid
+
+GRU_VARIANTS = ("torch", "cho")
+
+
+@dataclass
+class GRUCache:
+    """What backward needs from forward."""
+
+    x: np.ndarray       # (T, B, I) features or (T, B) ids
+    hs: np.ndarray      # (T+1, B, H): hs[0] = h0, hs[t+1] = h_t
+    gates: np.ndarray   # (T, B, 3H): [r, z, n] after their nonlinearities
+    extra: np.ndarray   # (T, B, H): torch: hn = W_n h_{t-1} + b_hn ; cho: rh = r * h_{t-1}
+
+
+class GRULayer:
+    """One GRU layer over a whole sequence; state (h,)."""
+
+    cell = "gru"
+    state_names = ("h",)
+
+    def __init__(self, input_size: int, hidden_size: int, *, variant: str = "torch", bias: bool = True,
+                 rng: np.random.Generator, dtype=np.float64):
+        if variant not in GRU_VARIANTS:
+            raise ValueError(f"variant must be one of {GRU_VARIANTS}, got {variant!r}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.variant = variant
+        self.bias = bias
+        self.dtype = np.dtype(dtype)
+        bound = 1.0 / np.sqrt(hidden_size)        # PyTorch's default for nn.GRU
+        H, I = hidden_size, input_size
+        self.params: dict[str, np.ndarray] = {
+            "U": init.uniform(rng, (3 * H, I), bound, self.dtype),   # input -> [r, z, n]
+            "W": init.uniform(rng, (3 * H, H), bound, self.dtype),   # hidden -> [r, z, n]
+        }
+        if bias:
+            b_ih = init.uniform(rng, (3 * H,), bound, self.dtype)
+            b_hh = init.uniform(rng, (3 * H,), bound, self.dtype)
+            b = b_ih.copy()
+            if variant == "torch":
+                b[:2 * H] += b_hh[:2 * H]          # r and z: the two torch biases merge
+                self.params["b"] = b
+                self.params["b_hn"] = b_hh[2 * H:].copy()   # n: stays inside r * (...)
+            else:
+                b += b_hh
+                self.params["b"] = b
+
+    def zero_state(self, batch: int) -> tuple[np.ndarray]:
+        return (np.zeros((batch, self.hidden_size), self.dtype),)
+
+    def input_projection(self, x: np.ndarray) -> np.ndarray:
+        """U x_t + b for all T steps at once: one GEMM (or a column lookup for ids). (T, B, 3H)"""
+        U = self.params["U"]
+        if x.dtype.kind in "iu":
+            A = U.T[x]                            # (T, B, 3H)
+        else:
+            T, B, I = x.shape
+            A = (x.reshape(T * B, I) @ U.T).reshape(T, B, U.shape[0])
+        if self.bias:
+            A += self.params["b"]
+        return A
+
+    def _cell(self, a: np.ndarray, h_prev: np.ndarray, extra: np.ndarray, h_out: np.ndarray) -> None:
+        """One step. a (B, 3H) = U x_t + b on entry, [r, z, n] on exit; writes extra and h_t."""
+        H = self.hidden_size
+        W = self.params["W"]
+        rz, n = a[:, :2 * H], a[:, 2 * H:]
+        if self.variant == "torch":
+            gh = h_prev @ W.T                                 # (B, 3H): one GEMM for all three gates
+            rz += gh[:, :2 * H]
+            sigmoid(rz, out=rz)                               # r, z
+            np.copyto(extra, gh[:, 2 * H:])                   # hn = W_n h_{t-1} (+ b_hn)
+            if self.bias:
+                extra += self.params["b_hn"]
+            n += a[:, :H] * extra                             # + r * hn
+        else:
+            rz += h_prev @ W[:2 * H].T                        # (B, 2H)
+            sigmoid(rz, out=rz)
+            np.multiply(a[:, :H], h_prev, out=extra)          # rh = r * h_{t-1}
+            n += extra @ W[2 * H:].T                          # + W_n (r * h_{t-1})
+        np.tanh(n, out=n)
+        z = a[:, H:2 * H]
+        # h_t = (1 - z) n + z h_{t-1} = n + z (h_{t-1} - n)
+        np.subtract(h_prev, n, out=h_out)
+        h_out *= z
+        h_out += n
+
+    def forward(self, x: np.ndarray, state0: tuple):
+        """x (T, B, I) or ids (T, B); state0 = (h0,) with h0 (B, H).
+        Returns h (T, B, H), (h_T,), cache."""
+        T, B = x.shape[:2]
+        H = self.hidden_size
+        hs = np.empty((T + 1, B, H), self.dtype)
+        hs[0] = state0[0]
+        extra = np.empty((T, B, H), self.dtype)
+        gates = self.input_projection(x)                     # (T, B, 3H), hoisted; gates in place
+        for t in range(T):
+            self._cell(gates[t], hs[t], extra[t], hs[t + 1])
+        return hs[1:], (hs[T],), GRUCache(x, hs, gates, extra)
+
+    def step(self, x_t: np.ndarray, state: tuple):
+        """One step for sampling: x_t (B, I) or ids (B,). Returns h_t, (h_t,)."""
+        h_prev = state[0]
+        a = self.input_projection(x_t[None])[0]
+        extra = np.empty_like(h_prev)
+        h = np.empty_like(h_prev)
+        self._cell(a, h_prev, extra, h)
+        return h, (h,)
+
+    def backward(self, dh: np.ndarray, dstate: tuple | None, cache: GRUCache, grads: dict):
+        """dh (T, B, H): dE/dh_t from above; dstate = (dE/dh_T,) or None. Accumulates (+=) into
+        grads["U"], grads["W"], grads["b"] (and grads["b_hn"] for the torch variant).
+
+        Returns dx (T, B, I) or None for ids, (dE/dh0,), and dh_total (T, B, H) = dE/dh_t."""
+        x, hs, gates, extra = cache.x, cache.hs, cache.gates, cache.extra
+        T, B, H = dh.shape
+        W = self.params["W"]
+        torch_variant = self.variant == "torch"
+        dh_total = np.empty_like(dh)
+        da = np.empty((T, B, 3 * H), self.dtype)             # dE/d(U x_t + b): [dar, daz, dan]
+        # torch variant: dE/d(W h_{t-1} + [0, 0, b_hn]) = [dar, daz, dhn] with dhn = dan * r, so that
+        # one GEMM per step (dgh @ W) and one after the loop (dgh^T h) cover all three gates.
+        dgh = np.empty((T, B, 3 * H), self.dtype) if torch_variant else None
+        dh_next = (np.zeros((B, H), self.dtype) if dstate is None or dstate[0] is None
+                   else np.array(dstate[0], self.dtype))
+        dn = np.empty((B, H), self.dtype)
+        tmp = np.empty((B, H), self.dtype)
+        W_n, W_rz = W[2 * H:], W[:2 * H]
+        for t in range(T - 1, -1, -1):
+            r, z, n = (gates[t, :, k * H:(k + 1) * H] for k in range(3))
+            dst = dgh if torch_variant else da                # where dar, daz are written
+            dar, daz = dst[t, :, :H], dst[t, :, H:2 * H]
+            dan = da[t, :, 2 * H:]
+            h_prev = hs[t]
+            dht = dh_total[t]
+            np.add(dh[t], dh_next, out=dht)
+            # z: dz = dh_t (h_{t-1} - n);  daz = dz z (1 - z)
+            np.subtract(1.0, z, out=tmp)
+            np.multiply(dht, tmp, out=dn)                     # dn = dh_t (1 - z)
+            np.subtract(h_prev, n, out=daz)
+            daz *= dht
+            daz *= z
+            daz *= tmp
+            # n: dan = dn (1 - n^2)
+            np.multiply(n, n, out=dan)
+            np.subtract(1.0, dan, out=dan)
+            dan *= dn
+            np.multiply(dht, z, out=dh_next)                  # direct path h_{t-1} -> h_t
+            np.subtract(1.0, r, out=tmp)
+            tmp *= r                                          # r (1 - r)
+            if torch_variant:
+                np.multiply(dan, r, out=dgh[t, :, 2 * H:])    # dhn = dan * r
+                np.multiply(dan, extra[t], out=dar)           # dr = dan * hn
+                dar *= tmp
+                dh_next += dgh[t] @ W                         # through W_r, W_z, W_n: one GEMM
+            else:
+                drh = dan @ W_n                               # dE/d(r * h_{t-1}), (B, H)
+                np.multiply(drh, h_prev, out=dar)             # dr = drh * h_{t-1}
+                dar *= tmp
+                drh *= r
+                dh_next += drh                                # through r * h_{t-1}
+                dh_next += da[t, :, :2 * H] @ W_rz            # through W_r, W_z
+
+        # Shared weights: sums over time as single GEMMs.
+        TB = T * B
+        da2 = da.reshape(TB, 3 * H)
+        h_prev2 = hs[:-1].reshape(TB, H)
+        dW = grads["W"]
+        if torch_variant:
+            da[:, :, :2 * H] = dgh[:, :, :2 * H]              # dar, daz also enter U and b
+            dgh2 = dgh.reshape(TB, 3 * H)
+            dW += dgh2.T @ h_prev2                            # sum_t [dar, daz, dhn] (x) h_{t-1}
+            if self.bias:
+                grads["b_hn"] += dgh2[:, 2 * H:].sum(axis=0)
+        else:
+            dW[:2 * H] += da2[:, :2 * H].T @ h_prev2          # sum_t [dar, daz] (x) h_{t-1}
+            dW[2 * H:] += da2[:, 2 * H:].T @ extra.reshape(TB, H)   # sum_t dan (x) (r * h_{t-1})
+        if self.bias:
+            grads["b"] += da2.sum(axis=0)
+        if x.dtype.kind in "iu":
+            scatter_add_columns(grads["U"], x.reshape(-1), da2)
+            dx = None
+        else:
+            I = x.shape[2]
+            grads["U"] += da2.T @ x.reshape(TB, I)            # sum_t da_t (x) x_t
+            dx = (da2 @ self.params["U"]).reshape(T, B, I)
+        return dx, (dh_next,), dh_total

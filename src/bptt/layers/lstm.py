@@ -1,0 +1,199 @@
+"""Long short-term memory (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al. 2000),
+run over a whole sequence, in PyTorch's gate order [i, f, g, o] and weight layout.
+
+    a_t = U x_t + W h_{t-1} + b                      (4H,) = [a_i, a_f, a_g, a_o]
+    i_t = sigmoid(a_i)      input gate
+    f_t = sigmoid(a_f)      forget gate
+    g_t = tanh(a_g)         candidate cell
+    o_t = sigmoid(a_o)      output gate
+    c_t = f_t * c_{t-1} + i_t * g_t
+    h_t = o_t * tanh(c_t)
+
+Shapes (time-major): x (T, B, I) floats or (T, B) token ids; h, c (T, B, H);
+U (4H, I), W (4H, H), b (4H,) -- torch's ``weight_ih_l0``, ``weight_hh_l0`` and
+``bias_ih_l0 + bias_hh_l0`` (only the sum enters a_t, so one bias is kept). All four
+gates share one GEMM: ``h_{t-1} @ W.T`` is (B, 4H).
+
+Forget-gate bias: ``forget_bias`` (default 1.0) is *added* to the f-slice b[H:2H] after
+the uniform initialisation, so f_t starts near sigmoid(1) ~ 0.73 and the cell keeps its
+memory early in training (Gers et al. 2000; Jozefowicz et al. 2015). Use 0.0 for torch's
+plain initialisation. It only exists when ``bias=True``.
+
+Backpropagation through time, with dh[t] arriving from above and (dh_next, dc_next)
+from step t+1 (the cell state c is a second path back in time, which is why the
+gradient through  dc_t/dc_{t-1} = diag(f_t)  need not vanish):
+
+    dh_t  = dh[t] + dh_next                               # all paths into h_t
+    do    = dh_t * tanh(c_t)
+    dc_t  = dc_next + dh_t * o_t * (1 - tanh(c_t)^2)      # all paths into c_t
+    di    = dc_t * g_t ;  dg = dc_t * i_t ;  df = dc_t * c_{t-1}
+    dc_next = dc_t * f_t                                  # = dE/dc_{t-1}
+    da    = [di i(1-i), df f(1-f), dg (1-g^2), do o(1-o)]  # through the gate nonlinearities
+    dh_next = da @ W                                      # = dE/dh_{t-1}
+
+and after the loop, one GEMM each:  dW = sum_t da_t^T h_{t-1},  dU = sum_t da_t^T x_t,
+db = sum_t da_t.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import init
+from ..functional import scatter_add_columns, sigmoid
+
+
+@dataclass
+class LSTMCache:
+    """What backward needs from forward."""
+
+    x: np.ndarray       # (T, B, I) features or (T, B) ids
+    hs: np.ndarray      # (T+1, B, H): hs[0] = h0, hs[t+1] = h_t
+    cs: np.ndarray      # (T+1, B, H): cs[0] = c0, cs[t+1] = c_t
+    gates: np.ndarray   # (T, B, 4H): [i, f, g, o] after their nonlinearities
+    tanh_c: np.ndarray  # (T, B, H): tanh(c_t)
+
+
+class LSTMLayer:
+    """One LSTM layer over a whole sequence; state (h, c)."""
+
+    cell = "lstm"
+    state_names = ("h", "c")
+
+    def __init__(self, input_size: int, hidden_size: int, *, bias: bool = True, forget_bias: float = 1.0,
+                 rng: np.random.Generator, dtype=np.float64):
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        self.forget_bias = forget_bias
+        self.dtype = np.dtype(dtype)
+        bound = 1.0 / np.sqrt(hidden_size)        # PyTorch's default for nn.LSTM
+        H, I = hidden_size, input_size
+        self.params: dict[str, np.ndarray] = {
+            "U": init.uniform(rng, (4 * H, I), bound, self.dtype),   # input -> [i, f, g, o]
+            "W": init.uniform(rng, (4 * H, H), bound, self.dtype),   # hidden -> [i, f, g, o]
+        }
+        if bias:
+            b = init.uniform(rng, (4 * H,), bound, self.dtype) + init.uniform(rng, (4 * H,), bound, self.dtype)
+            b[H:2 * H] += forget_bias                                 # forget gate starts open
+            self.params["b"] = b
+
+    def zero_state(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        H = self.hidden_size
+        return np.zeros((batch, H), self.dtype), np.zeros((batch, H), self.dtype)
+
+    def input_projection(self, x: np.ndarray) -> np.ndarray:
+        """U x_t + b for all T steps at once: one GEMM (or a column lookup for ids). (T, B, 4H)"""
+        U = self.params["U"]
+        if x.dtype.kind in "iu":                  # one-hot x_t: U x_t is column x_t of U
+            A = U.T[x]                            # (T, B, 4H)
+        else:
+            T, B, I = x.shape
+            A = (x.reshape(T * B, I) @ U.T).reshape(T, B, U.shape[0])
+        if self.bias:
+            A += self.params["b"]
+        return A
+
+    @staticmethod
+    def _cell(a: np.ndarray, c_prev: np.ndarray, H: int, c_out: np.ndarray, tanh_c_out: np.ndarray):
+        """Gate nonlinearities in place on a = [a_i, a_f, a_g, a_o] (B, 4H), then c_t and tanh(c_t)."""
+        sigmoid(a[:, :2 * H], out=a[:, :2 * H])          # i, f
+        np.tanh(a[:, 2 * H:3 * H], out=a[:, 2 * H:3 * H])  # g
+        sigmoid(a[:, 3 * H:], out=a[:, 3 * H:])          # o
+        i, f, g = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H]
+        np.multiply(f, c_prev, out=c_out)                # f * c_{t-1}
+        c_out += i * g                                   # + i * g
+        np.tanh(c_out, out=tanh_c_out)
+
+    def forward(self, x: np.ndarray, state0: tuple):
+        """x (T, B, I) or ids (T, B); state0 = (h0, c0), each (B, H).
+        Returns h (T, B, H), (h_T, c_T), cache."""
+        T, B = x.shape[:2]
+        H = self.hidden_size
+        hs = np.empty((T + 1, B, H), self.dtype)
+        cs = np.empty((T + 1, B, H), self.dtype)
+        tanh_c = np.empty((T, B, H), self.dtype)
+        hs[0], cs[0] = state0
+        gates = self.input_projection(x)           # (T, B, 4H), hoisted; becomes the gates in place
+        WT = self.params["W"].T
+        for t in range(T):
+            a = gates[t]
+            a += hs[t] @ WT                        # W h_{t-1}: the only GEMM in the loop, all 4 gates
+            self._cell(a, cs[t], H, cs[t + 1], tanh_c[t])
+            np.multiply(a[:, 3 * H:], tanh_c[t], out=hs[t + 1])   # h_t = o * tanh(c_t)
+        return hs[1:], (hs[T], cs[T]), LSTMCache(x, hs, cs, gates, tanh_c)
+
+    def step(self, x_t: np.ndarray, state: tuple):
+        """One step for sampling: x_t (B, I) or ids (B,). Returns h_t, (h_t, c_t)."""
+        H = self.hidden_size
+        h_prev, c_prev = state
+        a = self.input_projection(x_t[None])[0] + h_prev @ self.params["W"].T
+        c = np.empty_like(h_prev)
+        tanh_c = np.empty_like(h_prev)
+        self._cell(a, c_prev, H, c, tanh_c)
+        h = a[:, 3 * H:] * tanh_c
+        return h, (h, c)
+
+    def backward(self, dh: np.ndarray, dstate: tuple | None, cache: LSTMCache, grads: dict):
+        """dh (T, B, H): dE/dh_t from above; dstate = (dE/dh_T, dE/dc_T) (either may be None) or None.
+        Accumulates (+=) into grads["U"], grads["W"], grads["b"].
+
+        Returns dx (T, B, I) or None for ids, (dE/dh0, dE/dc0), and dh_total (T, B, H) = dE/dh_t."""
+        x, hs, cs, gates, tanh_c = cache.x, cache.hs, cache.cs, cache.gates, cache.tanh_c
+        T, B, H = dh.shape
+        W = self.params["W"]
+        dh_total = np.empty_like(dh)                         # (T, B, H)
+        da = np.empty((T, B, 4 * H), self.dtype)             # dE/da_t for the four gates
+        dstate = (None, None) if dstate is None else dstate
+        dh_next = np.zeros((B, H), self.dtype) if dstate[0] is None else np.array(dstate[0], self.dtype)
+        dc = np.zeros((B, H), self.dtype) if dstate[1] is None else np.array(dstate[1], self.dtype)
+        tmp = np.empty((B, H), self.dtype)
+        for t in range(T - 1, -1, -1):
+            i, f, g, o = (gates[t, :, k * H:(k + 1) * H] for k in range(4))
+            dai, daf, dag, dao = (da[t, :, k * H:(k + 1) * H] for k in range(4))
+            dht = dh_total[t]
+            np.add(dh[t], dh_next, out=dht)
+            # dc_t = dc_next + dh_t * o * (1 - tanh(c_t)^2)
+            np.multiply(tanh_c[t], tanh_c[t], out=tmp)
+            np.subtract(1.0, tmp, out=tmp)
+            tmp *= o
+            tmp *= dht
+            dc += tmp
+            # output gate: do * o (1 - o), do = dh_t * tanh(c_t)
+            np.subtract(1.0, o, out=dao)
+            dao *= o
+            dao *= dht
+            dao *= tanh_c[t]
+            # input gate: dc * g * i (1 - i)
+            np.subtract(1.0, i, out=dai)
+            dai *= i
+            dai *= g
+            dai *= dc
+            # forget gate: dc * c_{t-1} * f (1 - f)
+            np.subtract(1.0, f, out=daf)
+            daf *= f
+            daf *= cs[t]
+            daf *= dc
+            # candidate: dc * i * (1 - g^2)
+            np.multiply(g, g, out=dag)
+            np.subtract(1.0, dag, out=dag)
+            dag *= i
+            dag *= dc
+            dc *= f                                          # dE/dc_{t-1}
+            np.dot(da[t], W, out=dh_next)                    # dE/dh_{t-1} through all four gates
+
+        # Shared weights: sum over time of the per-step gradients, one GEMM each.
+        da2 = da.reshape(T * B, 4 * H)
+        grads["W"] += da2.T @ hs[:-1].reshape(T * B, H)      # sum_t da_t (x) h_{t-1}
+        if self.bias:
+            grads["b"] += da2.sum(axis=0)
+        if x.dtype.kind in "iu":
+            scatter_add_columns(grads["U"], x.reshape(-1), da2)
+            dx = None
+        else:
+            I = x.shape[2]
+            grads["U"] += da2.T @ x.reshape(T * B, I)        # sum_t da_t (x) x_t
+            dx = (da2 @ self.params["U"]).reshape(T, B, I)
+        return dx, (dh_next, dc), dh_total
