@@ -74,8 +74,8 @@ def shard_bounds(batch: int, rank: int, size: int) -> tuple[int, int]:
     if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank < size:
         raise ValueError(f"rank must be an integer in [0, {size}), got {rank!r}")
     if batch < size:
-        raise ValueError(f"batch must be >= the number of MPI ranks ({size}) so every rank gets a stream, "
-                         f"got {batch}")
+        raise ValueError(f"batch must be >= the number of MPI ranks ({size}), got {batch} "
+                         f"(every rank needs at least one stream)")
     base, extra = divmod(batch, size)
     start = rank * base + min(rank, extra)
     return start, start + base + (1 if rank < extra else 0)

@@ -1,0 +1,261 @@
+"""Data-parallel training over MPI (bptt.distributed).
+
+Two kinds of test:
+- in-process (no MPI): batch sharding, the flat gradient buffer, the hash, and the identity
+  the whole scheme rests on -- sum_r (B_r/B) dE_r/dθ == dE/dθ of the global batch;
+- ``mpiexec -n 2`` subprocesses (skipped when mpi4py or mpiexec is missing), every one with a
+  timeout so a hang fails the test instead of freezing CI. This file is also the worker
+  script those subprocesses run: ``python tests/test_distributed.py WORKER ARGS...``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bptt import Network, clip_by_global_norm
+from bptt.distributed import (Distributed, DivergedError, GradientBuffer, mpi_launched, parameter_hash,
+                              shard_bounds)
+from bptt.optim import SGD
+
+HERE = Path(__file__).resolve()
+
+
+# ---------------------------------------------------------------- helpers
+def find_mpiexec():
+    """mpiexec next to this Python (the mpich wheel in a venv) first, then on PATH."""
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+def need_mpi():
+    pytest.importorskip("mpi4py")
+    launcher = find_mpiexec()
+    if launcher is None:
+        pytest.skip("mpiexec not found (pip install mpich)")
+    return launcher
+
+
+def clean_env():
+    """The test process may itself run under a launcher; children must not inherit its PMI_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_", "MV2_", "HYDRA_"))}
+    env["OMP_NUM_THREADS"] = "1"               # 2 ranks on 2 cores: no BLAS oversubscription
+    env["PYTHONHASHSEED"] = "0"
+    return env
+
+
+def mpirun(nprocs, *args, timeout=60):
+    command = [need_mpi(), "-n", str(nprocs), *map(str, args)]
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=clean_env())
+    except subprocess.TimeoutExpired as hung:
+        pytest.fail(f"MPI job hung for {timeout}s (no abort): {command}\n{hung.stderr}")
+
+
+def worker(nprocs, name, *args, timeout=60):
+    return mpirun(nprocs, sys.executable, HERE, name, *args, timeout=timeout)
+
+
+def problem(seed=3, T=6, B=5, vocab=7):
+    rng = np.random.default_rng(seed)
+    inputs = rng.integers(0, vocab, size=(T, B))
+    targets = rng.integers(0, vocab, size=(T, B))
+    mask = (rng.random((T, B)) < 0.8).astype(np.float64)
+    return inputs, targets, mask
+
+
+def make_net(seed=0):
+    return Network(7, 6, 7, num_layers=2, seed=seed, dtype="float64")
+
+
+# ------------------------------------------------------- in-process tests
+def test_shard_bounds_cover_the_batch_once_and_evenly():
+    for batch in (1, 2, 5, 8, 13):
+        for size in range(1, batch + 1):
+            parts = [shard_bounds(batch, r, size) for r in range(size)]
+            assert parts[0][0] == 0 and parts[-1][1] == batch
+            assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))          # contiguous, no overlap
+            widths = [stop - start for start, stop in parts]
+            assert min(widths) >= 1 and max(widths) - min(widths) <= 1
+
+
+@pytest.mark.parametrize("args, fragment", [((2, 0, 3), "batch must be >= the number of MPI ranks (3), got 2"),
+                                            ((4, 4, 4), "rank must be an integer in [0, 4), got 4"),
+                                            ((4, -1, 2), "rank must be an integer in [0, 2), got -1"),
+                                            ((0, 0, 1), "batch must be >= 1, got 0"),
+                                            ((4, 0, 0), "size must be >= 1, got 0")])
+def test_shard_bounds_refuses_bad_arguments(args, fragment):
+    with pytest.raises(ValueError) as error:
+        shard_bounds(*args)
+    assert fragment in str(error.value)
+
+
+@pytest.mark.parametrize("size", [2, 3, 5])
+def test_shares_of_shard_gradients_sum_to_the_global_gradient(size):
+    """The identity data parallelism rests on: dE/dθ = sum_r (B_r/B) dE_r/dθ (also the loss), masks included."""
+    net = make_net()
+    inputs, targets, mask = problem(B=5)
+    loss, grads = net.loss_and_grads(inputs, targets, mask)
+    total = {name: np.zeros_like(g) for name, g in grads.items()}
+    total_loss = 0.0
+    for rank in range(size):
+        start, stop = shard_bounds(5, rank, size)
+        part_loss, part = net.loss_and_grads(inputs[:, start:stop], targets[:, start:stop], mask[:, start:stop])
+        share = (stop - start) / 5
+        total_loss += share * part_loss
+        for name in total:
+            total[name] += share * part[name]
+    assert abs(total_loss - loss) <= 1e-13 * abs(loss)
+    for name, g in grads.items():
+        np.testing.assert_allclose(total[name], g, rtol=1e-12, atol=1e-15, err_msg=name)
+
+
+def test_gradient_buffer_is_one_flat_array_and_roundtrips():
+    net = make_net()
+    rng = np.random.default_rng(0)
+    grads = {name: rng.standard_normal(p.shape) for name, p in net.params.items()}
+    buffer = GradientBuffer(grads, extra=1)
+    assert buffer.flat.flags.c_contiguous and buffer.flat.size == net.num_parameters + 1
+    for name, view in buffer.views.items():
+        assert np.shares_memory(view, buffer.flat), name                   # views, not copies
+    buffer.pack(grads, scale=0.25)
+    np.testing.assert_array_equal(buffer.views["layers.1.W"], 0.25 * grads["layers.1.W"])
+    buffer.flat *= 4.0
+    out = {name: np.zeros_like(g) for name, g in grads.items()}
+    buffer.unpack(out)
+    for name in grads:
+        np.testing.assert_array_equal(out[name], grads[name])
+
+
+def test_gradient_buffer_refuses_mixed_dtypes_and_empty():
+    with pytest.raises(TypeError, match="one dtype"):
+        GradientBuffer({"a": np.zeros(2, np.float32), "b": np.zeros(2, np.float64)})
+    with pytest.raises(ValueError, match="empty"):
+        GradientBuffer({})
+
+
+def test_parameter_hash_sees_one_ulp_and_names():
+    net = make_net()
+    before = parameter_hash(net.params)
+    assert parameter_hash(make_net().params) == before                     # same seed, same hash
+    w = net.params["layers.0.W"]
+    w[0, 0] = np.nextafter(w[0, 0], np.inf)
+    assert parameter_hash(net.params) != before
+    renamed = {"x" + k: v for k, v in make_net().params.items()}
+    assert parameter_hash(renamed) != before
+
+
+def test_launch_detection_reads_the_launchers_variables():
+    assert not mpi_launched({})
+    assert not mpi_launched({"HOME": "/root", "SLURM_PROCID": "0"})
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE"):
+        assert mpi_launched({name: "2"})
+
+
+def test_single_process_stand_in_does_nothing():
+    one = Distributed.from_environment(environ={})
+    assert (one.rank, one.size, one.active, one.is_root) == (0, 1, False, True)
+    grads = make_net().zero_grads()
+    grads["V"][...] = 3.0
+    assert one.allreduce_gradients(grads, 4, 4, loss=1.5) == 1.5
+    assert np.all(grads["V"] == 3.0)
+    assert one.check_identical(make_net().params) == parameter_hash(make_net().params)
+    inputs, targets, mask = problem()
+    assert one.shard_batch(inputs, targets, mask)[0] is inputs
+
+
+# ------------------------------------------------------------- MPI workers
+def train_steps(steps, dist, out=None, diverge_rank=None, fail_rank=None, kill_rank=None):
+    """SGD with global-norm clipping on a fixed sequence of global batches; ``dist`` shards them."""
+    net = make_net()
+    optimizer = SGD(net.params, lr=0.5)
+    B = 5
+    losses = []
+    for step in range(steps):
+        inputs, targets, mask = problem(seed=100 + step, B=B)              # the same global batch on every rank
+        x, y, m = dist.shard_batch(inputs, targets, mask)
+        if step == 1 and dist.rank == kill_rank:
+            os.kill(os.getpid(), 9)                                        # SIGKILL: no handler can run
+        if step == 1 and dist.rank == fail_rank:
+            raise RuntimeError("injected failure on this rank")
+        loss, grads = net.loss_and_grads(x, y, m)
+        loss = dist.allreduce_gradients(grads, x.shape[1], B, loss=loss)
+        clip_by_global_norm(grads, 1.0)                                    # after the reduction: the global norm
+        optimizer.step(grads)
+        losses.append(loss)
+    if dist.rank == diverge_rank:
+        net.params["V"][0, 0] += 1e-9                                      # a replica gone astray
+    digest = dist.check_identical(net.params, step=steps)
+    if dist.is_root and out is not None:
+        np.savez(out, **net.params)
+        Path(str(out) + ".json").write_text(json.dumps({"losses": losses, "hash": digest, "size": dist.size}))
+
+
+def main(argv):
+    name, *args = argv
+    dist = Distributed.from_environment(force=True)
+    with dist.abort_on_error("test"):
+        if name == "train":
+            train_steps(int(args[0]), dist, out=args[1])
+        elif name == "diverge":
+            train_steps(2, dist, diverge_rank=1)
+        elif name == "fail":
+            train_steps(4, dist, fail_rank=1)
+        elif name == "kill":
+            train_steps(4, dist, kill_rank=1)
+        else:
+            raise ValueError(f"unknown worker {name!r}")
+    return 0
+
+
+# --------------------------------------------------------------- MPI tests
+@pytest.mark.mpi
+def test_two_ranks_equal_one_process(tmp_path):
+    one = worker(1, "train", 4, tmp_path / "one.npz")
+    assert one.returncode == 0, one.stderr
+    two = worker(2, "train", 4, tmp_path / "two.npz")
+    assert two.returncode == 0, two.stderr
+    meta_one = json.loads((tmp_path / "one.npz.json").read_text())
+    meta_two = json.loads((tmp_path / "two.npz.json").read_text())
+    assert (meta_one["size"], meta_two["size"]) == (1, 2)
+    np.testing.assert_allclose(meta_two["losses"], meta_one["losses"], rtol=1e-13)
+    with np.load(tmp_path / "one.npz", allow_pickle=False) as a, np.load(tmp_path / "two.npz", allow_pickle=False) as b:
+        assert sorted(a.files) == sorted(b.files)
+        for name in a.files:
+            np.testing.assert_allclose(b[name], a[name], rtol=1e-12, atol=1e-14, err_msg=name)
+        moved = max(float(np.max(np.abs(a[n] - make_net().params[n]))) for n in a.files)
+        assert moved > 1e-3                                                # training did change the weights
+
+
+@pytest.mark.mpi
+def test_a_diverged_rank_fails_loudly():
+    run = worker(2, "diverge")
+    assert run.returncode != 0
+    assert "MPI ranks hold different parameters at step 2" in run.stderr, run.stderr
+    assert "ranks [0]" in run.stderr and "ranks [1]" in run.stderr
+
+
+@pytest.mark.mpi
+def test_an_exception_on_one_rank_aborts_the_job_instead_of_hanging():
+    run = worker(2, "fail", timeout=30)
+    assert run.returncode != 0
+    assert "[rank 1 of 2] bptt test: error: injected failure on this rank (aborting all 2 MPI ranks)" in run.stderr
+
+
+@pytest.mark.mpi
+def test_a_killed_rank_ends_the_job_instead_of_hanging():
+    run = worker(2, "kill", timeout=30)
+    assert run.returncode != 0
+    text = run.stdout + run.stderr
+    assert "BAD TERMINATION" in text and "signal 9" in text.lower(), text
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
