@@ -43,3 +43,32 @@ def scale_to_spectral_radius(W: np.ndarray, rho: float) -> np.ndarray:
     if current == 0:
         return W.copy()
     return (W * (rho / current)).astype(W.dtype)
+
+
+# --------------------------------------------------------------------------- remedies
+RECURRENT_INITS = ("uniform", "orthogonal", "identity")
+
+
+def init_recurrent(W: np.ndarray, scheme: str, rng: np.random.Generator, spectral_radius_target=None) -> None:
+    """Re-initialise a recurrent matrix W (G*H, H) in place, one H x H gate block at a time
+    (G = 1 for the RNN, 4 for the LSTM [i, f, g, o], 3 for the GRU [r, z, n]).
+
+    - "uniform": keep W as drawn (torch's default U(-1/sqrt(H), 1/sqrt(H)));
+    - "orthogonal": each block orthogonal (Saxe et al. 2014): every singular value 1;
+    - "identity": each block the identity -- with ReLU this is the IRNN (Le, Jaitly & Hinton 2015);
+    - ``spectral_radius_target`` (optional, applied last): rescale each block so its largest
+      |eigenvalue| is that value (<1: the linearised gradient vanishes, >1: it may explode).
+    """
+    if scheme not in RECURRENT_INITS:
+        raise ValueError(f"recurrent_init must be one of {RECURRENT_INITS}, got {scheme!r}")
+    H = W.shape[1]
+    if W.ndim != 2 or W.shape[0] % H:
+        raise ValueError(f"W must have shape (G*H, H), got {W.shape}")
+    for start in range(0, W.shape[0], H):
+        block = W[start:start + H]                              # (H, H) view into W
+        if scheme == "orthogonal":
+            block[...] = orthogonal(rng, (H, H), W.dtype)
+        elif scheme == "identity":
+            block[...] = identity((H, H), W.dtype)
+        if spectral_radius_target is not None:
+            block[...] = scale_to_spectral_radius(block, spectral_radius_target)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import init
 from . import validation as check
 from .layers.bidirectional import BidirectionalLayer
 from .layers.gru import GRU_VARIANTS, GRULayer
@@ -105,7 +106,7 @@ class Network:
                  num_layers: int = 1, cell: str = "rnn", nonlinearity: str = "tanh",
                  bias: bool = True, seed: int = 0, dtype="float64", loss: str = "cross_entropy",
                  bidirectional: bool = False, dropout: float = 0.0, gru_variant: str = "torch",
-                 forget_bias: float = 1.0):
+                 forget_bias: float = 1.0, recurrent_init: str = "uniform", spectral_radius=None):
         self.input_size = check.positive_int("input_size", input_size)
         self.hidden_size = check.positive_int("hidden_size", hidden_size)
         self.output_size = None if output_size is None else check.positive_int("output_size", output_size)
@@ -152,6 +153,7 @@ class Network:
         self.readout = (None if self.output_size is None
                         else Readout(width, self.output_size, bias=self.bias, rng=rng, dtype=self.dtype))
         self.params = self._collect(lambda sub: sub.params)
+        self._init_recurrent(recurrent_init, spectral_radius, rng)
 
     # ------------------------------------------------------------ bookkeeping
     @property
@@ -161,7 +163,21 @@ class Network:
                 "output_size": self.output_size, "num_layers": self.num_layers, "cell": self.cell,
                 "nonlinearity": self.nonlinearity, "bias": self.bias, "seed": self.seed,
                 "dtype": self.dtype.name, "loss": self.loss, "bidirectional": self.bidirectional,
-                "dropout": self.dropout, "gru_variant": self.gru_variant, "forget_bias": self.forget_bias}
+                "dropout": self.dropout, "gru_variant": self.gru_variant, "forget_bias": self.forget_bias,
+                "recurrent_init": self.recurrent_init, "spectral_radius": self.spectral_radius}
+
+    def _init_recurrent(self, scheme: str, radius, rng) -> None:
+        """Remedies for vanishing/exploding gradients without changing the architecture: re-draw
+        every recurrent W (and W_reverse) block-wise, see ``init.init_recurrent``. Draws come after
+        all default draws, so "uniform" without a radius leaves the network unchanged."""
+        self.recurrent_init = check.one_of("recurrent_init", scheme, init.RECURRENT_INITS)
+        self.spectral_radius = None if radius is None else check.positive_float("spectral_radius", radius)
+        if self.recurrent_init == "uniform" and self.spectral_radius is None:
+            return
+        for layer in self.layers:
+            for name in ("W", "W_reverse"):
+                if name in layer.params:
+                    init.init_recurrent(layer.params[name], self.recurrent_init, rng, self.spectral_radius)
 
     @classmethod
     def from_config(cls, config: dict) -> "Network":

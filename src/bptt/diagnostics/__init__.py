@@ -1,0 +1,16 @@
+"""See the gradients: the lecture's decomposition of dE_t/dW, Jacobian products, spectra,
+recording during training, figures and an HTML report.
+
+    from bptt import diagnostics
+    J = diagnostics.jacobian_norms(net, inputs, h0=None, layer=-1, ord=2)   # (T, T) ||dh_t/dh_k||
+    C = diagnostics.step_contributions(net, inputs, targets, t, "W")        # (t+1, H, H); C.sum(0) = dE_t/dW
+
+Everything here needs numpy only; ``diagnostics.plots`` and ``diagnostics.report`` import
+matplotlib when called.
+"""
+
+from .decomposition import contribution_norms, effective_memory, lag_profile, step_contributions
+from .jacobians import jacobian_norms, products_norms, state_jacobians
+
+__all__ = ["step_contributions", "contribution_norms", "lag_profile", "effective_memory",
+           "jacobian_norms", "state_jacobians", "products_norms"]
