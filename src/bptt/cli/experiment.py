@@ -1,0 +1,131 @@
+"""``bptt experiment``: train on a long-range task and compare with the papers' baselines.
+
+    bptt experiment adding --cell rnn,irnn,lstm --T 100 --seeds 0,1,2 --steps 1500 --out runs/adding
+    bptt experiment vanishing --out runs/vanishing --quick
+
+Writes ``result.json`` (every curve and setting), ``results.md`` (a table) and ``curves.png``
+(learning curves with the trivial baseline) to --out. ``vanishing`` runs the gradient-flow
+comparison of ``bptt.experiments.vanishing`` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..tasks import TASKS
+from . import CLIError
+
+QUICK = dict(steps=20, hidden=8, batch=8, eval_batch=32, eval_every=10)
+
+
+def _int_list(name: str):
+    def parse(text: str) -> list:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be comma-separated integers, got {text!r}") from None
+        if not values or min(values) < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be non-negative integers, got {text!r}")
+        return values
+    return parse
+
+
+def add_parser(sub) -> None:
+    from ..experiments.tasks import VARIANTS
+    p = sub.add_parser(
+        "experiment", help="train on a long-range task (adding, copying, ...) and compare with the baseline",
+        description="Train fresh networks on a long-range task for every cell, sequence length and seed; write "
+                    "result.json, results.md and curves.png to --out. Defaults per task are sized for a CPU in "
+                    "minutes; see docs/results.md. TASK 'vanishing' runs the gradient-flow experiment instead.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("task", metavar="TASK", choices=list(TASKS) + ["vanishing"],
+                   help="one of: " + ", ".join(list(TASKS) + ["vanishing"]))
+    p.add_argument("--cell", default="rnn,lstm",
+                   help="comma-separated variants: " + ", ".join(VARIANTS))
+    p.add_argument("--T", dest="seq_lens", type=_int_list("--T"), default=None,
+                   help="comma-separated sequence lengths / delays (default: the task's)")
+    p.add_argument("--seeds", type=_int_list("--seeds"), default=[0], help="comma-separated seeds")
+    p.add_argument("--steps", type=int, default=None, help="training steps per run (default: the task's)")
+    p.add_argument("--hidden", type=int, default=None, help="hidden units (default: the task's)")
+    p.add_argument("--batch", type=int, default=None, help="sequences per step (default: the task's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the task's)")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "rmsprop", "adagrad"], default=None,
+                   help="optimiser (default: the task's)")
+    p.add_argument("--clip", type=float, default=None,
+                   help="global-norm clipping threshold; 0 turns clipping off (default: the task's)")
+    p.add_argument("--eval-every", type=int, default=None, help="steps between held-out evaluations")
+    p.add_argument("--eval-batch", type=int, default=500, help="held-out sequences")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, a few seconds (smoke test)")
+    p.set_defaults(run=run)
+
+
+def command_line(args) -> str:
+    """The exact command that reproduces this run (flags in canonical form)."""
+    parts = ["bptt", "experiment", args.task, "--cell", args.cell]
+    for flag, value in (("--T", args.seq_lens), ("--seeds", args.seeds)):
+        if value is not None:
+            parts += [flag, ",".join(str(v) for v in value)]
+    for flag in ("steps", "hidden", "batch", "lr", "optimizer", "clip", "eval_every"):
+        value = getattr(args, flag)
+        if value is not None:
+            parts += ["--" + flag.replace("_", "-"), str(value)]
+    if args.eval_batch != 500:
+        parts += ["--eval-batch", str(args.eval_batch)]
+    if args.dtype != "float32":
+        parts += ["--dtype", args.dtype]
+    if args.quick:
+        parts.append("--quick")
+    return " ".join(parts + ["--out", args.out])
+
+
+def _progress(cell, T, seed, step, metrics):
+    shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+    print(f"  {cell:8s} T={T:<5d} seed={seed:<3d} step {step:6d}  {shown}", file=sys.stderr, flush=True)
+
+
+def run(args) -> int:
+    if args.task == "vanishing":
+        return _run_vanishing(args)
+    from ..experiments.tasks import DEFAULTS, run_experiment
+    cells = [c.strip() for c in args.cell.split(",") if c.strip()]
+    for name in ("steps", "hidden", "batch", "eval_every", "eval_batch"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.lr is not None and not args.lr > 0:
+        raise CLIError(f"--lr must be > 0, got {args.lr}")
+    if args.clip is not None and args.clip < 0:
+        raise CLIError(f"--clip must be >= 0 (0 = off), got {args.clip}")
+    options = dict(steps=args.steps, hidden=args.hidden, batch=args.batch, lr=args.lr, optimizer=args.optimizer,
+                   eval_every=args.eval_every, eval_batch=args.eval_batch, dtype=args.dtype)
+    if args.quick:
+        options.update({k: v for k, v in QUICK.items() if options.get(k) in (None, 500)})
+    if args.clip is not None:
+        options["clip"] = None if args.clip == 0 else args.clip
+    seq_lens = args.seq_lens or [DEFAULTS[args.task]["T"]]
+    result = run_experiment(args.task, cells=cells, seq_lens=seq_lens, seeds=args.seeds, out_dir=args.out,
+                            command=command_line(args), progress=_progress, **options)
+    from ..experiments.task_report import write_table
+    print(write_table(result))
+    print(f"wrote {args.out}/result.json, {args.out}/results.md, {args.out}/curves.png")
+    return 0
+
+
+def _run_vanishing(args) -> int:
+    try:
+        from ..experiments.vanishing import run_vanishing
+    except ImportError as error:
+        raise CLIError("the vanishing experiment is not available in this installation "
+                       f"(bptt.experiments.vanishing: {error})") from None
+    seq_len = args.seq_lens[0] if args.seq_lens else None
+    seeds = args.seeds
+    kwargs = {"out_dir": args.out, "seeds": seeds, "quick": args.quick}
+    if args.steps is not None:
+        kwargs["steps"] = args.steps
+    if seq_len is not None:
+        kwargs["seq_len"] = seq_len
+    run_vanishing(**kwargs)
+    return 0

@@ -1,0 +1,78 @@
+"""The table and the figure of a task experiment (``run_experiment``'s result dict).
+
+matplotlib is imported lazily, with the Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LOG_SCALE_METRICS = ("mse", "cross_entropy")
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1e-2 else f"{value:.3f}"
+
+
+def write_table(result: dict) -> str:
+    """Markdown: one row per (cell, T) with mean +- sd over seeds, per-seed values, solved count."""
+    s = result["settings"]
+    lines = [f"# {result['task']}: {result['reference']}", "",
+             f"Metric: `{result['metric']}` on {s['eval_batch']} held-out sequences "
+             f"({'lower' if result['lower_is_better'] else 'higher'} is better), after {s['steps']} steps of "
+             f"batch {s['batch']}, hidden {s['hidden']}, {s['optimizer']} lr {s['lr']}, "
+             f"clip {s['clip'] if s['clip'] is not None else 'off'}, {s['dtype']}.", ""]
+    if result.get("command"):
+        lines += ["Command:", "", "```", result["command"], "```", ""]
+    lines += [f"| cell | T | {result['metric']} (mean ± sd) | per seed | solved | trivial baseline | s / run |",
+              "|---|---|---|---|---|---|---|"]
+    for row in result["summary"]:
+        per_seed = ", ".join(_fmt(v) for v in row["values"])
+        lines.append(f"| {row['cell']} | {row['T']} | {_fmt(row['mean'])} ± {_fmt(row['std'])} | {per_seed} | "
+                     f"{row['solved']}/{row['runs']} | {_fmt(row['baseline'])} | {row['seconds']:.0f} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_figure(result: dict, path: str) -> None:
+    """Learning curves (held-out metric vs step), one panel per T: thin lines per seed, a
+    thick line for the seed mean, the trivial baseline dashed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = result["metric"]
+    seq_lens = result["seq_lens"]
+    fig, axes = plt.subplots(1, len(seq_lens), figsize=(5.2 * len(seq_lens), 3.8), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, T in zip(axes[0], seq_lens):
+        for index, cell in enumerate(result["cells"]):
+            runs = [r for r in result["runs"] if r["cell"] == cell and r["T"] == T]
+            color = colors[index % len(colors)]
+            for run in runs:
+                ax.plot(run["curve"]["step"], run["curve"][metric], color=color, alpha=0.3, linewidth=0.8)
+            steps = runs[0]["curve"]["step"]
+            mean = np.mean([run["curve"][metric] for run in runs], axis=0)
+            ax.plot(steps, mean, color=color, linewidth=2, label=f"{cell} ({len(runs)} seeds)")
+        ax.axhline(result["baseline"][str(T)][metric], color="black", linestyle="--", linewidth=1,
+                   label="trivial baseline")
+        if metric in LOG_SCALE_METRICS:
+            ax.set_yscale("log")
+        ax.set_title(f"{result['task']}, T = {T}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"held-out {metric}")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    import os
+    import tempfile
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)                      # atomic: never a half-written figure
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,202 @@
+"""Train recurrent networks on the long-range tasks (``bptt.tasks``) and compare them with the
+trivial baseline and with each other: the engine behind ``bptt experiment TASK``.
+
+    result = run_experiment("adding", cells=["rnn", "irnn", "lstm"], seq_lens=[100],
+                            seeds=[0, 1], steps=2000, out_dir="runs/adding")
+
+For every (cell, T, seed) a fresh network trains on fresh batches from the task's generator
+(never the same sequence twice, as in the papers) and is scored every ``eval_every`` steps
+on one fixed held-out set with the task's own measure (``task.score``: the paper's units,
+not bptt's summed-over-time loss). Writes ``result.json``, ``results.md`` (a table) and
+``curves.png`` (learning curves with the baseline) to ``out_dir``.
+
+Cells ("variants"): ``rnn`` (the lecture's tanh RNN), ``irnn`` (ReLU + identity recurrent
+init, Le et al. 2015), ``lstm``, ``gru``, ``rnn-sgd`` (tanh RNN, plain SGD, no clipping:
+the "before" of Pascanu et al. 2013) -- see ``VARIANTS``.
+
+Seeds: seed s builds the network with ``Network(seed=s)``, draws training batches from
+``default_rng([s, 1])`` and the evaluation set from ``default_rng([s, 2, T])``: a run repeats
+exactly given its seed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from .. import validation as check
+from ..clip import clip_by_global_norm
+from ..network import Network
+from ..tasks import get_task
+
+# name -> Network options and training overrides
+VARIANTS = {
+    "rnn": {"net": {"cell": "rnn", "nonlinearity": "tanh"}},
+    "irnn": {"net": {"cell": "rnn", "nonlinearity": "relu", "recurrent_init": "identity"}},
+    "lstm": {"net": {"cell": "lstm"}},
+    "gru": {"net": {"cell": "gru"}},
+    "rnn-sgd": {"net": {"cell": "rnn", "nonlinearity": "tanh"}, "train": {"optimizer": "sgd", "clip": None}},
+}
+
+# Per-task defaults sized for a 2-core CPU in minutes (the papers use far more: see docs/results.md).
+DEFAULTS = {
+    "adding": dict(T=100, hidden=64, batch=32, steps=1500, lr=1e-3, optimizer="adam", clip=1.0),
+    "adding-hs": dict(T=100, hidden=64, batch=32, steps=1500, lr=1e-3, optimizer="adam", clip=1.0),
+    "temporal-order": dict(T=50, hidden=50, batch=32, steps=2000, lr=1e-3, optimizer="adam", clip=1.0),
+    "copying": dict(T=20, hidden=64, batch=32, steps=1500, lr=3e-3, optimizer="adam", clip=1.0),
+    "latch": dict(T=50, hidden=8, batch=32, steps=400, lr=1e-2, optimizer="adam", clip=1.0),
+    "two-sequence": dict(T=50, hidden=8, batch=32, steps=400, lr=1e-2, optimizer="adam", clip=1.0),
+}
+OPTIMIZER_CLASSES = {"sgd": "SGD", "adam": "Adam", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
+
+
+def make_network(task, variant: str, hidden: int, seed: int, dtype: str = "float32") -> Network:
+    """The network for ``variant``; IRNN falls back to setting W = I by hand when this
+    Network has no ``recurrent_init`` option."""
+    options = dict(VARIANTS[check.one_of("cell", variant, tuple(VARIANTS))]["net"])
+    accepts = inspect.signature(Network).parameters
+    identity = options.pop("recurrent_init", None) == "identity" and "recurrent_init" not in accepts
+    net = Network(task.input_size, hidden, task.output_size, loss=task.loss, seed=seed, dtype=dtype, **options)
+    if identity:
+        for name, p in net.params.items():
+            if name.endswith(".W"):
+                p[...] = np.eye(hidden, dtype=p.dtype)                 # IRNN: h_t = relu(U x_t + h_{t-1} + b)
+    return net
+
+
+def make_optimizer(name: str, params: dict, lr: float):
+    from .. import optim
+    name = check.one_of("optimizer", name, tuple(OPTIMIZER_CLASSES))
+    cls = getattr(optim, OPTIMIZER_CLASSES[name], None)
+    if cls is None:
+        raise ValueError(f"optimizer {name!r} is not available in this version of bptt.optim")
+    return cls(params, lr=lr)
+
+
+def train_one(task_name: str, variant: str, T: int, seed: int, *, steps: int, hidden: int, batch: int,
+              lr: float, optimizer: str = "adam", clip: float | None = 1.0, eval_every: int = 50,
+              eval_batch: int = 500, dtype: str = "float32", progress=None) -> dict:
+    """Train one network; returns {"cell", "T", "seed", "curve", "final", "solved", "seconds"}.
+
+    curve: "step", "train_loss" (bptt's loss on the training batch, mean since the last point)
+    and every key of ``task.score`` on the held-out set, at step 0 and every ``eval_every``."""
+    task = get_task(task_name)
+    overrides = VARIANTS[check.one_of("cell", variant, tuple(VARIANTS))].get("train", {})
+    optimizer = overrides.get("optimizer", optimizer)
+    clip = overrides["clip"] if "clip" in overrides else clip
+    steps = check.positive_int("steps", steps)
+    eval_every = check.positive_int("eval_every", eval_every)
+    net = make_network(task, variant, hidden, seed, dtype)
+    opt = make_optimizer(optimizer, net.params, lr)
+    train_rng = np.random.default_rng([seed, 1])
+    eval_inputs, eval_targets, eval_mask = task.generate(T, eval_batch, np.random.default_rng([seed, 2, T]))
+
+    curve: dict = {"step": [], "train_loss": []}
+
+    def evaluate(step: int, train_loss) -> dict:
+        metrics = task.score(net.forward(eval_inputs).outputs, eval_targets, eval_mask)
+        curve["step"].append(step)
+        curve["train_loss"].append(train_loss)
+        for key, value in metrics.items():
+            curve.setdefault(key, []).append(value)
+        return metrics
+
+    start = time.perf_counter()
+    metrics = evaluate(0, None)                                         # no training loss yet
+    losses = []
+    for step in range(1, steps + 1):
+        inputs, targets, mask = task.generate(T, batch, train_rng)      # fresh sequences every step
+        loss, grads = net.loss_and_grads(inputs, targets, mask)
+        if clip is not None:
+            clip_by_global_norm(grads, clip)                            # Pascanu et al. 2013, Alg. 1
+        opt.step(grads)
+        losses.append(loss)
+        if step % eval_every == 0 or step == steps:
+            metrics = evaluate(step, float(np.mean(losses)))
+            losses = []
+            if progress is not None:
+                progress(variant, T, seed, step, metrics)
+    return {"cell": variant, "T": T, "seed": seed, "curve": curve, "final": metrics,
+            "solved": bool(task.solved(metrics)), "seconds": time.perf_counter() - start,
+            "optimizer": optimizer, "clip": clip, "parameters": net.num_parameters}
+
+
+def summarise(task, runs: list) -> list:
+    """One row per (cell, T): mean and sd over seeds of the headline metric, solved count."""
+    rows = []
+    keys = sorted({(r["cell"], r["T"]) for r in runs}, key=lambda k: (k[1], list(VARIANTS).index(k[0])))
+    for cell, T in keys:
+        group = [r for r in runs if r["cell"] == cell and r["T"] == T]
+        values = np.array([r["final"][task.metric] for r in group])
+        rows.append({"cell": cell, "T": T, "seeds": [r["seed"] for r in group],
+                     "values": values.tolist(), "mean": float(values.mean()),
+                     "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                     "solved": int(sum(r["solved"] for r in group)), "runs": len(group),
+                     "baseline": task.baseline(T)[task.metric],
+                     "seconds": float(np.mean([r["seconds"] for r in group]))})
+    return rows
+
+
+def run_experiment(task_name: str, *, cells, seq_lens, seeds, out_dir, steps=None, hidden=None, batch=None,
+                   lr=None, optimizer=None, clip="default", eval_every=None, eval_batch=500,
+                   dtype="float32", command: str = "", progress=None) -> dict:
+    """Every (cell, T, seed) in turn; writes result.json, results.md, curves.png to out_dir."""
+    task = get_task(task_name)
+    d = DEFAULTS[task_name]
+    settings = {"steps": steps or d["steps"], "hidden": hidden or d["hidden"], "batch": batch or d["batch"],
+                "lr": lr or d["lr"], "optimizer": optimizer or d["optimizer"],
+                "clip": d["clip"] if clip == "default" else clip, "eval_batch": eval_batch, "dtype": dtype}
+    settings["eval_every"] = eval_every or max(1, settings["steps"] // 30)
+    if not cells:
+        raise ValueError("cells must name at least one of " + ", ".join(VARIANTS))
+    for cell in cells:
+        check.one_of("cell", cell, tuple(VARIANTS))
+    runs = []
+    for T in seq_lens:
+        for cell in cells:
+            for seed in seeds:
+                runs.append(train_one(task_name, cell, T, seed, progress=progress, **settings))
+    result = {"task": task_name, "reference": task.reference, "metric": task.metric,
+              "lower_is_better": task.lower_is_better, "settings": settings, "command": command,
+              "cells": list(cells), "seq_lens": list(seq_lens), "seeds": list(seeds),
+              "baseline": {str(T): task.baseline(T) for T in seq_lens},
+              "summary": summarise(task, runs), "runs": runs,
+              "machine": {"omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "cpus": os.cpu_count()}}
+    if out_dir is not None:
+        from .task_report import write_figure, write_table
+        os.makedirs(out_dir, exist_ok=True)
+        write_json(os.path.join(out_dir, "result.json"), result)
+        write_text(os.path.join(out_dir, "results.md"), write_table(result))
+        write_figure(result, os.path.join(out_dir, "curves.png"))
+    return result
+
+
+def write_text(path: str, text: str) -> None:
+    """Atomic: a temp file in the same folder, then os.replace."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str, data) -> None:
+    write_text(path, json.dumps(data, indent=1, default=_jsonable) + "\n")
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
