@@ -37,13 +37,24 @@ def activate(a: np.ndarray, nonlinearity: str, out: np.ndarray | None = None) ->
     raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
 
 
+def derivative_from_output(h: np.ndarray, nonlinearity: str, out: np.ndarray | None = None) -> np.ndarray:
+    """f'(a) written through h = f(a): 1 - h^2 for tanh, 1[h > 0] for relu; in h's dtype,
+    into ``out`` when given (two passes for tanh, one for relu, no temporaries)."""
+    if out is None:
+        out = np.empty_like(h)
+    if nonlinearity == "tanh":
+        np.multiply(h, h, out=out)          # h^2
+        np.subtract(1.0, out, out=out)      # tanh' = 1 - h^2 (the Python float keeps out's dtype)
+        return out
+    if nonlinearity == "relu":
+        np.greater(h, 0.0, out=out)         # relu' = 1[h > 0], cast to out's float dtype
+        return out
+    raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+
+
 def activation_grad_from_output(h: np.ndarray, nonlinearity: str) -> np.ndarray:
     """f'(a) written through h = f(a): 1 - h^2 for tanh, 1[h > 0] for relu."""
-    if nonlinearity == "tanh":
-        return 1.0 - h * h
-    if nonlinearity == "relu":
-        return (h > 0).astype(h.dtype)
-    raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+    return derivative_from_output(h, nonlinearity)
 
 
 def backprop_activation(dh: np.ndarray, h: np.ndarray, nonlinearity: str, out: np.ndarray) -> np.ndarray:
@@ -62,12 +73,15 @@ def backprop_activation(dh: np.ndarray, h: np.ndarray, nonlinearity: str, out: n
 def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
     """log softmax(z) by log-sum-exp: subtract the max first so exp never overflows."""
     shifted = z - z.max(axis=axis, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    total = np.exp(shifted).sum(axis=axis, keepdims=True)
+    shifted -= np.log(total, out=total)
+    return shifted
 
 
 def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
     """softmax(z) = exp(z) / sum exp(z), stable for large |z|."""
-    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    e = np.subtract(z, z.max(axis=axis, keepdims=True))
+    np.exp(e, out=e)
     e /= e.sum(axis=axis, keepdims=True)
     return e
 

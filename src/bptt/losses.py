@@ -20,23 +20,33 @@ from __future__ import annotations
 
 import numpy as np
 
-from .functional import log_softmax
-
 LOSSES = ("cross_entropy", "mse")
 
 
 def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None):
-    """logits (T, B, O), targets int (T, B), mask (T, B) or None -> (E, dE/dlogits)."""
+    """logits (T, B, O), targets int (T, B), mask (T, B) or None -> (E, dE/dlogits).
+
+    All T*B rows at once, with one exp per logit: the exponentials serve both the
+    log-sum-exp of the loss and the softmax of the gradient, which is built in that same
+    buffer (no second exp, no (T, B, O) temporaries beyond the returned gradient)."""
     T, B, O = logits.shape
-    logp = log_softmax(logits)                                    # stable: log-sum-exp
-    picked = np.take_along_axis(logp, targets[..., None], axis=2)[..., 0]   # log y^_t[y_t], (T, B)
-    weights = np.full((T, B), 1.0 / B, logits.dtype) if mask is None else mask / B
-    loss = -float(np.sum(weights * picked, dtype=np.float64))
-    dlogits = np.exp(logp)                                        # y^_t = softmax(z_t)
-    t_idx, b_idx = np.indices((T, B))
-    dlogits[t_idx, b_idx, targets] -= 1.0                         # y^_t - y_t
-    dlogits *= weights[..., None]
-    return loss, dlogits
+    N = T * B
+    z = logits.reshape(N, O)
+    rows = np.arange(N)
+    target_ids = targets.reshape(N)
+    probs = np.subtract(z, z.max(axis=1, keepdims=True))         # z - max z: stable, (N, O)
+    picked = probs[rows, target_ids]                               # shifted z_t[y_t], (N,)
+    np.exp(probs, out=probs)
+    total = probs.sum(axis=1)                                     # sum exp, (N,)
+    log_picked = picked - np.log(total)                           # log y^_t[y_t] (log-sum-exp)
+    if mask is None:
+        weights = np.full(N, 1.0 / B, logits.dtype)               # average over the batch
+    else:
+        weights = (mask / B).reshape(N)
+    loss = -float(np.sum(weights * log_picked, dtype=np.float64))
+    probs *= (weights / total)[:, None]                           # w * y^_t  (softmax, weighted)
+    probs[rows, target_ids] -= weights                            # w * (y^_t - y_t)
+    return loss, probs.reshape(T, B, O)
 
 
 def squared_error(outputs: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None):

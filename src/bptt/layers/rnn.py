@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import init
-from ..functional import activate, backprop_activation, scatter_add_columns
+from ..functional import activate, derivative_from_output, scatter_add_columns
 
 
 @dataclass
@@ -66,37 +66,53 @@ class RNNLayer:
     def zero_state(self, batch: int) -> tuple[np.ndarray]:
         return (np.zeros((batch, self.hidden_size), self.dtype),)
 
-    def input_projection(self, x: np.ndarray) -> np.ndarray:
-        """U x_t + b for all T steps at once: one GEMM (or a column lookup for ids)."""
+    def input_projection(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """U x_t + b for all T steps at once: one GEMM (or a column lookup for ids).
+        x (T, B, I) or ids (T, B) -> (T, B, H), written into ``out`` when given."""
         U = self.params["U"]
+        T, B = x.shape[:2]
+        H = self.hidden_size
+        if out is None:
+            out = np.empty((T, B, H), self.dtype)
         if x.dtype.kind in "iu":                  # token ids: U x_t with x_t one-hot is column x_t of U
-            A = U.T[x]                            # (T, B, H)
+            np.take(U.T, x, axis=0, out=out)      # (T, B, H)
         else:
-            T, B, I = x.shape
-            A = (x.reshape(T * B, I) @ U.T).reshape(T, B, self.hidden_size)
+            # BLAS reads the transposed view U.T in place (no copy) and writes straight into out.
+            np.dot(x.reshape(T * B, x.shape[2]), U.T, out=out.reshape(T * B, H))
         if self.bias:
-            A += self.params["b"]
-        return A
+            out += self.params["b"]
+        return out
 
     def forward(self, x: np.ndarray, state0: tuple[np.ndarray]):
         """x (T, B, I) or ids (T, B); state0 = (h0,) with h0 (B, H).
         Returns h (T, B, H), (h_T,), cache."""
         T, B = x.shape[:2]
-        hs = np.empty((T + 1, B, self.hidden_size), self.dtype)
+        hs = np.empty((T + 1, B, self.hidden_size), self.dtype)   # hs[0] = h0, hs[t+1] = h_t
         hs[0] = state0[0]
-        A = self.input_projection(x)               # (T, B, H), hoisted out of the loop
-        WT = self.params["W"].T
-        nl = self.nonlinearity
-        for t in range(T):
-            h_t = hs[t + 1]
-            np.dot(hs[t], WT, out=h_t)             # W h_{t-1}: the only GEMM left in the loop
-            h_t += A[t]
-            activate(h_t, nl, out=h_t)             # h_t = f(a_t)
+        # Hoisted: hs[1:] first holds U x_t + b for every t; step t adds W h_{t-1} and applies f
+        # in place, so no separate (T, B, H) pre-activation array is ever allocated.
+        self.input_projection(x, out=hs[1:])
+        WT = self.params["W"].T                    # a view: BLAS handles the transpose
+        recurrent = np.empty((B, self.hidden_size), self.dtype)   # W h_{t-1}, reused every step
+        f = np.tanh if self.nonlinearity == "tanh" else _relu
+        dot, add = np.dot, np.add                  # local names: this loop is the hot path at small sizes
+        for h_prev, h_t in zip(hs[:-1], hs[1:]):   # views, no per-step allocations
+            dot(h_prev, WT, out=recurrent)         # W h_{t-1}: the only GEMM left in the loop
+            add(h_t, recurrent, out=h_t)           # a_t = U x_t + b + W h_{t-1}
+            f(h_t, out=h_t)                        # h_t = f(a_t)
         return hs[1:], (hs[T],), RNNCache(x, hs)
 
     def step(self, x_t: np.ndarray, state: tuple[np.ndarray]):
         """One step for sampling: x_t (B, I) or ids (B,). Returns h_t, (h_t,)."""
-        a = self.input_projection(x_t[None])[0] + state[0] @ self.params["W"].T
+        U, W = self.params["U"], self.params["W"]
+        if x_t.dtype.kind in "iu":
+            a = U.T[x_t]                                           # (B, H) column lookup
+            a += state[0] @ W.T
+        else:
+            a = state[0] @ W.T
+            a += x_t @ U.T
+        if self.bias:
+            a += self.params["b"]
         h = activate(a, self.nonlinearity, out=a)
         return h, (h,)
 
@@ -110,18 +126,25 @@ class RNNLayer:
         x, hs = cache.x, cache.hs
         T, B, H = dh.shape
         W = self.params["W"]
-        nl = self.nonlinearity
+        h = hs[1:]                                 # (T, B, H)
         dh_total = np.empty_like(dh)               # dE/dh_t, all paths
-        da = np.empty_like(dh)                     # dE/da_t
-        dnext = np.zeros((B, H), self.dtype) if dstate is None or dstate[0] is None else np.array(dstate[0], self.dtype)
+        # da starts as f'(a_t) for every t at once (one vectorised pass, not T small ones);
+        # the loop then multiplies in dE/dh_t, turning it into dE/da_t in place.
+        da = derivative_from_output(h, self.nonlinearity, out=np.empty_like(dh))   # (T, B, H)
+        if dstate is None or dstate[0] is None:
+            dnext = np.zeros((B, H), self.dtype)
+        else:
+            dnext = np.array(dstate[0], self.dtype)
+        dot, add, multiply = np.dot, np.add, np.multiply
         for t in range(T - 1, -1, -1):
-            np.add(dh[t], dnext, out=dh_total[t])
-            backprop_activation(dh_total[t], hs[t + 1], nl, out=da[t])   # da = dh * f'(a)
-            np.dot(da[t], W, out=dnext)            # dE/dh_{t-1} through W
+            dh_t, da_t = dh_total[t], da[t]
+            add(dh[t], dnext, out=dh_t)            # dE/dh_t = from above + from step t+1
+            multiply(da_t, dh_t, out=da_t)         # da_t = dE/dh_t * f'(a_t)
+            dot(da_t, W, out=dnext)                # dE/dh_{t-1} through W
 
         # Weights are shared across time: sum_t of the per-step gradients, one GEMM each.
         da2 = da.reshape(T * B, H)
-        grads["W"] += da2.T @ hs[:-1].reshape(T * B, H)          # sum_t da_t (x) h_{t-1}
+        _accumulate_gemm(grads["W"], da2.T, hs[:-1].reshape(T * B, H))   # sum_t da_t (x) h_{t-1}
         if self.bias:
             grads["b"] += da2.sum(axis=0)
         if x.dtype.kind in "iu":
@@ -129,6 +152,19 @@ class RNNLayer:
             dx = None
         else:
             I = x.shape[2]
-            grads["U"] += da2.T @ x.reshape(T * B, I)            # sum_t da_t (x) x_t
+            _accumulate_gemm(grads["U"], da2.T, x.reshape(T * B, I))   # sum_t da_t (x) x_t
             dx = (da2 @ self.params["U"]).reshape(T, B, I)
         return dx, (dnext,), dh_total
+
+
+def _relu(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    return np.maximum(a, 0.0, out=out)
+
+
+def _accumulate_gemm(target: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """target += a @ b; the product goes into a scratch buffer of target's dtype (never float64
+    by accident), and when target is still all zeros it is written directly."""
+    if target.flags.c_contiguous and target.dtype == a.dtype == b.dtype and not target.any():
+        np.dot(a, b, out=target)
+    else:
+        target += a @ b
