@@ -5,6 +5,12 @@
 - ``clip_by_global_norm``: Pascanu, Mikolov & Bengio (2013), Algorithm 1: if the norm
   g of all gradients together exceeds a threshold, rescale them all by threshold / g,
   keeping the direction. Same as ``torch.nn.utils.clip_grad_norm_``.
+- ``clip_by_param_norm``: the same rule applied to each parameter's gradient on its own
+  (``clip_grad_norm_`` called once per parameter).
+
+``make_clipper(mode, threshold)`` turns a name into a function ``grads -> ClipReport``
+(what ``bptt.train.Trainer`` takes); ``ClipStats`` accumulates the reports so training
+logs how often clipping fired and how hard (the smallest scale it applied).
 
 Both work in place and return what they measured, so training can log how often and
 how hard clipping fired.
@@ -51,3 +57,66 @@ def clip_by_value(grads: dict, limit: float) -> ClipReport:
         changed += int(np.count_nonzero(np.abs(g) > limit))
         np.clip(g, -limit, limit, out=g)
     return ClipReport(norm, changed > 0, 1.0, changed)
+
+
+def clip_by_param_norm(grads: dict, max_norm: float) -> ClipReport:
+    """For each parameter separately: if ||g_p|| > max_norm, g_p <- g_p * max_norm / (||g_p|| + 1e-6).
+    The report's ``scale`` is the smallest factor applied, ``num_clipped`` the number of parameters clipped."""
+    max_norm = check.positive_float("max_norm", max_norm)
+    norm = global_norm(grads)
+    smallest, changed = 1.0, 0
+    for g in grads.values():
+        g_norm = float(np.sqrt(np.dot(g.ravel(), g.ravel())))
+        if np.isfinite(g_norm) and g_norm > max_norm:
+            scale = max_norm / (g_norm + 1e-6)
+            g *= scale
+            smallest = min(smallest, scale)
+            changed += 1
+    return ClipReport(norm, changed > 0, smallest, changed)
+
+
+CLIP_MODES = ("none", "value", "global-norm", "param-norm")
+
+
+def make_clipper(mode: str, threshold: float | None = None):
+    """A function ``grads -> ClipReport`` (or None for ``mode="none"``) for the Trainer."""
+    mode = check.one_of("clip mode", mode, CLIP_MODES)
+    if mode == "none":
+        return None
+    threshold = check.positive_float("clip threshold", threshold)
+    fn = {"value": clip_by_value, "global-norm": clip_by_global_norm, "param-norm": clip_by_param_norm}[mode]
+
+    def clip(grads: dict) -> ClipReport:
+        return fn(grads, threshold)
+
+    clip.mode, clip.threshold = mode, threshold
+    return clip
+
+
+class ClipStats:
+    """Running tally of clip reports: how often clipping fired and how hard."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.calls = 0
+        self.fired = 0
+        self.min_scale = 1.0          # hardest rescale seen (global/param norm)
+        self.max_norm = 0.0           # largest pre-clip global norm seen
+        self.entries_clipped = 0      # by-value entries / per-parameter tensors changed
+
+    def add(self, report: ClipReport) -> None:
+        self.calls += 1
+        self.fired += int(report.clipped)
+        self.min_scale = min(self.min_scale, float(report.scale))
+        if np.isfinite(report.norm):
+            self.max_norm = max(self.max_norm, float(report.norm))
+        self.entries_clipped += int(report.num_clipped)
+
+    def summary(self) -> dict:
+        """JSON-able: calls, fired, fraction fired, min scale, max norm, entries clipped."""
+        return {"clip_calls": self.calls, "clip_fired": self.fired,
+                "clip_fraction": self.fired / self.calls if self.calls else 0.0,
+                "clip_min_scale": self.min_scale, "grad_norm_max": self.max_norm,
+                "clip_entries": self.entries_clipped}

@@ -1,0 +1,351 @@
+"""The training engine: batches in, BPTT, a gradient hook, clipping, an optimiser step, records out.
+
+    trainer = Trainer(net, Adam(net.params, lr=2e-3),
+                      clip=make_clipper("global-norm", 5.0),      # or any grads -> ClipReport, or None
+                      truncation=Chunked(25),                     # bptt.truncation: full/chunked/tbptt/window
+                      schedule=make_schedule("constant", 2e-3),   # sets optimizer.lr before each step
+                      callbacks=[fn],                             # fn(StepRecord) after every update
+                      grad_hook=None,                             # hook(grads) after backward, before clipping
+                      metrics_path="run/metrics.jsonl")           # one JSON line per step (append)
+    trainer.fit(data, steps=1000, evaluate=fn, eval_every=100)
+
+``data`` may be
+  - an object with ``batch(step) -> Batch`` (``bptt.data.TextStreams``, ``bptt.data.ArrayBatches``):
+    deterministic in the step number, so a resumed run sees the same batches;
+  - a function ``step -> (inputs, targets[, mask])`` or ``Batch``;
+  - an iterable or generator yielding ``(inputs, targets[, mask])`` or ``Batch`` (stops when exhausted);
+  - a tuple of arrays ``(inputs, targets[, mask])``: the same batch every step.
+Inputs are float (T, B, I) or token ids (T, B); targets ids (T, B) for cross-entropy or floats
+(T, B, O) for mse; mask (T, B) weights (many-to-one = a mask that is 1 at the last step only).
+
+One *step* is one batch. Inside it the truncation mode makes one or more *updates* (Chunked(k)
+makes ceil(T/k)); each update runs, in this order:
+
+    1. forward + BPTT on the piece (the mode's job)            -> grads
+    2. ``grad_hook(grads)``   e.g. an MPI all-reduce, in place, before anything looks at them
+    3. ``clip(grads)``        in place, returns a ClipReport (how often and how hard: ``ClipStats``)
+    4. ``optimizer.step(grads)``
+    5. every callback gets a ``StepRecord``: step, update, loss, tokens, lr, grads (after clipping),
+       grads_unclipped (a copy, when clipping is on and ``keep_unclipped``), the ClipReport,
+       and the truncation ``Piece`` (ForwardPass, BackwardPass, dh = dE/dh_t per layer).
+
+Batches with ``reset=False`` continue from the hidden state the previous batch ended in
+(``trainer.state``; streams of text, char-rnn style); no gradient crosses batches.
+Everything is deterministic given the seeds: nothing here draws random numbers, except
+``trainer.rng`` (seeded, saved in checkpoints) which is there for callbacks that need one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .clip import ClipReport, ClipStats, global_norm
+from .truncation import FullBPTT, Piece
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Batch:
+    inputs: np.ndarray
+    targets: np.ndarray
+    mask: np.ndarray | None = None
+    reset: bool = True            # start from the zero state; False: continue from trainer.state
+
+
+@dataclass
+class StepRecord:
+    step: int                     # the step (batch) this update belongs to, 1-based
+    update: int                   # optimiser updates so far, this one included
+    loss: float                   # loss of this update's outputs (summed over time, mean over batch)
+    tokens: float                 # outputs counted in that loss (T*B, or the mask's sum)
+    lr: float
+    grads: dict                   # the gradients the optimiser used (after hook and clipping)
+    grad_norm: float              # global norm after the hook, before clipping
+    clip: ClipReport | None
+    piece: Piece                  # forward / backward / dh / span of this update
+    grads_unclipped: dict | None = None
+    net: object = None
+
+
+@dataclass
+class StepSummary:
+    step: int
+    loss: float                   # loss of the whole batch
+    tokens: float
+    loss_per_token: float
+    lr: float
+    grad_norm: float              # largest pre-clip norm among this step's updates
+    clipped: int                  # updates in this step where clipping fired
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+def as_batch(item) -> Batch:
+    if isinstance(item, Batch):
+        return item
+    if isinstance(item, (tuple, list)) and len(item) in (2, 3):
+        return Batch(item[0], item[1], item[2] if len(item) == 3 else None)
+    raise TypeError(f"a batch must be (inputs, targets), (inputs, targets, mask) or a Batch, got {type(item).__name__}")
+
+
+class _Source:
+    """Adapts every accepted kind of ``data`` to ``get(step) -> Batch or None``."""
+
+    def __init__(self, data):
+        self.data = data
+        if hasattr(data, "batch") and callable(data.batch):
+            self.get = lambda step: as_batch(data.batch(step))
+        elif callable(data):
+            self.get = lambda step: as_batch(data(step))
+        elif isinstance(data, tuple) and len(data) in (2, 3) and isinstance(data[0], np.ndarray):
+            fixed = as_batch(data)
+            self.get = lambda step: fixed
+        elif hasattr(data, "__iter__") or hasattr(data, "__next__"):
+            iterator = iter(data)
+            self.get = lambda step: (lambda item: None if item is None else as_batch(item))(next(iterator, None))
+        else:
+            raise TypeError(f"data must have batch(step), be callable, iterable, or a tuple of arrays, "
+                            f"got {type(data).__name__}")
+
+
+class Trainer:
+    def __init__(self, net, optimizer, *, clip=None, truncation=None, schedule=None, callbacks=(),
+                 grad_hook=None, metrics_path=None, log_every: int = 1, keep_unclipped: bool = False,
+                 seed: int = 0):
+        self.net = net
+        self.optimizer = optimizer
+        if clip is not None and not callable(clip):
+            raise TypeError(f"clip must be a function grads -> ClipReport (see bptt.clip.make_clipper), got {clip!r}")
+        self.clip = clip
+        self.truncation = truncation if truncation is not None else FullBPTT()
+        self.schedule = schedule
+        self.callbacks = list(callbacks)
+        self.grad_hook = grad_hook
+        self.metrics_path = metrics_path
+        self.log_every = max(1, int(log_every))
+        self.keep_unclipped = keep_unclipped
+        self.rng = np.random.default_rng(seed)
+        self.step = 0                     # completed steps (batches)
+        self.updates = 0                  # optimiser updates
+        self.state = None                 # hidden state carried between batches (format of h0)
+        self.clip_stats = ClipStats()     # since the start of this process's fit (logged per step)
+        self.history: list = []           # evaluations: {"step", "val_loss"}
+
+    # ----------------------------------------------------------------- one step
+    def train_step(self, batch) -> StepSummary:
+        """One batch: the truncation mode's updates, then bookkeeping. Returns a StepSummary."""
+        batch = as_batch(batch)
+        net = self.net
+        started = time.perf_counter()
+        x = net.check_inputs(batch.inputs)
+        T, B = x.shape[:2]
+        targets = net.check_targets(batch.targets, T, B)
+        mask = net.check_mask(batch.mask, T, B)
+        state = None if batch.reset else self._carried_state(B)
+        if self.schedule is not None:
+            self.optimizer.lr = self.schedule.lr(self.step)
+        step_no = self.step + 1
+        norms, clipped = [], 0
+
+        def update(piece: Piece) -> None:
+            nonlocal clipped
+            if not math.isfinite(piece.loss):
+                raise TrainingDiverged(f"the loss became {piece.loss} at step {step_no}; "
+                                       f"try a smaller learning rate or gradient clipping")
+            grads = piece.grads
+            if self.grad_hook is not None:
+                self.grad_hook(grads)
+            unclipped = None
+            report = None
+            if self.clip is not None:
+                if self.keep_unclipped:
+                    unclipped = {k: g.copy() for k, g in grads.items()}
+                report = self.clip(grads)
+                self.clip_stats.add(report)
+                clipped += int(report.clipped)
+                norm = report.norm
+            else:
+                norm = global_norm(grads)
+            norms.append(norm)
+            self.optimizer.step(grads)
+            self.updates += 1
+            if self.callbacks:
+                t0, t1 = piece.span
+                tokens = float((t1 - t0) * B if mask is None else mask[t0:t1].sum())
+                record = StepRecord(step_no, self.updates, piece.loss, tokens, self.optimizer.lr, grads, norm,
+                                    report, piece, unclipped, net)
+                for callback in self.callbacks:
+                    callback(record)
+
+        loss, final_state = self.truncation.run(net, x, targets, mask, state, update)
+        self.state = final_state
+        self.step = step_no
+        tokens = float(T * B if mask is None else mask.sum())
+        summary = StepSummary(step_no, float(loss), tokens, float(loss) * B / max(tokens, 1e-12),
+                              float(self.optimizer.lr), float(max(norms)), clipped,
+                              time.perf_counter() - started)
+        return summary
+
+    def _carried_state(self, batch_size: int):
+        s = self.state
+        if s is None:
+            return None
+        first = s[0] if isinstance(s, tuple) else s
+        return s if first.shape[1] == batch_size else None   # batch size changed: start afresh
+
+    # ----------------------------------------------------------------- the loop
+    def fit(self, data, steps: int | None = None, *, evaluate=None, eval_every: int = 0, on_step=None,
+            time_limit: float | None = None, progress=None) -> list:
+        """Train until ``self.step`` has advanced by ``steps`` (None: until the data runs out or the
+        time limit). ``evaluate(net) -> loss`` runs every ``eval_every`` steps (feeds the schedule's
+        ``observe``); ``on_step(trainer, summary)`` after every step (checkpointing);
+        ``progress``: an object with ``update(summary)`` and ``close()`` (see ``Progress``).
+        Returns the list of StepSummary of this call."""
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0):
+            raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+        if steps is None and time_limit is None and not hasattr(data, "__iter__"):
+            raise ValueError("give steps, a time_limit, or data that runs out (an iterable)")
+        source = _Source(data)
+        target = None if steps is None else self.step + int(steps)
+        deadline = None if time_limit is None else time.perf_counter() + float(time_limit)
+        summaries = []
+        log = open(self.metrics_path, "a", encoding="utf-8") if self.metrics_path else None
+        try:
+            while target is None or self.step < target:
+                if deadline is not None and time.perf_counter() >= deadline:
+                    break
+                batch = source.get(self.step)
+                if batch is None:
+                    break
+                summary = self.train_step(batch)
+                summaries.append(summary)
+                if evaluate is not None and eval_every and self.step % eval_every == 0:
+                    val = float(evaluate(self.net))
+                    self.history.append({"step": self.step, "val_loss": val})
+                    if self.schedule is not None:
+                        self.schedule.observe(val)
+                    summary.extra["val_loss"] = val
+                if log is not None and (self.step % self.log_every == 0 or "val_loss" in summary.extra):
+                    log.write(json.dumps(self.metrics_line(summary)) + "\n")
+                    log.flush()
+                if progress is not None:
+                    progress.update(summary)
+                if on_step is not None:
+                    on_step(self, summary)
+        finally:
+            if log is not None:
+                log.close()
+            if progress is not None:
+                progress.close()
+        return summaries
+
+    def metrics_line(self, summary: StepSummary) -> dict:
+        line = {"step": summary.step, "updates": self.updates, "loss": summary.loss,
+                "loss_per_token": summary.loss_per_token, "tokens": summary.tokens, "lr": summary.lr,
+                "grad_norm": summary.grad_norm, "clipped": summary.clipped,
+                "tokens_per_s": summary.tokens / max(summary.seconds, 1e-9), "seconds": summary.seconds}
+        if self.clip is not None:
+            line.update(self.clip_stats.summary())
+        line.update(summary.extra)
+        return line
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Everything beyond the weights that a bit-identical resume needs (arrays + JSON-ables)."""
+        return {"step": self.step, "updates": self.updates, "carried_state": self.state,
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": None if self.schedule is None else self.schedule.state_dict(),
+                "rng": self.rng.bit_generator.state, "history": list(self.history)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.updates = int(state.get("updates", 0))
+        self.state = state.get("carried_state")
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.schedule is not None and state.get("schedule") is not None:
+            self.schedule.load_state_dict(state["schedule"])
+        if state.get("rng") is not None:
+            self.rng.bit_generator.state = state["rng"]
+        self.history = list(state.get("history", []))
+
+
+class Progress:
+    """A progress display: tqdm on a terminal (imported lazily), plain lines otherwise.
+
+    Shows step, loss per token, tokens/s and the time left."""
+
+    def __init__(self, total: int | None, every: int = 50, stream=None, use_tqdm: bool | None = None,
+                 time_limit: float | None = None):
+        import sys
+
+        self.stream = stream if stream is not None else sys.stderr
+        self.total, self.every, self.time_limit = total, max(1, every), time_limit
+        self.started = time.perf_counter()
+        self.tokens = 0.0
+        self.count = 0
+        self.bar = None
+        if use_tqdm is None:
+            use_tqdm = hasattr(self.stream, "isatty") and self.stream.isatty()
+        if use_tqdm:
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=total, file=self.stream, unit="step", dynamic_ncols=True)
+            except ImportError:
+                self.bar = None
+
+    def update(self, summary: StepSummary) -> None:
+        self.count += 1
+        self.tokens += summary.tokens
+        elapsed = time.perf_counter() - self.started
+        rate = self.tokens / max(elapsed, 1e-9)
+        val = summary.extra.get("val_loss")
+        if self.bar is not None:
+            post = {"loss": f"{summary.loss_per_token:.3f}", "tok/s": f"{rate:,.0f}"}
+            if val is not None:
+                post["val"] = f"{val:.3f}"
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.update(1)
+            return
+        if self.count % self.every == 0 or val is not None or (self.total and self.count == self.total):
+            if self.total:
+                left = elapsed / self.count * (self.total - self.count)
+            elif self.time_limit:
+                left = max(0.0, self.time_limit - elapsed)
+            else:
+                left = float("nan")
+            msg = (f"step {summary.step}  loss {summary.loss_per_token:.4f}  {rate:,.0f} tok/s  "
+                   f"elapsed {_clock(elapsed)}  left {_clock(left)}")
+            if val is not None:
+                msg += f"  val {val:.4f}"
+            print(msg, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 60:d}:{seconds % 60:02d}"
+
+
+def write_json_atomic(path: str, obj) -> None:
+    """Small helper for run files: temp file + os.replace."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
