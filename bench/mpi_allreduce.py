@@ -1,0 +1,190 @@
+"""Data-parallel training over MPI: time per step, and the share of it spent in the Allreduce.
+
+    python bench/mpi_allreduce.py                       # 1 and 2 ranks, the default sizes, a table
+    python bench/mpi_allreduce.py --ranks 1 2 4 --json out.json
+    python bench/mpi_allreduce.py --quick               # tiny, seconds: checks the script still runs
+
+It launches ``mpiexec -n R python bench/mpi_allreduce.py --worker ...`` for each R in --ranks.
+Each worker trains a float32 char-level RNN (vocabulary 65 like tiny-shakespeare, token-id
+inputs) with the GLOBAL batch B fixed (strong scaling: each of R ranks runs B/R streams),
+and times, per step:
+
+    compute   = forward + loss + BPTT on this rank's shard        (the part that shrinks with R)
+    wait      = a barrier: waiting for the slowest rank's compute (load imbalance, a busy core)
+    allreduce = pack the gradients into one flat buffer + ONE MPI Allreduce + unpack
+    update    = clip by global norm + SGD step                      (replicated on every rank)
+
+plus, separately, a bare Allreduce of flat buffers of growing size, from which it fits
+the latency/bandwidth model  t(n bytes) = alpha + n / beta  for this machine's transport
+(shared memory between two processes here, not a network). Medians over the timed steps;
+rank 0 reports the slowest rank's time (the step waits for it).
+
+Numbers from a 2-core machine shared with other work are noisy: say so when quoting them.
+Speed claims live here, never in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# (vocabulary I = O, hidden H, layers L, global batch B, time steps T): the bench sizes of
+# issue 7 (char-level, vocabulary 65) -- the largest two are the ones worth distributing.
+SIZES = [(65, 128, 1, 32, 64), (65, 512, 1, 64, 64), (256, 1024, 1, 64, 32)]
+QUICK_SIZES = [(11, 16, 1, 4, 8)]
+BUFFER_BYTES = [2 ** k for k in range(10, 27, 2)]           # 1 KiB .. 64 MiB
+
+
+def worker(args) -> None:
+    from mpi4py import MPI
+
+    from bptt import Network, clip_by_global_norm
+    from bptt.distributed import Distributed
+    from bptt.optim import SGD
+
+    dist = Distributed.from_environment(force=True)
+    comm = dist.comm
+    report = {"ranks": dist.size, "models": [], "allreduce_only": []}
+    sizes = QUICK_SIZES if args.quick else SIZES
+    for vocab, hidden, layers, batch, seq_len in sizes:
+        net = Network(vocab, hidden, vocab, num_layers=layers, seed=0, dtype="float32")
+        optimizer = SGD(net.params, lr=0.01)
+        rng = np.random.default_rng(1)                       # same global batches on every rank
+        rows = []
+        for step in range(args.warmup + args.steps):
+            inputs = rng.integers(0, vocab, size=(seq_len, batch))
+            targets = rng.integers(0, vocab, size=(seq_len, batch))
+            x, y, _ = dist.shard_batch(inputs, targets)
+            dist.barrier()                                   # every rank starts the step together
+            t0 = time.perf_counter()
+            loss, grads = net.loss_and_grads(x, y)
+            t1 = time.perf_counter()
+            if args.split_wait:
+                dist.barrier()                               # time the wait for the slowest rank apart
+            t1_wait = time.perf_counter()
+            dist.allreduce_gradients(grads, x.shape[1], batch, loss=loss)
+            t2 = time.perf_counter()
+            clip_by_global_norm(grads, 5.0)
+            optimizer.step(grads)
+            t3 = time.perf_counter()
+            if step >= args.warmup:
+                rows.append((t1 - t0, t1_wait - t1, t2 - t1_wait, t3 - t2, t3 - t0))
+        mine = np.median(np.array(rows), axis=0)             # (compute, wait, allreduce, update, step)
+        slowest = mine.copy()
+        if dist.active:
+            comm.Allreduce(mine, slowest, op=MPI.MAX)        # the step waits for the slowest rank
+        gradient_bytes = sum(p.nbytes for p in net.params.values())
+        report["models"].append({
+            "vocab": vocab, "hidden": hidden, "layers": layers, "batch": batch, "seq_len": seq_len,
+            "params": net.num_parameters, "gradient_bytes": gradient_bytes,
+            "compute_s": float(slowest[0]), "wait_s": float(slowest[1]), "allreduce_s": float(slowest[2]),
+            "update_s": float(slowest[3]), "step_s": float(slowest[4]),
+            "allreduce_fraction": float(slowest[2] / slowest[4]),
+            "tokens_per_s": batch * seq_len / float(slowest[4])})
+    if dist.active:
+        for nbytes in (BUFFER_BYTES[:4] if args.quick else BUFFER_BYTES):
+            buffer = np.ones(nbytes // 4, dtype=np.float32)
+            times = []
+            for repeat in range(args.warmup + args.steps * 2):
+                comm.Barrier()
+                t0 = time.perf_counter()
+                comm.Allreduce(MPI.IN_PLACE, buffer)
+                times.append(time.perf_counter() - t0)
+            mine = np.array([np.median(times[args.warmup:])])
+            slowest = np.empty_like(mine)
+            comm.Allreduce(mine, slowest, op=MPI.MAX)
+            report["allreduce_only"].append({"bytes": nbytes, "seconds": float(slowest[0])})
+        report["fit"] = fit_alpha_beta(report["allreduce_only"])
+    if dist.is_root:
+        print("BENCH-JSON " + json.dumps(report), flush=True)
+
+
+def fit_alpha_beta(points) -> dict:
+    """Least squares t = alpha + n / beta over the measured (bytes, seconds)."""
+    n = np.array([p["bytes"] for p in points], dtype=float)
+    t = np.array([p["seconds"] for p in points], dtype=float)
+    slope, intercept = np.polyfit(n, t, 1)
+    return {"alpha_s": float(max(intercept, 0.0)), "beta_bytes_per_s": float(1.0 / slope) if slope > 0 else None}
+
+
+def launch(args) -> dict:
+    mpiexec = str(Path(sys.executable).parent / "mpiexec")
+    if not os.path.exists(mpiexec):
+        mpiexec = shutil.which("mpiexec")
+    if mpiexec is None:
+        raise SystemExit("mpi_allreduce: mpiexec not found: pip install 'bptt[mpi]' (mpi4py + mpich)")
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads))
+    results = []
+    for ranks in args.ranks:
+        command = [mpiexec, "-n", str(ranks), sys.executable, __file__, "--worker",
+                   "--steps", str(args.steps), "--warmup", str(args.warmup)] + (["--quick"] if args.quick else []) \
+            + ([] if args.split_wait else ["--no-split-wait"])
+        run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.timeout)
+        if run.returncode != 0:
+            raise SystemExit(f"mpi_allreduce: {ranks} ranks failed (exit {run.returncode}):\n{run.stderr[-2000:]}")
+        line = next(l for l in run.stdout.splitlines() if l.startswith("BENCH-JSON "))
+        results.append(json.loads(line[len("BENCH-JSON "):]))
+    return {"machine": {"python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count(),
+                        "threads_per_rank": args.threads}, "runs": results}
+
+
+def print_table(result) -> None:
+    print(f"threads per rank: {result['machine']['threads_per_rank']}, cpus: {result['machine']['cpus']}")
+    print(f"{'I=O':>4} {'H':>5} {'B':>4} {'T':>4} {'params':>9} {'grad MB':>8} {'ranks':>5} "
+          f"{'step ms':>8} {'compute':>8} {'wait':>8} {'allred.':>8} {'update':>8} {'allred %':>8} {'speed-up':>8}")
+    base = {}
+    for run in result["runs"]:
+        for m in run["models"]:
+            key = (m["vocab"], m["hidden"], m["batch"], m["seq_len"])
+            base.setdefault(key, m["step_s"])
+            print(f"{m['vocab']:>4} {m['hidden']:>5} {m['batch']:>4} {m['seq_len']:>4} {m['params']:>9} "
+                  f"{m['gradient_bytes'] / 1e6:>8.2f} {run['ranks']:>5} {1e3 * m['step_s']:>8.2f} "
+                  f"{1e3 * m['compute_s']:>8.2f} {1e3 * m['wait_s']:>8.3f} {1e3 * m['allreduce_s']:>8.3f} {1e3 * m['update_s']:>8.2f} "
+                  f"{100 * m['allreduce_fraction']:>7.1f}% {base[key] / m['step_s']:>7.2f}x")
+    for run in result["runs"]:
+        if run.get("fit"):
+            fit = run["fit"]
+            beta = fit["beta_bytes_per_s"]
+            print(f"bare Allreduce, {run['ranks']} ranks: alpha = {1e6 * fit['alpha_s']:.1f} us, "
+                  f"beta = {beta / 1e9:.2f} GB/s" if beta else "beta: not measurable")
+            for p in run["allreduce_only"]:
+                print(f"  {p['bytes']:>10} bytes  {1e6 * p['seconds']:>10.1f} us")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2], help="world sizes to run")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per size (medians)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS threads per rank")
+    parser.add_argument("--no-split-wait", dest="split_wait", action="store_false",
+                        help="no barrier between backward and Allreduce: the Allreduce then also absorbs "
+                             "the wait for the slowest rank (what a real step sees)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: seconds, to check the script runs")
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per mpiexec run")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+    result = launch(args)
+    print_table(result)
+    if args.json:
+        tmp = Path(args.json).with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        os.replace(tmp, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
