@@ -59,8 +59,9 @@ def make_network(task, variant: str, hidden: int, seed: int, dtype: str = "float
     """The network for ``variant``; IRNN falls back to setting W = I by hand when this
     Network has no ``recurrent_init`` option."""
     options = dict(VARIANTS[check.one_of("cell", variant, tuple(VARIANTS))]["net"])
-    accepts = inspect.signature(Network).parameters
-    identity = options.pop("recurrent_init", None) == "identity" and "recurrent_init" not in accepts
+    identity = False
+    if "recurrent_init" not in inspect.signature(Network).parameters:
+        identity = options.pop("recurrent_init", None) == "identity"   # older Network: do it by hand
     net = Network(task.input_size, hidden, task.output_size, loss=task.loss, seed=seed, dtype=dtype, **options)
     if identity:
         for name, p in net.params.items():
