@@ -198,11 +198,42 @@ def train_steps(steps, dist, out=None, diverge_rank=None, fail_rank=None, kill_r
         Path(str(out) + ".json").write_text(json.dumps({"losses": losses, "hash": digest, "size": dist.size}))
 
 
+def fit_trainer(steps, dist, out, mode="chunked"):
+    """The real engine: Trainer + Adam + global-norm clipping + truncated BPTT, with the hidden
+    state carried across batches (reset=False), on per-rank shards of the same global batches."""
+    from bptt.clip import make_clipper
+    from bptt.distributed import DataParallel
+    from bptt.optim import Adam
+    from bptt.train import Batch, Trainer
+    from bptt.truncation import Chunked, FullBPTT
+
+    net = make_net()
+    parallel = DataParallel(dist)
+    truncation = Chunked(2) if mode == "chunked" else FullBPTT()
+    trainer = Trainer(net, Adam(net.params, lr=0.05), clip=make_clipper("global-norm", 0.5),
+                      truncation=parallel.wrap_truncation(truncation))
+
+    def data(step):                                   # a function of the step: the same global batch on every rank
+        inputs, targets, mask = problem(seed=200 + step, B=5)
+        return Batch(inputs, targets, mask, reset=(step == 0))
+
+    summaries = trainer.fit(parallel.shard_data(data), steps=steps)
+    digest = parallel.check_replicas(net, trainer.optimizer, step=trainer.step)
+    carried = parallel.full_carried_state(trainer.state)                 # collective: every rank calls it
+    if dist.is_root:
+        np.savez(out, carried_state=carried, **net.params)
+        Path(str(out) + ".json").write_text(json.dumps({"losses": [s.loss for s in summaries],
+                                                       "norms": [s.grad_norm for s in summaries],
+                                                       "hash": digest, "size": dist.size}))
+
+
 def main(argv):
     name, *args = argv
     dist = Distributed.from_environment(force=True)
     with dist.abort_on_error("test"):
-        if name == "train":
+        if name == "trainer":
+            fit_trainer(int(args[0]), dist, args[1], mode=args[2])
+        elif name == "train":
             train_steps(int(args[0]), dist, out=args[1])
         elif name == "diverge":
             train_steps(2, dist, diverge_rank=1)
@@ -232,6 +263,24 @@ def test_two_ranks_equal_one_process(tmp_path):
             np.testing.assert_allclose(b[name], a[name], rtol=1e-12, atol=1e-14, err_msg=name)
         moved = max(float(np.max(np.abs(a[n] - make_net().params[n]))) for n in a.files)
         assert moved > 1e-3                                                # training did change the weights
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("mode", ["chunked", "full"])
+def test_trainer_on_two_ranks_equals_one_process(tmp_path, mode):
+    """Through bptt.train.Trainer: chunked truncation (3 updates per batch), Adam, clipping on
+    the global norm, hidden state carried across batches and gathered back to the full batch."""
+    for n in (1, 2):
+        run = worker(n, "trainer", 4, tmp_path / f"{n}.npz", mode)
+        assert run.returncode == 0, run.stderr
+    one, two = (json.loads((tmp_path / f"{n}.npz.json").read_text()) for n in (1, 2))
+    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-12)
+    np.testing.assert_allclose(two["norms"], one["norms"], rtol=1e-12)    # clipping saw the global norm
+    assert min(one["norms"]) > 0.5                                        # ... and clipping did fire
+    with np.load(tmp_path / "1.npz", allow_pickle=False) as a, np.load(tmp_path / "2.npz", allow_pickle=False) as b:
+        assert b["carried_state"].shape == a["carried_state"].shape == (2, 5, 6)
+        for name in a.files:
+            np.testing.assert_allclose(b[name], a[name], rtol=1e-11, atol=1e-13, err_msg=name)
 
 
 @pytest.mark.mpi
