@@ -160,6 +160,44 @@ def print_table(result) -> None:
                 print(f"  {p['bytes']:>10} bytes  {1e6 * p['seconds']:>10.1f} us")
 
 
+# Links for the model on paper: (name, latency alpha per message in s, bandwidth beta in bytes/s).
+# Typical published figures, not measured here: 10 GbE TCP ~1.25 GB/s and tens of us;
+# InfiniBand HDR (200 Gb/s) ~25 GB/s and ~1-2 us.
+LINKS = [("10 GbE (TCP)", 30e-6, 1.25e9), ("25 GbE", 20e-6, 3.1e9), ("InfiniBand HDR 200 Gb/s", 2e-6, 25e9)]
+NODES = [2, 8, 32, 128]
+
+
+def ring_allreduce_seconds(nbytes: float, ranks: int, alpha: float, beta: float) -> float:
+    """Ring allreduce (reduce-scatter then all-gather): 2(N-1) messages of n/N bytes each,
+    t = 2(N-1) alpha + 2 (N-1)/N * n / beta   (the reduction arithmetic itself is ignored)."""
+    if ranks == 1:
+        return 0.0
+    return 2 * (ranks - 1) * alpha + 2 * (ranks - 1) / ranks * nbytes / beta
+
+
+def print_paper_model(result) -> None:
+    """Weak scaling (each node keeps the 1-rank batch: compute per step stays T1) and strong
+    scaling (global batch fixed: compute T1/N at best -- optimistic, GEMMs get less efficient
+    on thin batches) against the ring-allreduce time, with no overlap of communication and
+    backward (bptt reduces once, after the whole backward)."""
+    one = next((run for run in result["runs"] if run["ranks"] == 1), None)
+    if one is None:
+        return
+    print("\nmodel on paper: ring allreduce t = 2(N-1) alpha + 2(N-1)/N * bytes / beta; efficiency = compute / "
+          "(compute + t)")
+    print(f"{'H':>5} {'grad MB':>8} {'T1 ms':>7}  {'link':<24} " + " ".join(f"{'N=' + str(n):>22}" for n in NODES))
+    print(f"{'':>5} {'':>8} {'':>7}  {'':<24} " + " ".join(f"{'allred ms weak strong':>22}" for _ in NODES))
+    for m in one["models"]:
+        t1 = m["step_s"]
+        for name, alpha, beta in LINKS:
+            cells = []
+            for n in NODES:
+                t = ring_allreduce_seconds(m["gradient_bytes"], n, alpha, beta)
+                weak, strong = t1 / (t1 + t), (t1 / n) / (t1 / n + t)
+                cells.append(f"{1e3 * t:>9.2f} {100 * weak:>5.0f}% {100 * strong:>5.0f}%")
+            print(f"{m['hidden']:>5} {m['gradient_bytes'] / 1e6:>8.2f} {1e3 * t1:>7.1f}  {name:<24} " + " ".join(cells))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2], help="world sizes to run")
@@ -179,6 +217,7 @@ def main(argv=None) -> int:
         return 0
     result = launch(args)
     print_table(result)
+    print_paper_model(result)
     if args.json:
         tmp = Path(args.json).with_suffix(".tmp")
         tmp.write_text(json.dumps(result, indent=1))
