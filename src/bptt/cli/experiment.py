@@ -54,6 +54,10 @@ def add_parser(sub) -> None:
                    help="optimiser (default: the task's)")
     p.add_argument("--clip", type=float, default=None,
                    help="global-norm clipping threshold; 0 turns clipping off (default: the task's)")
+    p.add_argument("--sgd-lr", type=float, default=None,
+                   help="learning rate of the rnn-sgd* variants (Pascanu et al.'s SGD comparison)")
+    p.add_argument("--omega", type=float, default=None,
+                   help="strength alpha of Pascanu's regulariser in rnn-sgd-clip-omega")
     p.add_argument("--eval-every", type=int, default=None, help="steps between held-out evaluations")
     p.add_argument("--eval-batch", type=int, default=500, help="held-out sequences")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -68,7 +72,7 @@ def command_line(args) -> str:
     for flag, value in (("--T", args.seq_lens), ("--seeds", args.seeds)):
         if value is not None:
             parts += [flag, ",".join(str(v) for v in value)]
-    for flag in ("steps", "hidden", "batch", "lr", "optimizer", "clip", "eval_every"):
+    for flag in ("steps", "hidden", "batch", "lr", "optimizer", "clip", "sgd_lr", "omega", "eval_every"):
         value = getattr(args, flag)
         if value is not None:
             parts += ["--" + flag.replace("_", "-"), str(value)]
@@ -95,12 +99,17 @@ def run(args) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if args.lr is not None and not args.lr > 0:
-        raise CLIError(f"--lr must be > 0, got {args.lr}")
+    for name in ("lr", "sgd_lr"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise CLIError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+    if args.omega is not None and not args.omega >= 0:
+        raise CLIError(f"--omega must be >= 0, got {args.omega}")
     if args.clip is not None and args.clip < 0:
         raise CLIError(f"--clip must be >= 0 (0 = off), got {args.clip}")
     options = dict(steps=args.steps, hidden=args.hidden, batch=args.batch, lr=args.lr, optimizer=args.optimizer,
-                   eval_every=args.eval_every, eval_batch=args.eval_batch, dtype=args.dtype)
+                   eval_every=args.eval_every, eval_batch=args.eval_batch, dtype=args.dtype,
+                   sgd_lr=args.sgd_lr, omega=args.omega)
     if args.quick:
         options.update({k: v for k, v in QUICK.items() if options.get(k) in (None, 500)})
     if args.clip is not None:

@@ -12,7 +12,9 @@ not bptt's summed-over-time loss). Writes ``result.json``, ``results.md`` (a tab
 
 Cells ("variants"): ``rnn`` (the lecture's tanh RNN), ``irnn`` (ReLU + identity recurrent
 init, Le et al. 2015), ``lstm``, ``gru``, ``rnn-sgd`` (tanh RNN, plain SGD, no clipping:
-the "before" of Pascanu et al. 2013) -- see ``VARIANTS``.
+the "before" of Pascanu et al. 2013), ``rnn-sgd-clip`` (+ gradient-norm clipping) and
+``rnn-sgd-clip-omega`` (+ their regulariser Omega, ``bptt.regularizers``) -- see ``VARIANTS``.
+Variants that name their own optimiser (the ``*-sgd*`` ones) use ``sgd_lr``.
 
 Seeds: seed s builds the network with ``Network(seed=s)``, draws training batches from
 ``default_rng([s, 1])`` and the evaluation set from ``default_rng([s, 2, T])``: a run repeats
@@ -40,17 +42,23 @@ VARIANTS = {
     "irnn": {"net": {"cell": "rnn", "nonlinearity": "relu", "recurrent_init": "identity"}},
     "lstm": {"net": {"cell": "lstm"}},
     "gru": {"net": {"cell": "gru"}},
+    # Pascanu, Mikolov & Bengio 2013's comparison: plain SGD, SGD + clipping (SGD-C), and
+    # SGD + clipping + their regulariser Omega (SGD-CR); learning rate ``sgd_lr``.
     "rnn-sgd": {"net": {"cell": "rnn", "nonlinearity": "tanh"}, "train": {"optimizer": "sgd", "clip": None}},
+    "rnn-sgd-clip": {"net": {"cell": "rnn", "nonlinearity": "tanh"}, "train": {"optimizer": "sgd"}},
+    "rnn-sgd-clip-omega": {"net": {"cell": "rnn", "nonlinearity": "tanh"},
+                           "train": {"optimizer": "sgd", "omega": True}},
 }
 
 # Per-task defaults sized for a 2-core CPU in minutes (the papers use far more: see docs/results.md).
+_COMMON = dict(lr=1e-3, optimizer="adam", clip=1.0, sgd_lr=0.01, omega=2.0)
 DEFAULTS = {
-    "adding": dict(T=100, hidden=64, batch=32, steps=1500, lr=1e-3, optimizer="adam", clip=1.0),
-    "adding-hs": dict(T=100, hidden=64, batch=32, steps=1500, lr=1e-3, optimizer="adam", clip=1.0),
-    "temporal-order": dict(T=50, hidden=50, batch=32, steps=2000, lr=1e-3, optimizer="adam", clip=1.0),
-    "copying": dict(T=20, hidden=64, batch=32, steps=1500, lr=3e-3, optimizer="adam", clip=1.0),
-    "latch": dict(T=50, hidden=8, batch=32, steps=400, lr=1e-2, optimizer="adam", clip=1.0),
-    "two-sequence": dict(T=50, hidden=8, batch=32, steps=400, lr=1e-2, optimizer="adam", clip=1.0),
+    "adding": {**_COMMON, "T": 100, "hidden": 64, "batch": 32, "steps": 1500},
+    "adding-hs": {**_COMMON, "T": 100, "hidden": 64, "batch": 32, "steps": 1500},
+    "temporal-order": {**_COMMON, "T": 50, "hidden": 50, "batch": 32, "steps": 2000},
+    "copying": {**_COMMON, "T": 20, "hidden": 64, "batch": 32, "steps": 1500, "lr": 3e-3},
+    "latch": {**_COMMON, "T": 50, "hidden": 8, "batch": 32, "steps": 400, "lr": 1e-2},
+    "two-sequence": {**_COMMON, "T": 50, "hidden": 8, "batch": 32, "steps": 400, "lr": 1e-2},
 }
 OPTIMIZER_CLASSES = {"sgd": "SGD", "adam": "Adam", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
 
@@ -81,15 +89,18 @@ def make_optimizer(name: str, params: dict, lr: float):
 
 def train_one(task_name: str, variant: str, T: int, seed: int, *, steps: int, hidden: int, batch: int,
               lr: float, optimizer: str = "adam", clip: float | None = 1.0, eval_every: int = 50,
-              eval_batch: int = 500, dtype: str = "float32", progress=None) -> dict:
+              eval_batch: int = 500, dtype: str = "float32", sgd_lr: float = 0.01, omega: float = 2.0,
+              progress=None) -> dict:
     """Train one network; returns {"cell", "T", "seed", "curve", "final", "solved", "seconds"}.
 
     curve: "step", "train_loss" (bptt's loss on the training batch, mean since the last point)
     and every key of ``task.score`` on the held-out set, at step 0 and every ``eval_every``."""
     task = get_task(task_name)
     overrides = VARIANTS[check.one_of("cell", variant, tuple(VARIANTS))].get("train", {})
-    optimizer = overrides.get("optimizer", optimizer)
+    if overrides.get("optimizer", optimizer) != optimizer:
+        optimizer, lr = overrides["optimizer"], sgd_lr
     clip = overrides["clip"] if "clip" in overrides else clip
+    omega = omega if overrides.get("omega") else 0.0                  # strength alpha of Omega
     steps = check.positive_int("steps", steps)
     eval_every = check.positive_int("eval_every", eval_every)
     net = make_network(task, variant, hidden, seed, dtype)
@@ -112,7 +123,11 @@ def train_one(task_name: str, variant: str, T: int, seed: int, *, steps: int, hi
     losses = []
     for step in range(1, steps + 1):
         inputs, targets, mask = task.generate(T, batch, train_rng)      # fresh sequences every step
-        loss, grads = net.loss_and_grads(inputs, targets, mask)
+        if omega:
+            from ..regularizers import loss_and_grads_with_omega
+            loss, grads, _ = loss_and_grads_with_omega(net, inputs, targets, mask, strength=omega)
+        else:
+            loss, grads = net.loss_and_grads(inputs, targets, mask)
         if clip is not None:
             clip_by_global_norm(grads, clip)                            # Pascanu et al. 2013, Alg. 1
         opt.step(grads)
@@ -124,7 +139,7 @@ def train_one(task_name: str, variant: str, T: int, seed: int, *, steps: int, hi
                 progress(variant, T, seed, step, metrics)
     return {"cell": variant, "T": T, "seed": seed, "curve": curve, "final": metrics,
             "solved": bool(task.solved(metrics)), "seconds": time.perf_counter() - start,
-            "optimizer": optimizer, "clip": clip, "parameters": net.num_parameters}
+            "optimizer": optimizer, "lr": lr, "clip": clip, "omega": omega, "parameters": net.num_parameters}
 
 
 def summarise(task, runs: list) -> list:
@@ -145,13 +160,14 @@ def summarise(task, runs: list) -> list:
 
 def run_experiment(task_name: str, *, cells, seq_lens, seeds, out_dir, steps=None, hidden=None, batch=None,
                    lr=None, optimizer=None, clip="default", eval_every=None, eval_batch=500,
-                   dtype="float32", command: str = "", progress=None) -> dict:
+                   dtype="float32", sgd_lr=None, omega=None, command: str = "", progress=None) -> dict:
     """Every (cell, T, seed) in turn; writes result.json, results.md, curves.png to out_dir."""
     task = get_task(task_name)
     d = DEFAULTS[task_name]
     settings = {"steps": steps or d["steps"], "hidden": hidden or d["hidden"], "batch": batch or d["batch"],
                 "lr": lr or d["lr"], "optimizer": optimizer or d["optimizer"],
-                "clip": d["clip"] if clip == "default" else clip, "eval_batch": eval_batch, "dtype": dtype}
+                "clip": d["clip"] if clip == "default" else clip, "eval_batch": eval_batch, "dtype": dtype,
+                "sgd_lr": sgd_lr or d["sgd_lr"], "omega": d["omega"] if omega is None else omega}
     settings["eval_every"] = eval_every or max(1, settings["steps"] // 30)
     if not cells:
         raise ValueError("cells must name at least one of " + ", ".join(VARIANTS))
