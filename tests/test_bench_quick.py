@@ -1,0 +1,67 @@
+"""``bptt bench --quick`` runs end to end so the benchmark cannot rot. No timing asserts:
+only that every peer ran, computed the same loss, and the report is complete and sane."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bptt.benchmark.peers import Problem, bptt_contestant, step_flops
+from bptt.cli import main
+
+
+def test_quick_bench_writes_a_complete_report(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--cells", "rnn", "lstm", "gru", "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    assert report["schema"] == "bptt-bench/1"
+    (run,) = report["runs"]
+    assert run["threads"] == 1 and run["gemm_peak_gflops"] > 0
+    assert {row["cell"] for row in run["rows"]} == {"rnn", "lstm", "gru"}
+    for row in run["rows"]:
+        bptt = row["peers"]["bptt"]
+        assert bptt["median_s"] > 0 and bptt["repeats"] >= 3
+        # every peer computes the same float32 loss from the same weights and data
+        for name, loss in row["losses"].items():
+            assert loss == pytest.approx(row["losses"]["bptt"], rel=1e-5), name
+        for name, entry in row["peers"].items():
+            if name != "bptt":
+                assert entry["ratio"] == pytest.approx(bptt["median_s"] / entry["median_s"])
+    try:
+        import torch  # noqa: F401  (optional peer: when present it must have run)
+        assert all(any(name.startswith("torch.nn.") for name in row["peers"]) for row in run["rows"])
+    except ImportError:
+        pass
+    for mem in run["memory"]:
+        assert mem["peak_bytes"] >= mem["minimum_bytes"]        # nothing can beat the analytic minimum
+    assert "GEMM peak" in capsys.readouterr().out
+
+
+def test_step_flops_counts_every_gemm_once():
+    # rnn, I=O=3, H=2, B=1, T=1 by hand: forward xU^T 6 + hW^T 4 + hV^T 6 = 16 MACs,
+    # backward dV 6 + dh 6 + dW 4 + dh_prev 4 + dU 6 = 26 MACs; 2 flops per MAC.
+    assert step_flops(Problem("rnn", 3, 2, 1, 1)) == 2 * (16 + 26)
+    # gates multiply the U and W blocks only
+    lstm, rnn = step_flops(Problem("lstm", 3, 2, 1, 1)), step_flops(Problem("rnn", 3, 2, 1, 1))
+    assert lstm - rnn == 2 * 3 * (6 + 4 + 4 + 4 + 6)
+
+
+def test_bptt_contestant_is_float32_end_to_end():
+    contestant = bptt_contestant(Problem("rnn", 5, 4, 2, 3))
+    net = contestant.step.net
+    x, y = Problem("rnn", 5, 4, 2, 3).data()
+    result = net.forward_backward(x, y)
+    assert result.outputs.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in result.grads.values())
+    assert result.dinputs.dtype == np.float32 and result.dh[0].dtype == np.float32
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["bench", "--threads", "999"], "--threads must be between 1"),
+    (["bench", "--repeats", "0"], "--repeats must be >= 1"),
+    (["bench", "--json", "/no/such/dir/x.json", "--quick"], "does not exist"),
+])
+def test_bad_arguments_are_one_line_errors(argv, words, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bptt bench: error:") and words in err[0]
