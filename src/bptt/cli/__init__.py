@@ -13,7 +13,7 @@ import os
 import sys
 
 # Subcommand modules in bptt.cli, in the order --help lists them.
-COMMANDS = ["gradcheck", "experiment"]
+COMMANDS = ["gradcheck", "experiment", "bench"]
 
 
 class CLIError(Exception):
