@@ -1,12 +1,21 @@
-"""Weights to and from ``torch.nn.RNN`` (+ an ``nn.Linear`` head), and gradient names.
+"""Weights to and from ``torch.nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` (+ an ``nn.Linear`` head),
+and gradient names.
 
-torch keeps two biases per layer, ``bias_ih_l{k}`` and ``bias_hh_l{k}``; only their sum
-enters  h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), so bptt keeps one, b = b_ih + b_hh.
-Going back, ``to_torch`` puts b in ``bias_ih`` and zeros in ``bias_hh``; ``torch_names``
-gives both torch biases the gradient of b (dE/db_ih = dE/db_hh = dE/db).
+Name map (layer k, direction suffix s = "" or "_reverse" for bidirectional modules):
 
-Name map (layer k):  weight_ih_l{k} <-> layers.k.U,  weight_hh_l{k} <-> layers.k.W,
-bias_ih_l{k} + bias_hh_l{k} <-> layers.k.b,  head.weight <-> V,  head.bias <-> c.
+    weight_ih_l{k}{s}  <->  layers.k.U{s}          (H, I), (4H, I) for LSTM, (3H, I) for GRU
+    weight_hh_l{k}{s}  <->  layers.k.W{s}
+    head.weight        <->  V,     head.bias <-> c
+
+Biases. torch keeps two per layer, ``bias_ih`` and ``bias_hh``.
+- RNN and LSTM: only their sum enters a_t = U x_t + b_ih + W h_{t-1} + b_hh, so bptt keeps
+  one, b = b_ih + b_hh. ``to_torch`` puts b in ``bias_ih`` and zeros in ``bias_hh``;
+  ``torch_names`` gives both the gradient of b (dE/db_ih = dE/db_hh = dE/db).
+- GRU (torch variant): the n-slice of bias_hh sits inside r * (W_n h + b_hn) and cannot be
+  merged, so b = bias_ih + [bias_hh_r, bias_hh_z, 0] and b_hn = bias_hh[2H:].
+  ``to_torch`` writes bias_ih = b, bias_hh = [0, 0, b_hn]; ``torch_names`` gives
+  dE/dbias_ih = db and dE/dbias_hh = [db_r, db_z, db_hn].
+  The Cho et al. variant (``gru_variant="cho"``) has no torch counterpart.
 
 torch is imported lazily: the core of bptt needs numpy only.
 """
@@ -14,6 +23,9 @@ torch is imported lazily: the core of bptt needs numpy only.
 from __future__ import annotations
 
 import numpy as np
+
+_CELL_OF = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
+_MODULE_OF = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 
 
 def _torch():
@@ -38,34 +50,58 @@ def _numpy(tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy().copy()
 
 
+def _cell_of(module) -> str:
+    torch = _torch()
+    for name, cell in _CELL_OF.items():
+        if type(module) is getattr(torch.nn, name):
+            return cell
+    raise ValueError(f"from_torch supports torch.nn.RNN, torch.nn.LSTM and torch.nn.GRU, got {type(module).__name__}")
+
+
+def _directions(net) -> tuple:
+    return ("", "_reverse") if net.bidirectional else ("",)
+
+
 def from_torch(module, head=None, loss: str = "cross_entropy"):
-    """A bptt ``Network`` computing exactly what ``module`` (+ ``head``) computes, time-major."""
+    """A bptt ``Network`` computing exactly what ``module`` (+ ``head``) computes, time-major.
+    The module's dropout probability and train/eval mode carry over."""
     from ..network import Network
 
     torch = _torch()
-    if not isinstance(module, torch.nn.RNN):
-        raise ValueError(f"from_torch supports torch.nn.RNN, got {type(module).__name__}")
-    if module.bidirectional:
-        raise ValueError("from_torch: bidirectional torch.nn.RNN is not supported yet")
+    cell = _cell_of(module)
     if getattr(module, "proj_size", 0):
-        raise ValueError("from_torch: proj_size is not supported")
+        raise ValueError(f"from_torch: proj_size is not supported, got {module.proj_size}")
+    width = module.hidden_size * (2 if module.bidirectional else 1)
     if head is not None:
         if not isinstance(head, torch.nn.Linear):
             raise ValueError(f"head must be a torch.nn.Linear, got {type(head).__name__}")
-        if head.in_features != module.hidden_size:
-            raise ValueError(f"head.in_features must equal hidden_size {module.hidden_size}, got {head.in_features}")
+        if head.in_features != width:
+            raise ValueError(f"head.in_features must equal the module's output width {width}, got {head.in_features}")
         if (head.bias is not None) != module.bias:
-            raise ValueError("from_torch: the head and the RNN must both have biases or both have none")
+            raise ValueError("from_torch: the head and the recurrent module must both have biases or both have none")
     net = Network(input_size=module.input_size, hidden_size=module.hidden_size,
                   output_size=None if head is None else head.out_features,
-                  num_layers=module.num_layers, cell="rnn", nonlinearity=module.nonlinearity,
-                  bias=module.bias, dtype=_dtype_name(module), loss=loss)
+                  num_layers=module.num_layers, cell=cell,
+                  nonlinearity=getattr(module, "nonlinearity", "tanh"),
+                  bias=module.bias, dtype=_dtype_name(module), loss=loss,
+                  bidirectional=module.bidirectional, dropout=float(module.dropout) if module.num_layers > 1 else 0.0,
+                  gru_variant="torch", forget_bias=0.0)
+    net.train(module.training)
+    H = module.hidden_size
     for k in range(module.num_layers):
-        net.params[f"layers.{k}.U"][...] = _numpy(getattr(module, f"weight_ih_l{k}"))
-        net.params[f"layers.{k}.W"][...] = _numpy(getattr(module, f"weight_hh_l{k}"))
-        if module.bias:
-            net.params[f"layers.{k}.b"][...] = (_numpy(getattr(module, f"bias_ih_l{k}"))
-                                                + _numpy(getattr(module, f"bias_hh_l{k}")))
+        for s in _directions(net):
+            net.params[f"layers.{k}.U{s}"][...] = _numpy(getattr(module, f"weight_ih_l{k}{s}"))
+            net.params[f"layers.{k}.W{s}"][...] = _numpy(getattr(module, f"weight_hh_l{k}{s}"))
+            if not module.bias:
+                continue
+            b_ih = _numpy(getattr(module, f"bias_ih_l{k}{s}"))
+            b_hh = _numpy(getattr(module, f"bias_hh_l{k}{s}"))
+            if cell == "gru":
+                b_ih[:2 * H] += b_hh[:2 * H]                    # r, z: the two biases merge
+                net.params[f"layers.{k}.b{s}"][...] = b_ih
+                net.params[f"layers.{k}.b_hn{s}"][...] = b_hh[2 * H:]   # n: inside r * (...)
+            else:
+                net.params[f"layers.{k}.b{s}"][...] = b_ih + b_hh
     if head is not None:
         net.params["V"][...] = _numpy(head.weight)
         if head.bias is not None:
@@ -74,46 +110,62 @@ def from_torch(module, head=None, loss: str = "cross_entropy"):
 
 
 def to_torch(net):
-    """(torch.nn.RNN, torch.nn.Linear or None) with ``net``'s weights."""
+    """(torch.nn.RNN | LSTM | GRU, torch.nn.Linear or None) with ``net``'s weights."""
     torch = _torch()
-    if net.cell != "rnn":
-        raise ValueError(f"to_torch supports cell 'rnn', got {net.cell!r}")
+    if net.cell not in _MODULE_OF:
+        raise ValueError(f"to_torch supports cells {tuple(_MODULE_OF)}, got {net.cell!r}")
+    if net.cell == "gru" and net.gru_variant != "torch":
+        raise ValueError(f"to_torch: gru_variant {net.gru_variant!r} has no torch counterpart "
+                         "(torch.nn.GRU applies the reset gate after the recurrent matmul: gru_variant='torch')")
     dtype = torch.float64 if net.dtype == np.float64 else torch.float32
-    module = torch.nn.RNN(net.input_size, net.hidden_size, num_layers=net.num_layers,
-                          nonlinearity=net.nonlinearity, bias=net.bias).to(dtype)
+    kwargs = dict(num_layers=net.num_layers, bias=net.bias, bidirectional=net.bidirectional,
+                  dropout=net.dropout if net.num_layers > 1 else 0.0)
+    if net.cell == "rnn":
+        kwargs["nonlinearity"] = net.nonlinearity
+    module = getattr(torch.nn, _MODULE_OF[net.cell])(net.input_size, net.hidden_size, **kwargs).to(dtype)
+    module.train(net.training)
+    H = net.hidden_size
     named = dict(module.named_parameters())
     head = None
     with torch.no_grad():
-        for torch_name, bptt_name in _name_pairs(net):
-            if torch_name.startswith("head."):
-                continue
-            if torch_name.startswith("bias_hh"):
-                named[torch_name].zero_()                       # the whole bias lives in bias_ih
-            else:
-                named[torch_name].copy_(torch.from_numpy(net.params[bptt_name]))
+        for k in range(net.num_layers):
+            for s in _directions(net):
+                named[f"weight_ih_l{k}{s}"].copy_(torch.from_numpy(net.params[f"layers.{k}.U{s}"]))
+                named[f"weight_hh_l{k}{s}"].copy_(torch.from_numpy(net.params[f"layers.{k}.W{s}"]))
+                if not net.bias:
+                    continue
+                named[f"bias_ih_l{k}{s}"].copy_(torch.from_numpy(net.params[f"layers.{k}.b{s}"]))
+                bias_hh = named[f"bias_hh_l{k}{s}"]
+                bias_hh.zero_()                                  # the mergeable bias lives in bias_ih
+                if net.cell == "gru":
+                    bias_hh[2 * H:] = torch.from_numpy(net.params[f"layers.{k}.b_hn{s}"])
         if net.output_size is not None:
-            head = torch.nn.Linear(net.hidden_size, net.output_size, bias=net.bias).to(dtype)
+            head = torch.nn.Linear(net.num_directions * H, net.output_size, bias=net.bias).to(dtype)
             head.weight.copy_(torch.from_numpy(net.params["V"]))
             if net.bias:
                 head.bias.copy_(torch.from_numpy(net.params["c"]))
     return module, head
 
 
-def _name_pairs(net) -> list:
-    """(torch name, bptt name) for every torch parameter."""
-    pairs = []
-    for k in range(net.num_layers):
-        pairs += [(f"weight_ih_l{k}", f"layers.{k}.U"), (f"weight_hh_l{k}", f"layers.{k}.W")]
-        if net.bias:
-            pairs += [(f"bias_ih_l{k}", f"layers.{k}.b"), (f"bias_hh_l{k}", f"layers.{k}.b")]
-    if net.output_size is not None:
-        pairs.append(("head.weight", "V"))
-        if net.bias:
-            pairs.append(("head.bias", "c"))
-    return pairs
-
-
 def torch_names(net, grads: dict) -> dict:
     """Map a bptt gradient dict onto every torch parameter name (head ones as ``head.*``),
     so it compares one for one with ``.grad`` of ``module`` and ``head``."""
-    return {torch_name: grads[bptt_name] for torch_name, bptt_name in _name_pairs(net)}
+    mapped = {}
+    for k in range(net.num_layers):
+        for s in _directions(net):
+            mapped[f"weight_ih_l{k}{s}"] = grads[f"layers.{k}.U{s}"]
+            mapped[f"weight_hh_l{k}{s}"] = grads[f"layers.{k}.W{s}"]
+            if not net.bias:
+                continue
+            db = grads[f"layers.{k}.b{s}"]
+            mapped[f"bias_ih_l{k}{s}"] = db                       # dE/db_ih = dE/db
+            if net.cell == "gru":
+                H = net.hidden_size                              # dE/db_hh = [db_r, db_z, db_hn]
+                mapped[f"bias_hh_l{k}{s}"] = np.concatenate([db[:2 * H], grads[f"layers.{k}.b_hn{s}"]])
+            else:
+                mapped[f"bias_hh_l{k}{s}"] = db                   # dE/db_hh = dE/db
+    if net.output_size is not None:
+        mapped["head.weight"] = grads["V"]
+        if net.bias:
+            mapped["head.bias"] = grads["c"]
+    return mapped
