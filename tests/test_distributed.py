@@ -198,33 +198,39 @@ def train_steps(steps, dist, out=None, diverge_rank=None, fail_rank=None, kill_r
         Path(str(out) + ".json").write_text(json.dumps({"losses": losses, "hash": digest, "size": dist.size}))
 
 
-def fit_trainer(steps, dist, out, mode="chunked"):
+def fit_trainer(steps, dist, out, mode="chunked", resume=None, save=None):
     """The real engine: Trainer + Adam + global-norm clipping + truncated BPTT, with the hidden
-    state carried across batches (reset=False), on per-rank shards of the same global batches."""
+    state carried across batches (reset=False), on per-rank shards of the same global batches.
+    ``save``: write a checkpoint (rank 0) after training; ``resume``: start from one."""
+    from bptt.checkpoint import load_checkpoint, save_checkpoint
     from bptt.clip import make_clipper
     from bptt.distributed import DataParallel
     from bptt.optim import Adam
     from bptt.train import Batch, Trainer
     from bptt.truncation import Chunked, FullBPTT
 
-    net = make_net()
+    net = make_net() if resume is None else load_checkpoint(resume).network()
     parallel = DataParallel(dist)
     truncation = Chunked(2) if mode == "chunked" else FullBPTT()
     trainer = Trainer(net, Adam(net.params, lr=0.05), clip=make_clipper("global-norm", 0.5),
                       truncation=parallel.wrap_truncation(truncation))
+    if resume is not None:
+        parallel.load_trainer_state(trainer, load_checkpoint(resume).trainer_state())
 
     def data(step):                                   # a function of the step: the same global batch on every rank
         inputs, targets, mask = problem(seed=200 + step, B=5)
         return Batch(inputs, targets, mask, reset=(step == 0))
 
     summaries = trainer.fit(parallel.shard_data(data), steps=steps)
-    digest = parallel.check_replicas(net, trainer.optimizer, step=trainer.step)
-    carried = parallel.full_carried_state(trainer.state)                 # collective: every rank calls it
+    view = parallel.prepare_checkpoint(trainer)                          # collective: hash check + gather
     if dist.is_root:
+        if save is not None:
+            save_checkpoint(save, net, trainer=view)
+        carried = view.state_dict()["carried_state"]
         np.savez(out, carried_state=carried, **net.params)
         Path(str(out) + ".json").write_text(json.dumps({"losses": [s.loss for s in summaries],
                                                        "norms": [s.grad_norm for s in summaries],
-                                                       "hash": digest, "size": dist.size}))
+                                                       "size": dist.size}))
 
 
 def main(argv):
@@ -233,6 +239,10 @@ def main(argv):
     with dist.abort_on_error("test"):
         if name == "trainer":
             fit_trainer(int(args[0]), dist, args[1], mode=args[2])
+        elif name == "trainer-save":
+            fit_trainer(int(args[0]), dist, args[1], save=args[2])
+        elif name == "trainer-resume":
+            fit_trainer(int(args[0]), dist, args[1], resume=args[2])
         elif name == "train":
             train_steps(int(args[0]), dist, out=args[1])
         elif name == "diverge":
@@ -281,6 +291,28 @@ def test_trainer_on_two_ranks_equals_one_process(tmp_path, mode):
         assert b["carried_state"].shape == a["carried_state"].shape == (2, 5, 6)
         for name in a.files:
             np.testing.assert_allclose(b[name], a[name], rtol=1e-11, atol=1e-13, err_msg=name)
+
+
+@pytest.mark.mpi
+def test_checkpoint_and_resume_on_two_ranks_continue_the_one_process_run(tmp_path):
+    """2 steps on 2 ranks, checkpoint (carried state gathered), resume on 2 ranks for 2 more
+    == 4 steps in one process; and the 2-rank checkpoint resumes in one process too."""
+    straight = worker(1, "trainer", 4, tmp_path / "straight.npz", "chunked")
+    assert straight.returncode == 0, straight.stderr
+    first = worker(2, "trainer-save", 2, tmp_path / "first.npz", tmp_path / "ckpt")
+    assert first.returncode == 0, first.stderr
+    second = worker(2, "trainer-resume", 2, tmp_path / "second.npz", tmp_path / "ckpt")
+    assert second.returncode == 0, second.stderr
+    alone = worker(1, "trainer-resume", 2, tmp_path / "alone.npz", tmp_path / "ckpt")
+    assert alone.returncode == 0, alone.stderr
+    with np.load(tmp_path / "straight.npz", allow_pickle=False) as a:
+        for resumed in ("second.npz", "alone.npz"):
+            with np.load(tmp_path / resumed, allow_pickle=False) as b:
+                for name in a.files:
+                    np.testing.assert_allclose(b[name], a[name], rtol=1e-11, atol=1e-13, err_msg=(resumed, name))
+    losses = json.loads((tmp_path / "straight.npz.json").read_text())["losses"]
+    resumed = json.loads((tmp_path / "second.npz.json").read_text())["losses"]
+    np.testing.assert_allclose(resumed, losses[2:], rtol=1e-12)
 
 
 @pytest.mark.mpi

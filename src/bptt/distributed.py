@@ -412,6 +412,24 @@ class DataParallel:
             return tuple(np.ascontiguousarray(s[:, part]) for s in state)
         return np.ascontiguousarray(state[:, part])
 
+    def prepare_checkpoint(self, trainer):
+        """Collective, before rank 0 writes a checkpoint: the identical-parameters check
+        (raises DivergedError on every rank), then the carried state gathered to rank 0.
+        Returns, on rank 0, a stand-in for ``trainer`` to give ``save_checkpoint(trainer=...)``
+        whose carried state covers the whole batch; on the other ranks None."""
+        self.check_replicas(trainer.net, trainer.optimizer, step=trainer.step)
+        carried = self.full_carried_state(trainer.state)
+        if not self.dist.is_root:
+            return None
+        return _GlobalTrainerView(trainer, carried) if self.dist.active else trainer
+
+    def load_trainer_state(self, trainer, state: dict) -> None:
+        """``trainer.load_state_dict(state)`` with the checkpoint's (global) carried state cut to
+        this rank's streams -- otherwise the Trainer would see a batch-size mismatch and silently
+        restart the carried state from zeros."""
+        trainer.load_state_dict(state)
+        trainer.state = self.local_carried_state(trainer.state)
+
     # ------------------------------------------------------------ safety
     def check_replicas(self, net, optimizer=None, step: int | None = None) -> str:
         """Raise DivergedError unless every rank holds the same parameters (and optimiser slots)."""
@@ -421,6 +439,21 @@ class DataParallel:
             for name, array in named.items():
                 arrays[f"optimizer.{slot}.{name}"] = array
         return self.dist.check_identical(arrays, "parameters and optimiser state", step=step)
+
+
+class _GlobalTrainerView:
+    """What ``save_checkpoint`` reads from a trainer, with the whole batch's carried state."""
+
+    def __init__(self, trainer, carried):
+        self.trainer, self.carried = trainer, carried
+
+    def __getattr__(self, name):
+        return getattr(self.trainer, name)
+
+    def state_dict(self) -> dict:
+        state = self.trainer.state_dict()
+        state["carried_state"] = self.carried
+        return state
 
 
 class _ShardedBatches:
