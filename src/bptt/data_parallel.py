@@ -1,0 +1,183 @@
+"""Data-parallel training with ``bptt.train.Trainer``: the glue between the Trainer and
+``bptt.distributed.Distributed`` (read that module's docstring first for the equations).
+
+    dist = Distributed.from_environment()          # MPI under mpiexec, else one process
+    parallel = DataParallel(dist)
+    trainer = Trainer(net, optimizer, truncation=parallel.wrap_truncation(Chunked(25)), ...)
+    parallel.load_trainer_state(trainer, checkpoint.trainer_state())    # when resuming
+    trainer.fit(parallel.shard_data(data), steps=..., on_step=...)
+    view = parallel.prepare_checkpoint(trainer)    # every rank: hash check + gather
+    if dist.is_root: save_checkpoint(path, net, trainer=view)
+
+The Trainer is not changed: sharding wraps the data, the reduction wraps the truncation mode.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class DataParallel:
+    """Plugs a ``Distributed`` into ``bptt.train.Trainer`` without changing the Trainer:
+
+        parallel = DataParallel(dist)
+        trainer = Trainer(net, optimizer, truncation=parallel.wrap_truncation(Chunked(25)), ...)
+        trainer.fit(parallel.shard_data(data), steps=...)
+
+    - ``shard_data``: every rank builds the SAME global batch (same data, same seeds) and keeps
+      its columns ``dist.shard(B)``; the carried hidden state is then per shard (L, B_r, H);
+    - ``wrap_truncation``: every update of the truncation mode (one per chunk for Chunked(k))
+      is summed over the ranks -- gradients and loss, one Allreduce -- BEFORE the Trainer sees
+      it, so the finiteness check, clipping (on the global norm), the optimiser, the callbacks
+      and the logged loss all see the global values, identically on every rank.
+      (The Trainer's ``grad_hook`` would do for the gradients, but it cannot see the loss.)
+    - ``full_carried_state`` / ``local_carried_state``: the carried state gathered to rank 0 for
+      a checkpoint (so a checkpoint looks like a one-process one), and cut back on resume;
+    - ``check_replicas``: the identical-parameters check (parameters and optimiser slots).
+    """
+
+    def __init__(self, dist):
+        self.dist = dist
+        self.global_batch = None          # B of the last global batch shard_data cut
+
+    # -------------------------------------------------------------- the data
+    def cut(self, batch):
+        """This rank's columns of a ``bptt.train.Batch`` (or (inputs, targets[, mask]))."""
+        from .train import Batch, as_batch
+
+        batch = as_batch(batch)
+        inputs = np.asarray(batch.inputs)
+        if inputs.ndim < 2:
+            raise ValueError(f"inputs must be time-major (T, B, ...), got shape {inputs.shape}")
+        self.global_batch = inputs.shape[1]
+        part = self.dist.shard(self.global_batch)
+        if self.dist.size == 1:
+            return batch
+        mask = None if batch.mask is None else np.asarray(batch.mask)[:, part]
+        return Batch(inputs[:, part], np.asarray(batch.targets)[:, part], mask, batch.reset)
+
+    def shard_data(self, data):
+        """Any data the Trainer accepts, cut to this rank's streams batch by batch.
+
+        Step-addressed data (``batch(step)``, a function of the step, fixed arrays) stays
+        step-addressed, so a resumed run sees the same batches; an iterable stays an iterable."""
+        from .train import _Source
+
+        source = _Source(data)
+        if hasattr(data, "batch") or callable(data) or isinstance(data, tuple):
+            return _ShardedBatches(self, source)
+
+        def generate():
+            step = 0
+            while (batch := source.get(step)) is not None:
+                yield self.cut(batch)
+                step += 1
+        return generate()
+
+    # ------------------------------------------------------- the reduction
+    def wrap_truncation(self, mode=None):
+        """``mode`` (FullBPTT when None) with every update reduced over the ranks first."""
+        if mode is None:
+            from .truncation import FullBPTT
+            mode = FullBPTT()
+        return _ReducedUpdates(mode, self)
+
+    # --------------------------------------------------- carried state
+    def full_carried_state(self, state):
+        """Root: the shards' carried states joined to the global batch, (L, B, H) or a tuple of
+        them; other ranks: None. Collective: every rank must call it."""
+        if state is None or not self.dist.active:
+            return state
+        if isinstance(state, tuple):
+            parts = tuple(self.dist.gather_columns(s, axis=1) for s in state)
+            return parts if self.dist.is_root else None
+        return self.dist.gather_columns(state, axis=1)
+
+    def local_carried_state(self, state):
+        """This rank's columns of a global carried state read from a checkpoint."""
+        if state is None or self.dist.size == 1:
+            return state
+        first = state[0] if isinstance(state, tuple) else state
+        part = self.dist.shard(first.shape[1])
+        if isinstance(state, tuple):
+            return tuple(np.ascontiguousarray(s[:, part]) for s in state)
+        return np.ascontiguousarray(state[:, part])
+
+    def prepare_checkpoint(self, trainer):
+        """Collective, before rank 0 writes a checkpoint: the identical-parameters check
+        (raises DivergedError on every rank), then the carried state gathered to rank 0.
+        Returns, on rank 0, a stand-in for ``trainer`` to give ``save_checkpoint(trainer=...)``
+        whose carried state covers the whole batch; on the other ranks None."""
+        self.check_replicas(trainer.net, trainer.optimizer, step=trainer.step)
+        carried = self.full_carried_state(trainer.state)
+        if not self.dist.is_root:
+            return None
+        return _GlobalTrainerView(trainer, carried) if self.dist.active else trainer
+
+    def load_trainer_state(self, trainer, state: dict) -> None:
+        """``trainer.load_state_dict(state)`` with the checkpoint's (global) carried state cut to
+        this rank's streams -- otherwise the Trainer would see a batch-size mismatch and silently
+        restart the carried state from zeros."""
+        trainer.load_state_dict(state)
+        trainer.state = self.local_carried_state(trainer.state)
+
+    # ------------------------------------------------------------ safety
+    def check_replicas(self, net, optimizer=None, step: int | None = None) -> str:
+        """Raise DivergedError unless every rank holds the same parameters (and optimiser slots)."""
+        arrays = dict(net.params)
+        slots = getattr(optimizer, "slots", None) or {}
+        for slot, named in slots.items():
+            for name, array in named.items():
+                arrays[f"optimizer.{slot}.{name}"] = array
+        return self.dist.check_identical(arrays, "parameters and optimiser state", step=step)
+
+
+class _GlobalTrainerView:
+    """What ``save_checkpoint`` reads from a trainer, with the whole batch's carried state."""
+
+    def __init__(self, trainer, carried):
+        self.trainer, self.carried = trainer, carried
+
+    def __getattr__(self, name):
+        return getattr(self.trainer, name)
+
+    def state_dict(self) -> dict:
+        state = self.trainer.state_dict()
+        state["carried_state"] = self.carried
+        return state
+
+
+class _ShardedBatches:
+    def __init__(self, parallel: DataParallel, source):
+        self.parallel, self.source = parallel, source
+
+    def batch(self, step: int):
+        return self.parallel.cut(self.source.get(step))
+
+
+class _ReducedUpdates:
+    """A truncation mode whose updates are summed over the MPI ranks before the Trainer sees them."""
+
+    def __init__(self, mode, parallel: DataParallel):
+        self.mode, self.parallel = mode, parallel
+
+    def __getattr__(self, name):                    # describe(), k, ... of the wrapped mode
+        return getattr(self.mode, name)
+
+    def run(self, net, inputs, targets, mask, state, update):
+        dist = self.parallel.dist
+        local_batch = inputs.shape[1]
+        global_batch = self.parallel.global_batch
+        if dist.active and global_batch is None:
+            raise ValueError("data-parallel training needs its batches cut by DataParallel.shard_data")
+        global_batch = global_batch or local_batch
+        total = 0.0
+
+        def reduced(piece) -> None:
+            nonlocal total
+            piece.loss = dist.allreduce_gradients(piece.grads, local_batch, global_batch, loss=piece.loss)
+            total += piece.loss
+            update(piece)
+
+        _, final_state = self.mode.run(net, inputs, targets, mask, state, reduced)
+        return total, final_state
