@@ -165,3 +165,33 @@ def test_config_round_trip_rebuilds_the_same_network(cell, variant):
     assert set(again.params) == set(net.params)
     for name in net.params:
         np.testing.assert_array_equal(again.params[name], net.params[name])
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "bptt", "gradcheck", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("args,names", [
+    (("--cell", "lstm", "--bidirectional", "--dropout", "0.3", "--layers", "2", "--mask", "--forget-bias", "0.5"),
+     ("layers.1.U_reverse", "c0", "inputs")),
+    (("--cell", "gru", "--gru-variant", "cho", "--ids", "--layers", "1"), ("layers.0.W", "h0")),
+    (("--cell", "gru", "--layers", "2", "--seq-len", "1", "--batch", "1"), ("layers.1.b_hn",)),
+])
+def test_cli_gradcheck_covers_gated_options(args, names):
+    run = _cli(*args)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "PASS" in run.stdout
+    for name in names:
+        assert f"\n{name} " in run.stdout, run.stdout
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (("--dropout", "1.5"), "dropout must be in [0, 1), got 1.5"),
+    (("--cell", "lstm", "--forget-bias", "inf"), "forget_bias must be a finite number, got inf"),
+])
+def test_cli_gradcheck_bad_gated_options(args, fragment):
+    run = _cli(*args)
+    assert run.returncode == 2 and fragment in run.stderr and "Traceback" not in run.stderr

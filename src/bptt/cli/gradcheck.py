@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..gradcheck import check_network, random_problem
+from ..layers.gru import GRU_VARIANTS
 from ..network import CELLS, Network
 
 
@@ -21,7 +22,13 @@ def add_parser(sub) -> None:
     p.add_argument("--output", type=int, default=3, help="output size")
     p.add_argument("--seq-len", type=int, default=5, help="time steps T")
     p.add_argument("--batch", type=int, default=3, help="batch size B")
-    p.add_argument("--nonlinearity", choices=("tanh", "relu"), default="tanh")
+    p.add_argument("--nonlinearity", choices=("tanh", "relu"), default="tanh", help="rnn cell only")
+    p.add_argument("--gru-variant", choices=GRU_VARIANTS, default="torch",
+                   help="gru cell: reset after the recurrent matmul (torch) or before it (cho, Cho et al. 2014)")
+    p.add_argument("--forget-bias", type=float, default=1.0, help="lstm cell: added to the forget-gate bias at init")
+    p.add_argument("--bidirectional", action="store_true", help="a reverse-direction layer beside each layer")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout between stacked layers; checked under one fixed random mask")
     p.add_argument("--no-bias", action="store_true", help="layers and readout without biases")
     p.add_argument("--loss", choices=("cross_entropy", "mse"), default="cross_entropy")
     p.add_argument("--ids", action="store_true", help="integer token ids as inputs instead of float features")
@@ -35,7 +42,8 @@ def add_parser(sub) -> None:
 def network_from_args(args) -> Network:
     return Network(args.input, args.hidden, args.output, num_layers=args.layers, cell=args.cell,
                    nonlinearity=args.nonlinearity, bias=not args.no_bias, seed=args.seed,
-                   dtype="float64", loss=args.loss)
+                   dtype="float64", loss=args.loss, bidirectional=args.bidirectional, dropout=args.dropout,
+                   gru_variant=args.gru_variant, forget_bias=args.forget_bias)
 
 
 def run(args) -> int:
