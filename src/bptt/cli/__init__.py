@@ -13,7 +13,7 @@ import os
 import sys
 
 # Subcommand modules in bptt.cli, in the order --help lists them.
-COMMANDS = ["gradcheck", "experiment", "bench"]
+COMMANDS = ["gradcheck", "experiment", "bench", "train", "sample", "evaluate", "demo"]
 
 
 class CLIError(Exception):

@@ -1,0 +1,53 @@
+"""``bptt sample DIR``: text from a trained model, to stdout."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("sample", help="generate text from a checkpoint (to stdout)",
+                       description="Generate text from the model checkpointed in DIR by `bptt train`: "
+                                   "softmax(z / temperature), optionally only the top-k tokens, or greedy argmax. "
+                                   "The same --seed gives the same text.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoint", metavar="DIR", help="run directory (or a .npz checkpoint file)")
+    p.add_argument("--length", type=int, default=500, help="tokens to generate")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--temperature", type=float, default=1.0, help="< 1: safer, > 1: more varied")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens only")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    p.add_argument("--prime", default="", help="text to start from (must use the model's vocabulary)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..checkpoint import load_checkpoint
+    from ..sample import sample_text
+    from . import CLIError
+
+    if args.length < 1:
+        raise CLIError(f"--length must be >= 1, got {args.length}")
+    if args.seed < 0:
+        raise CLIError(f"--seed must be >= 0, got {args.seed}")
+    if not args.temperature > 0:
+        raise CLIError(f"--temperature must be > 0, got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
+    ckpt = load_checkpoint(args.checkpoint)
+    vocab = ckpt.vocabulary()
+    if vocab is None:
+        raise CLIError(f"{ckpt.path} has no vocabulary: it is not a language model from bptt train")
+    net = ckpt.network()
+    try:
+        text = sample_text(net, vocab, args.length, prime=args.prime, temperature=args.temperature,
+                           top_k=args.top_k, greedy=args.greedy, seed=args.seed)
+    except ValueError as error:
+        if args.prime and "vocabulary" in str(error):
+            raise CLIError(f"--prime: {error}") from None
+        raise
+    sys.stdout.write(text)
+    if not text.endswith("\n"):
+        sys.stdout.write("\n")
+    return 0

@@ -1,0 +1,273 @@
+"""``bptt train``: a character- or word-level language model on a text file (or the built-in
+corpus), checkpointed into ``--out DIR``; ``--resume DIR --steps N`` continues for N more
+steps and gives bit-identical parameters to one uninterrupted run."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+
+from ..clip import CLIP_MODES, make_clipper
+from ..network import CELLS, Network
+from ..optim import OPTIMIZERS, make_optimizer
+from ..schedules import SCHEDULES, make_schedule
+from ..truncation import FullBPTT, make_truncation
+from . import CLIError
+
+DEFAULT_LR = {"sgd": 0.1, "adagrad": 0.1, "rmsprop": 2e-3, "adam": 2e-3}
+# Flags that define the model and the data: fixed by the checkpoint when resuming.
+MODEL_FLAGS = ("text", "level", "max_vocab", "hidden", "layers", "cell", "nonlinearity", "dropout", "seq_len",
+               "batch", "seed", "dtype", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule",
+               "lr_every", "lr_gamma", "warmup", "clip_mode", "clip", "truncation", "k", "k1", "k2",
+               "val_fraction", "eval_every")
+DEFAULTS = {"level": "char", "max_vocab": None, "hidden": 128, "layers": 1, "cell": "rnn", "nonlinearity": "tanh",
+            "dropout": 0.0, "seq_len": 64, "batch": 32, "seed": 0, "dtype": "float32", "optimizer": "adam",
+            "lr": None, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0, "schedule": "constant",
+            "lr_every": 1000, "lr_gamma": 0.5, "warmup": 0, "clip_mode": "global-norm", "clip": 5.0,
+            "truncation": "chunked", "k": None, "k1": None, "k2": None, "val_fraction": 0.05, "eval_every": 200,
+            "text": None}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a character/word language model on a text file (or the built-in corpus)",
+        description="Train a recurrent language model by truncated BPTT and checkpoint it into --out DIR "
+                    "(checkpoint.npz, metrics.jsonl). Without --text it trains on the built-in corpus "
+                    "(Python's documentation topics). `bptt train --resume DIR --steps N` continues for N more "
+                    "steps, bit-identical to an uninterrupted run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, argument_default=None)
+    d = p.add_argument_group("data")
+    d.add_argument("--text", metavar="PATH", help="UTF-8 text file (default: the built-in corpus)")
+    d.add_argument("--level", choices=("char", "word"), help="tokens: characters or words [char]")
+    d.add_argument("--max-vocab", type=int, help="word level: keep the N most frequent tokens, the rest -> <unk>")
+    d.add_argument("--val-fraction", type=float, help="last fraction of the text held out for validation [0.05]")
+    d.add_argument("--seq-len", type=int, help="time steps T per batch (BPTT length) [64]")
+    d.add_argument("--batch", type=int, help="parallel streams B [32]")
+    m = p.add_argument_group("model")
+    m.add_argument("--cell", choices=CELLS, help="recurrent cell [rnn]")
+    m.add_argument("--hidden", type=int, help="hidden size H [128]")
+    m.add_argument("--layers", type=int, help="stacked layers [1]")
+    m.add_argument("--nonlinearity", choices=("tanh", "relu"), help="rnn cell's f [tanh]")
+    m.add_argument("--dropout", type=float, help="dropout between stacked layers [0]")
+    m.add_argument("--dtype", choices=("float32", "float64"), help="float32 is about twice as fast [float32]")
+    m.add_argument("--seed", type=int, help="seed for the weights (runs repeat) [0]")
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--optimizer", choices=OPTIMIZERS, help="[adam]")
+    o.add_argument("--lr", type=float, help="learning rate [adam/rmsprop 2e-3, sgd/adagrad 0.1]")
+    o.add_argument("--momentum", type=float, help="sgd/rmsprop momentum [0]")
+    o.add_argument("--nesterov", action="store_true", help="sgd: Nesterov momentum")
+    o.add_argument("--weight-decay", type=float, help="L2 weight decay [0]")
+    o.add_argument("--schedule", choices=SCHEDULES,
+                   help="learning-rate schedule; halve-on-rise halves it when the validation loss rises [constant]")
+    o.add_argument("--lr-every", type=int, help="step schedule: decay every N steps [1000]")
+    o.add_argument("--lr-gamma", type=float, help="step/exponential schedule factor [0.5]")
+    o.add_argument("--warmup", type=int, help="linear warm-up steps [0]")
+    o.add_argument("--clip-mode", choices=CLIP_MODES, help="gradient clipping [global-norm]")
+    o.add_argument("--clip", type=float, help="clipping threshold (norm or value) [5.0]")
+    o.add_argument("--truncation", choices=("chunked", "tbptt", "window"),
+                   help="chunked: chunks of --k steps (default --seq-len), state carried; tbptt: Williams & Peng "
+                        "(--k1, --k2); window: every E_t backpropagates at most --k steps [chunked]")
+    o.add_argument("--k", type=int, help="chunk length (chunked) or window (window)")
+    o.add_argument("--k1", type=int, help="tbptt: update every k1 steps [--seq-len // 2]")
+    o.add_argument("--k2", type=int, help="tbptt: backpropagate k2 >= k1 steps [--seq-len]")
+    r = p.add_argument_group("run")
+    r.add_argument("--out", metavar="DIR", help="output directory [runs/train]")
+    r.add_argument("--resume", metavar="DIR", help="continue the run checkpointed in DIR")
+    r.add_argument("--steps", type=int, help="steps (batches) to train in this call")
+    r.add_argument("--epochs", type=float, help="passes over the training text (instead of --steps)")
+    r.add_argument("--time", type=float, metavar="SECONDS", help="stop after this many seconds")
+    r.add_argument("--eval-every", type=int, help="validate every N steps (0: only at the end) [200]")
+    r.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N steps (and at the end)")
+    r.add_argument("--log-every", type=int, default=10, help="write metrics.jsonl every N steps")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
+    p.set_defaults(run=run)
+
+
+# ------------------------------------------------------------------ settings
+def resolve_settings(args) -> tuple[dict, object]:
+    """The run's settings (dict of MODEL_FLAGS) and the checkpoint when resuming."""
+    given = {name: getattr(args, name) for name in MODEL_FLAGS
+             if getattr(args, name) is not None and getattr(args, name) is not False}
+    if args.resume is None:
+        settings = dict(DEFAULTS)
+        settings.update(given)
+        if settings["lr"] is None:
+            settings["lr"] = DEFAULT_LR[settings["optimizer"]]
+        return settings, None
+    from ..checkpoint import load_checkpoint
+
+    if args.out is not None and os.path.abspath(args.out) != os.path.abspath(args.resume):
+        raise CLIError(f"--out cannot be used with --resume: the run continues in {args.resume}")
+    ckpt = load_checkpoint(args.resume)
+    saved = ckpt.meta.get("extra", {}).get("train_args")
+    if saved is None or ckpt.trainer_state() is None:
+        raise CLIError(f"{args.resume} holds a model but no training state: it was not written by bptt train")
+    fixed = [name for name in given if name != "text" and given[name] != saved.get(name)]
+    if fixed:
+        flags = ", ".join("--" + n.replace("_", "-") for n in fixed)
+        raise CLIError(f"{flags} cannot change on --resume (the checkpoint fixes them); drop {flags}")
+    settings = dict(DEFAULTS)
+    settings.update(saved)
+    if "text" in given:
+        settings["text"] = given["text"]
+    return settings, ckpt
+
+
+def check_settings(s: dict, args) -> None:
+    def positive(flag, value):
+        if value is not None and value < 1:
+            raise CLIError(f"--{flag} must be >= 1, got {value}")
+    for flag in ("hidden", "layers", "seq_len", "batch", "lr_every", "k", "k1", "k2", "max_vocab"):
+        positive(flag.replace("_", "-"), s.get(flag))
+    for flag in ("steps", "log_every", "checkpoint_every"):
+        value = getattr(args, flag)
+        if value is not None and value < (0 if flag == "steps" else 1):
+            raise CLIError(f"--{flag.replace('_', '-')} must be >= {0 if flag == 'steps' else 1}, got {value}")
+    if s["eval_every"] < 0:
+        raise CLIError(f"--eval-every must be >= 0, got {s['eval_every']}")
+    if not s["lr"] > 0:
+        raise CLIError(f"--lr must be > 0, got {s['lr']}")
+    if not 0 <= s["val_fraction"] < 1:
+        raise CLIError(f"--val-fraction must be in [0, 1), got {s['val_fraction']}")
+    if s["seed"] < 0:
+        raise CLIError(f"--seed must be >= 0, got {s['seed']}")
+    if args.epochs is not None and not args.epochs > 0:
+        raise CLIError(f"--epochs must be > 0, got {args.epochs}")
+    if args.time is not None and not args.time > 0:
+        raise CLIError(f"--time must be > 0, got {args.time}")
+    if args.steps is not None and args.epochs is not None:
+        raise CLIError("give --steps or --epochs, not both")
+    if args.steps is None and args.epochs is None and args.time is None:
+        raise CLIError("say how long to train: --steps N, --epochs E or --time SECONDS")
+    if s["clip_mode"] != "none" and not s["clip"] > 0:
+        raise CLIError(f"--clip must be > 0, got {s['clip']}")
+
+
+def load_text(path):
+    from ..corpus import builtin_text
+    from ..data import read_text
+
+    if path is None:
+        return builtin_text(), "<built-in corpus>"
+    if os.path.isdir(path):
+        raise CLIError(f"--text {path} is a directory, not a text file")
+    return read_text(path), path
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def build_optimizer(s: dict, params: dict):
+    hyper = {"lr": s["lr"], "weight_decay": s["weight_decay"]}
+    if s["optimizer"] == "sgd":
+        hyper.update(momentum=s["momentum"], nesterov=s["nesterov"])
+    elif s["optimizer"] == "rmsprop":
+        hyper.update(momentum=s["momentum"])
+    elif s["momentum"] or s["nesterov"]:
+        raise CLIError(f"--momentum/--nesterov apply to sgd and rmsprop, not {s['optimizer']}")
+    return make_optimizer(s["optimizer"], params, **hyper)
+
+
+def build_truncation(s: dict):
+    mode, T = s["truncation"], s["seq_len"]
+    if mode == "chunked":
+        k = s["k"] or T
+        return FullBPTT() if k >= T else make_truncation("chunked", k=k)
+    if mode == "tbptt":
+        k2 = s["k2"] or T
+        k1 = s["k1"] or max(1, k2 // 2)
+        if k2 < k1:
+            raise CLIError(f"--k2 must be >= --k1, got k1={k1}, k2={k2}")
+        return make_truncation("tbptt", k1=k1, k2=k2)
+    if s["k"] is None:
+        raise CLIError("--truncation window needs --k (how many steps each E_t backpropagates)")
+    return make_truncation("window", k=s["k"])
+
+
+# ----------------------------------------------------------------------- run
+def run(args) -> int:
+    from ..checkpoint import save_checkpoint
+    from ..data import TextStreams, Vocabulary, eval_loss_per_token, split_ids
+    from ..train import Progress, Trainer
+
+    settings, ckpt = resolve_settings(args)
+    check_settings(settings, args)
+    out = args.resume or args.out or os.path.join("runs", "train")
+    text, source = load_text(settings["text"])
+    sha = text_sha256(text)
+    if ckpt is not None:
+        vocab = ckpt.vocabulary()
+        if ckpt.meta["extra"].get("text_sha256") != sha:
+            print(f"bptt train: note: {source} differs from the text this run started on; continuing on it",
+                  file=sys.stderr)
+        net = ckpt.network()
+    else:
+        if settings["level"] == "word":
+            vocab = Vocabulary.build(text, "word", max_size=settings["max_vocab"])
+        else:
+            if settings["max_vocab"] is not None:
+                raise CLIError("--max-vocab applies to --level word only")
+            vocab = Vocabulary.build(text, "char")
+        net = Network(len(vocab), settings["hidden"], len(vocab), num_layers=settings["layers"],
+                      cell=settings["cell"], nonlinearity=settings["nonlinearity"], dropout=settings["dropout"],
+                      seed=settings["seed"], dtype=settings["dtype"])
+    ids = vocab.encode(text)
+    train_ids, val_ids = split_ids(ids, settings["val_fraction"])
+    data = TextStreams(train_ids, settings["batch"], settings["seq_len"])
+    schedule = make_schedule(settings["schedule"], settings["lr"], every=settings["lr_every"],
+                             gamma=settings["lr_gamma"], warmup=settings["warmup"])
+    os.makedirs(out, exist_ok=True)
+    trainer = Trainer(net, build_optimizer(settings, net.params),
+                      clip=make_clipper(settings["clip_mode"], settings["clip"]),
+                      truncation=build_truncation(settings), schedule=schedule,
+                      metrics_path=os.path.join(out, "metrics.jsonl"), log_every=args.log_every,
+                      seed=settings["seed"])
+    if ckpt is not None:
+        trainer.load_state_dict(ckpt.trainer_state())
+
+    steps = args.steps
+    if args.epochs is not None:
+        steps = max(1, int(round(args.epochs * data.batches_per_epoch)))
+    has_val = len(val_ids) >= 2
+
+    def evaluate(model):
+        return eval_loss_per_token(model, val_ids)
+
+    extra = {"train_args": settings, "text_source": source, "text_sha256": sha}
+
+    def save(tr, metrics):
+        save_checkpoint(out, net, trainer=tr, vocab=vocab, metrics=metrics, extra=extra)
+
+    def on_step(tr, summary):
+        if tr.step % args.checkpoint_every == 0:
+            save(tr, {"train_loss_per_token": summary.loss_per_token, **summary.extra})
+
+    progress = None
+    if not args.no_progress:
+        print(f"bptt train: {net.cell} {net.num_layers}x{net.hidden_size} ({net.num_parameters:,} parameters, "
+              f"{net.dtype.name}), vocabulary {len(vocab)} {vocab.level}s, {len(train_ids):,} training tokens from "
+              f"{source}; step {trainer.step} -> {'?' if steps is None else trainer.step + steps}; "
+              f"output {out}", file=sys.stderr)
+        progress = Progress(steps, every=max(1, args.log_every * 5), time_limit=args.time)
+    summaries = trainer.fit(data, steps, evaluate=evaluate if has_val else None,
+                            eval_every=settings["eval_every"], on_step=on_step, time_limit=args.time,
+                            progress=progress)
+    metrics = {}
+    if summaries:
+        metrics["train_loss_per_token"] = summaries[-1].loss_per_token
+    if has_val:
+        metrics["val_loss"] = evaluate(net)      # reported only: not fed to the schedule
+    save(trainer, metrics)
+    line = f"step {trainer.step}"
+    if summaries:
+        line += f"  train loss {summaries[-1].loss_per_token:.4f}"
+    if has_val:
+        line += f"  validation loss {metrics['val_loss']:.4f} nats/{vocab.level}"
+    if trainer.clip is not None and trainer.clip_stats.calls:
+        c = trainer.clip_stats.summary()
+        line += f"  clipping fired {c['clip_fired']}/{c['clip_calls']} updates"
+    print(line + f"  -> {out}", file=sys.stderr)
+    return 0
