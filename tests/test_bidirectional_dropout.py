@@ -195,3 +195,12 @@ def test_cli_gradcheck_covers_gated_options(args, names):
 def test_cli_gradcheck_bad_gated_options(args, fragment):
     run = _cli(*args)
     assert run.returncode == 2 and fragment in run.stderr and "Traceback" not in run.stderr
+
+
+def test_given_dropout_masks_are_validated():
+    net = bptt.Network(3, 4, 2, num_layers=2, dropout=0.5)
+    x = np.zeros((3, 2, 3))
+    with pytest.raises(ValueError, match=r"dropout_masks\[0\] must have shape \(3, 2, 4\), got \(3, 2, 5\)"):
+        net.forward(x, dropout_masks=[np.ones((3, 2, 5))])
+    with pytest.raises(ValueError, match="dropout_masks must be a list of 1 arrays .* got ndarray"):
+        net.forward(x, dropout_masks=np.ones((3, 2, 4)))

@@ -256,6 +256,15 @@ class Network:
         return [(self.dropout_rng.random((T, B, width)) < keep).astype(self.dtype) / self.dtype.type(keep)
                 for _ in range(len(self.layers) - 1)]
 
+    def _check_dropout_masks(self, masks, T: int, B: int) -> list:
+        """Masks given back to forward (e.g. a ForwardPass's): one (T, B, D*H) array per layer below the top."""
+        if not isinstance(masks, (list, tuple)) or len(masks) != len(self.layers) - 1:
+            got = f"a list of {len(masks)}" if isinstance(masks, (list, tuple)) else type(masks).__name__
+            raise ValueError(f"dropout_masks must be a list of {len(self.layers) - 1} arrays "
+                             f"(one per layer below the top), got {got}")
+        shape = (T, B, self.num_directions * self.hidden_size)
+        return [check.float_array(f"dropout_masks[{i}]", m, shape, self.dtype) for i, m in enumerate(masks)]
+
     # -------------------------------------------------------------- validation
     def check_inputs(self, inputs) -> np.ndarray:
         arr = np.asarray(inputs)
@@ -290,7 +299,8 @@ class Network:
         x = self.check_inputs(inputs) if validate else inputs
         T, B = x.shape[:2]
         states0 = self._split_state(h0, B)
-        masks = dropout_masks if dropout_masks is not None else self._draw_dropout_masks(T, B)
+        masks = (self._check_dropout_masks(dropout_masks, T, B) if dropout_masks is not None
+                 else self._draw_dropout_masks(T, B))
         layer_input = x
         hidden, caches, finals = [], [], []
         for index, (layer, state0) in enumerate(zip(self.layers, states0)):
