@@ -233,6 +233,25 @@ def fit_trainer(steps, dist, out, mode="chunked", resume=None, save=None):
                                                        "size": dist.size}))
 
 
+def timed_trainer(dist, out):
+    """Rank 1's clock runs out at once, rank 0's never: both must stop after the same step."""
+    from bptt.distributed import DataParallel
+    from bptt.optim import SGD as PlainSGD
+    from bptt.train import Trainer
+
+    net = make_net()
+    parallel = DataParallel(dist)
+    trainer = Trainer(net, PlainSGD(net.params, lr=0.1), truncation=parallel.wrap_truncation())
+    parallel.set_time_limit(0.0 if dist.rank == 1 else 1e9)
+    data = lambda step: problem(seed=step, B=4)                           # noqa: E731
+    trainer.fit(parallel.shard_data(data, start_step=trainer.step), steps=None)
+    steps = np.empty(dist.size, dtype=np.int64)
+    dist.comm.Allgather(np.array([trainer.step], dtype=np.int64), steps)
+    parallel.check_replicas(net, step=trainer.step)
+    if dist.is_root:
+        Path(out).write_text(json.dumps({"steps": steps.tolist()}))
+
+
 def main(argv):
     name, *args = argv
     dist = Distributed.from_environment(force=True)
@@ -245,6 +264,8 @@ def main(argv):
             fit_trainer(int(args[0]), dist, args[1], resume=args[2])
         elif name == "train":
             train_steps(int(args[0]), dist, out=args[1])
+        elif name == "timed":
+            timed_trainer(dist, args[0])
         elif name == "diverge":
             train_steps(2, dist, diverge_rank=1)
         elif name == "fail":
@@ -313,6 +334,13 @@ def test_checkpoint_and_resume_on_two_ranks_continue_the_one_process_run(tmp_pat
     losses = json.loads((tmp_path / "straight.npz.json").read_text())["losses"]
     resumed = json.loads((tmp_path / "second.npz.json").read_text())["losses"]
     np.testing.assert_allclose(resumed, losses[2:], rtol=1e-12)
+
+
+@pytest.mark.mpi
+def test_a_time_limit_stops_every_rank_after_the_same_step(tmp_path):
+    run = worker(2, "timed", tmp_path / "steps.json", timeout=30)
+    assert run.returncode == 0, run.stderr
+    assert json.loads((tmp_path / "steps.json").read_text())["steps"] == [1, 1]
 
 
 @pytest.mark.mpi

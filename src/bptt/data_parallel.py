@@ -14,6 +14,8 @@ The Trainer is not changed: sharding wraps the data, the reduction wraps the tru
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 
@@ -39,6 +41,17 @@ class DataParallel:
     def __init__(self, dist):
         self.dist = dist
         self.global_batch = None          # B of the last global batch shard_data cut
+        self.deadline = None              # time.perf_counter() after which ranks vote to stop
+        self.stop_requested = False       # some rank's deadline passed: every rank stops together
+
+    def set_time_limit(self, seconds: float | None) -> None:
+        """Stop after ``seconds`` -- decided collectively. Each rank's own clock would stop the
+        ranks after different steps, leaving some waiting forever in an Allreduce; instead every
+        update carries a stop vote in the gradient buffer, and all ranks stop after the first
+        step in which any rank's time ran out. Give ``shard_data`` the Trainer's step, and the
+        Trainer no ``time_limit`` of its own."""
+        self.deadline = None if seconds is None else time.perf_counter() + float(seconds)
+        self.stop_requested = False
 
     # -------------------------------------------------------------- the data
     def cut(self, batch):
@@ -56,20 +69,23 @@ class DataParallel:
         mask = None if batch.mask is None else np.asarray(batch.mask)[:, part]
         return Batch(inputs[:, part], np.asarray(batch.targets)[:, part], mask, batch.reset)
 
-    def shard_data(self, data):
+    def shard_data(self, data, start_step: int = 0):
         """Any data the Trainer accepts, cut to this rank's streams batch by batch.
 
         Step-addressed data (``batch(step)``, a function of the step, fixed arrays) stays
-        step-addressed, so a resumed run sees the same batches; an iterable stays an iterable."""
+        step-addressed, so a resumed run sees the same batches; an iterable stays an iterable.
+        With a time limit (``set_time_limit``) the result is an iterable that ends when the ranks
+        agreed to stop; it starts at ``start_step`` (the Trainer's step when resuming)."""
         from .train import _Source
 
         source = _Source(data)
-        if hasattr(data, "batch") or callable(data) or isinstance(data, tuple):
+        step_addressed = hasattr(data, "batch") or callable(data) or isinstance(data, tuple)
+        if step_addressed and self.deadline is None:
             return _ShardedBatches(self, source)
 
         def generate():
-            step = 0
-            while (batch := source.get(step)) is not None:
+            step = start_step if step_addressed else 0
+            while not self.stop_requested and (batch := source.get(step)) is not None:
                 yield self.cut(batch)
                 step += 1
         return generate()
@@ -175,7 +191,10 @@ class _ReducedUpdates:
 
         def reduced(piece) -> None:
             nonlocal total
-            piece.loss = dist.allreduce_gradients(piece.grads, local_batch, global_batch, loss=piece.loss)
+            late = self.parallel.deadline is not None and time.perf_counter() >= self.parallel.deadline
+            piece.loss = dist.allreduce_gradients(piece.grads, local_batch, global_batch, loss=piece.loss,
+                                                  vote_stop=late)
+            self.parallel.stop_requested |= dist.stop_votes > 0
             total += piece.loss
             update(piece)
 

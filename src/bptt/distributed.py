@@ -142,6 +142,7 @@ class Distributed:
         self.rank = int(rank)
         self.size = int(size)
         self._buffer = None
+        self.stop_votes = 0               # ranks that voted to stop in the last reduction
 
     # ---------------------------------------------------------------- creation
     @classmethod
@@ -195,25 +196,30 @@ class Distributed:
 
     # ------------------------------------------------------------ collectives
     def allreduce_gradients(self, grads: dict, local_batch: int, global_batch: int,
-                            loss: float | None = None) -> float | None:
+                            loss: float | None = None, vote_stop: bool = False) -> float | None:
         """grads <- sum_r (B_r / B) grads_r on every rank, in place, with ONE Allreduce.
 
-        ``loss`` (this rank's E_r) is reduced in the same buffer; returns the global loss
-        E = sum_r (B_r / B) E_r (or None when no loss was given).
+        Two scalars ride in the same buffer: ``loss`` (this rank's E_r; the global
+        E = sum_r (B_r / B) E_r is returned, None when no loss was given) and a stop vote
+        (``vote_stop``; afterwards ``self.stop_votes`` counts the ranks that voted, the same
+        number on every rank -- so a time limit stops every rank after the same step).
         """
         local_batch = check.positive_int("local_batch", local_batch)
         global_batch = check.positive_int("global_batch", global_batch)
         if not self.active:
+            self.stop_votes = int(bool(vote_stop))
             return loss
         buffer = self._buffer
         if buffer is None or buffer.names != list(grads) or any(
                 buffer.views[n].shape != grads[n].shape for n in buffer.names):
-            buffer = self._buffer = GradientBuffer(grads, extra=1)
+            buffer = self._buffer = GradientBuffer(grads, extra=2)
         share = local_batch / global_batch                                # B_r / B
         buffer.pack(grads, share)
         buffer.extra[0] = 0.0 if loss is None else loss * share
+        buffer.extra[1] = 1.0 if vote_stop else 0.0
         self.comm.Allreduce(self._in_place(), buffer.flat)               # the one collective per step
         buffer.unpack(grads)
+        self.stop_votes = int(round(float(buffer.extra[1])))
         return None if loss is None else float(buffer.extra[0])
 
     def _in_place(self):
