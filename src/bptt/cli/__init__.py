@@ -13,7 +13,7 @@ import os
 import sys
 
 # Subcommand modules in bptt.cli, in the order --help lists them.
-COMMANDS = ["gradcheck", "experiment", "bench", "train", "sample", "evaluate", "demo"]
+COMMANDS = ["gradcheck", "experiment", "bench", "train", "sample", "evaluate", "demo", "diagnose"]
 
 
 class CLIError(Exception):

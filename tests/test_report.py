@@ -1,0 +1,113 @@
+"""The HTML report is produced, self-contained (it references only what it embeds), and
+``bptt diagnose`` writes it from a checkpoint with one clear line on bad input."""
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+import bptt  # noqa: E402
+from bptt.diagnostics import GradientRecorder  # noqa: E402
+from bptt.diagnostics.report import diagnose, write_report  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class _References(HTMLParser):
+    """Every URL-valued attribute in the document."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls = []
+        self.tags = set()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
+        for name, value in attrs:
+            if name in ("src", "href", "data", "poster", "srcset", "action") and value is not None:
+                self.urls.append((tag, name, value))
+
+
+def _check_self_contained(path, expected_images):
+    text = open(path, encoding="utf-8").read()
+    parser = _References()
+    parser.feed(text)
+    assert "script" not in parser.tags and "link" not in parser.tags
+    assert "url(" not in text                                  # no CSS references either
+    images = [u for u in parser.urls if u[0] == "img"]
+    assert len(images) == expected_images
+    for tag, name, value in parser.urls:
+        assert value.startswith("data:image/png;base64,"), (tag, name, value[:40])
+        payload = base64.b64decode(value.split(",", 1)[1], validate=True)
+        assert payload.startswith(PNG_MAGIC)
+    return text
+
+
+def test_write_report_embeds_every_figure(tmp_path):
+    from bptt.diagnostics import plots
+
+    a = plots.lag_profiles({"x": np.exp(-np.arange(6.0))}, tmp_path / "a.png")
+    b = plots.contributions_heatmap(np.tril(np.ones((4, 4))), tmp_path / "b.png")
+    path = write_report(tmp_path / "r.html", "t <&>", {"rho": 0.5, "k": [1.0, 2.0]}, [("A", a), ("B", b)], ["note"])
+    text = _check_self_contained(path, 2)
+    assert "t &lt;&amp;&gt;" in text and "0.5" in text
+    os.remove(a)                                                # still complete without the PNG files
+    os.remove(b)
+    _check_self_contained(path, 2)
+
+
+def test_diagnose_with_recorded_history(tmp_path):
+    from bptt.optim import Adam
+    from bptt.train import Trainer
+
+    net = bptt.Network(2, 6, 1, loss="mse", seed=0)
+    rng = np.random.default_rng(0)
+    probe = (rng.standard_normal((8, 2, 2)), rng.standard_normal((8, 2, 1)), None)
+    recorder = GradientRecorder(tmp_path / "diagnostics.jsonl", every=2, probe=probe[:2])
+    trainer = Trainer(net, Adam(net.params, lr=1e-2), clip=lambda g: bptt.clip_by_global_norm(g, 0.5),
+                      callbacks=[recorder], metrics_path=str(tmp_path / "metrics.jsonl"))
+    trainer.fit(lambda step: (rng.standard_normal((8, 4, 2)), rng.standard_normal((8, 4, 1))), steps=6)
+    lines = [json.loads(s) for s in open(tmp_path / "diagnostics.jsonl")]
+    assert [line["update"] for line in lines] == [2, 4, 6]
+    assert all(len(line["lag_profile"]) == 8 and "update_ratio" in line for line in lines)
+    numbers = diagnose(net, probe, tmp_path / "out", run_dir=str(tmp_path), clip_threshold=0.5)
+    for name in ("contributions", "lag_profile", "jacobian", "grad_norm", "spectral_radius"):
+        assert open(tmp_path / "out" / f"{name}.png", "rb").read(8) == PNG_MAGIC
+    _check_self_contained(tmp_path / "out" / "report.html", 5)
+    assert numbers["logged steps"] == 6
+    assert numbers["spectral radius of layers.0.W (per gate block)"][0] == pytest.approx(
+        bptt.diagnostics.spectral_radius(net.params["layers.0.W"]))
+
+
+def _cli(*args, cwd):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "bptt", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_diagnose_checkpoint_and_bad_input(tmp_path):
+    from bptt.checkpoint import save_checkpoint
+
+    net = bptt.Network(3, 5, 2, cell="lstm", seed=1)
+    save_checkpoint(tmp_path / "run", net)
+    done = _cli("diagnose", str(tmp_path / "run"), "--seq-len", "6", "--batch", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "effective memory" in done.stdout and "mean forget gate" in done.stdout
+    _check_self_contained(tmp_path / "run" / "diagnose" / "report.html", 3)
+
+    missing = _cli("diagnose", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("bptt diagnose: error: ") and missing.stderr.count("\n") == 1
+    bad = _cli("diagnose", str(tmp_path / "run"), "--seq-len", "0", cwd=tmp_path)
+    assert bad.returncode == 2 and "--seq-len must be >= 1, got 0" in bad.stderr
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    junk = _cli("diagnose", str(tmp_path / "junk.npz"), cwd=tmp_path)
+    assert junk.returncode == 2 and re.search(r"corrupt|not a bptt checkpoint", junk.stderr)
