@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/bptt gradcheck
+	$(VENV)/bin/bptt train --out runs/demo --overwrite --time 60 --hidden 256 --eval-every 100
+	$(VENV)/bin/bptt sample runs/demo --length 600 --temperature 0.8
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -114,6 +114,7 @@ def test_bad_files_through_a_real_process(tmp_path):
     (["train", "--text", "{text}", "--steps", "1", "--batch", "1000"], "too short"),
     (["train", "--text", "{text}", "--steps", "1", "--val-fraction", "1.5"], "--val-fraction must be in [0, 1)"),
     (["train", "--resume", "{run}", "--steps", "1", "--hidden", "32"], "--hidden cannot change on --resume"),
+    (["train", "--text", "{text}", "--steps", "1", "--out", "{run}"], "already holds a run"),
     (["train", "--resume", "{corrupt}", "--steps", "1"], "corrupt"),
     (["sample", "{run}", "--prime", "It was \u2603"], "--prime: text has 1 character not in the model's vocabulary"),
     (["sample", "{run}", "--length", "0"], "--length must be >= 1"),

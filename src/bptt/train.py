@@ -190,6 +190,9 @@ class Trainer:
         self.state = final_state
         self.step = step_no
         tokens = float(T * B if mask is None else mask.sum())
+        if getattr(self.truncation, "global_tokens", None) is not None:
+            # data-parallel (bptt.data_parallel): the loss is already the whole job's; count its batch too
+            B, tokens = self.truncation.global_batch, self.truncation.global_tokens
         summary = StepSummary(step_no, float(loss), tokens, float(loss) * B / max(tokens, 1e-12),
                               float(self.optimizer.lr), float(max(norms)), clipped,
                               time.perf_counter() - started)
@@ -316,12 +319,12 @@ class Progress:
             self.bar.update(1)
             return
         if self.count % self.every == 0 or val is not None or (self.total and self.count == self.total):
+            left = float("nan")
             if self.total:
                 left = elapsed / self.count * (self.total - self.count)
-            elif self.time_limit:
-                left = max(0.0, self.time_limit - elapsed)
-            else:
-                left = float("nan")
+            if self.time_limit:                      # a time limit caps the estimate
+                left = min(left, max(0.0, self.time_limit - elapsed)) if math.isfinite(left) else \
+                    max(0.0, self.time_limit - elapsed)
             msg = (f"step {summary.step}  loss {summary.loss_per_token:.4f}  {rate:,.0f} tok/s  "
                    f"elapsed {_clock(elapsed)}  left {_clock(left)}")
             if val is not None:

@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from . import main
 
-    code = main(["train", "--out", args.out, "--time", str(args.seconds), "--steps", "100000",
+    code = main(["train", "--out", args.out, "--overwrite", "--time", str(args.seconds),
                  "--hidden", "256", "--seq-len", "64", "--batch", "32", "--eval-every", "100"])
     if code:
         return code

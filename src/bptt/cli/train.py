@@ -75,6 +75,7 @@ def add_parser(sub) -> None:
     r = p.add_argument_group("run")
     r.add_argument("--out", metavar="DIR", help="output directory [runs/train]")
     r.add_argument("--resume", metavar="DIR", help="continue the run checkpointed in DIR")
+    r.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds a run")
     r.add_argument("--steps", type=int, help="steps (batches) to train in this call")
     r.add_argument("--epochs", type=float, help="passes over the training text (instead of --steps)")
     r.add_argument("--time", type=float, metavar="SECONDS", help="stop after this many seconds")
@@ -82,6 +83,8 @@ def add_parser(sub) -> None:
     r.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N steps (and at the end)")
     r.add_argument("--log-every", type=int, default=10, help="write metrics.jsonl every N steps")
     r.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
+    r.add_argument("--mpi", action="store_true",
+                   help="data-parallel over MPI (automatic under mpiexec/mpirun/srun; see README 'Scaling out')")
     p.set_defaults(run=run)
 
 
@@ -189,13 +192,30 @@ def build_truncation(s: dict):
 
 # ----------------------------------------------------------------------- run
 def run(args) -> int:
+    from ..distributed import Distributed
+
+    # Under mpiexec every rank runs this; an error on any rank must end all of them (MPI_Abort)
+    # instead of leaving the others waiting in an Allreduce. One process: nothing changes.
+    dist = Distributed.from_environment(force=args.mpi)
+    with dist.abort_on_error("train"):
+        return train(args, dist)
+
+
+def train(args, dist) -> int:
     from ..checkpoint import save_checkpoint
     from ..data import TextStreams, Vocabulary, eval_loss_per_token, split_ids
+    from ..data_parallel import DataParallel
     from ..train import Progress, Trainer
 
     settings, ckpt = resolve_settings(args)
     check_settings(settings, args)
     out = args.resume or args.out or os.path.join("runs", "train")
+    if ckpt is None and os.path.exists(os.path.join(out, "checkpoint.npz")):
+        if not args.overwrite:
+            raise CLIError(f"{out} already holds a run: continue it with --resume {out}, or start afresh "
+                           f"with --overwrite")
+        if os.path.exists(os.path.join(out, "metrics.jsonl")):
+            os.unlink(os.path.join(out, "metrics.jsonl"))
     text, source = load_text(settings["text"])
     sha = text_sha256(text)
     if ckpt is not None:
@@ -220,13 +240,23 @@ def run(args) -> int:
     schedule = make_schedule(settings["schedule"], settings["lr"], every=settings["lr_every"],
                              gamma=settings["lr_gamma"], warmup=settings["warmup"])
     os.makedirs(out, exist_ok=True)
+    # MPI: each rank trains on its share of the --batch streams; every update is summed over the
+    # ranks before clipping (bptt.data_parallel); rank 0 alone writes metrics, checkpoints, progress.
+    parallel = DataParallel(dist)
+    parallel.attach(net)                  # dropout masks drawn for the whole batch, cut per rank
+    truncation = build_truncation(settings)
     trainer = Trainer(net, build_optimizer(settings, net.params),
                       clip=make_clipper(settings["clip_mode"], settings["clip"]),
-                      truncation=build_truncation(settings), schedule=schedule,
-                      metrics_path=os.path.join(out, "metrics.jsonl"), log_every=args.log_every,
-                      seed=settings["seed"])
+                      truncation=parallel.wrap_truncation(truncation) if dist.active else truncation,
+                      schedule=schedule,
+                      metrics_path=os.path.join(out, "metrics.jsonl") if dist.is_root else None,
+                      log_every=args.log_every, seed=settings["seed"])
     if ckpt is not None:
-        trainer.load_state_dict(ckpt.trainer_state())
+        parallel.load_trainer_state(trainer, ckpt.trainer_state())   # the carried state cut to this rank
+    feed = data
+    if dist.active:
+        parallel.set_time_limit(args.time)                             # stop together, not rank by rank
+        feed = parallel.shard_data(data, start_step=trainer.step)      # this rank's columns of each batch
 
     steps = args.steps
     if args.epochs is not None:
@@ -236,25 +266,28 @@ def run(args) -> int:
     def evaluate(model):
         return eval_loss_per_token(model, val_ids)
 
-    extra = {"train_args": settings, "text_source": source, "text_sha256": sha}
+    extra = {"train_args": settings, "text_source": source, "text_sha256": sha, "mpi_ranks": dist.size}
 
     def save(tr, metrics):
-        save_checkpoint(out, net, trainer=tr, vocab=vocab, metrics=metrics, extra=extra)
+        view = parallel.prepare_checkpoint(tr)        # every rank: identical-parameters check, gather state
+        if dist.is_root:
+            save_checkpoint(out, net, trainer=view, vocab=vocab, metrics=metrics, extra=extra)
 
     def on_step(tr, summary):
         if tr.step % args.checkpoint_every == 0:
             save(tr, {"train_loss_per_token": summary.loss_per_token, **summary.extra})
 
     progress = None
-    if not args.no_progress:
-        print(f"bptt train: {net.cell} {net.num_layers}x{net.hidden_size} ({net.num_parameters:,} parameters, "
+    if not args.no_progress and dist.is_root:
+        ranks = f" on {dist.size} MPI ranks" if dist.active else ""
+        print(f"bptt train{ranks}: {net.cell} {net.num_layers}x{net.hidden_size} ({net.num_parameters:,} parameters, "
               f"{net.dtype.name}), vocabulary {len(vocab)} {vocab.level}s, {len(train_ids):,} training tokens from "
               f"{source}; step {trainer.step} -> {'?' if steps is None else trainer.step + steps}; "
               f"output {out}", file=sys.stderr)
         progress = Progress(steps, every=max(1, args.log_every * 5), time_limit=args.time)
-    summaries = trainer.fit(data, steps, evaluate=evaluate if has_val else None,
-                            eval_every=settings["eval_every"], on_step=on_step, time_limit=args.time,
-                            progress=progress)
+    summaries = trainer.fit(feed, steps, evaluate=evaluate if has_val else None,
+                            eval_every=settings["eval_every"], on_step=on_step,
+                            time_limit=None if dist.active else args.time, progress=progress)
     metrics = {}
     if summaries:
         metrics["train_loss_per_token"] = summaries[-1].loss_per_token
@@ -269,5 +302,6 @@ def run(args) -> int:
     if trainer.clip is not None and trainer.clip_stats.calls:
         c = trainer.clip_stats.summary()
         line += f"  clipping fired {c['clip_fired']}/{c['clip_calls']} updates"
-    print(line + f"  -> {out}", file=sys.stderr)
+    if dist.is_root:
+        print(line + f"  -> {out}", file=sys.stderr)
     return 0
