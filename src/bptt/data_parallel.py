@@ -41,6 +41,7 @@ class DataParallel:
     def __init__(self, dist):
         self.dist = dist
         self.global_batch = None          # B of the last global batch shard_data cut
+        self.global_tokens = None         # outputs counted in its loss (T*B, or the mask's sum)
         self.deadline = None              # time.perf_counter() after which ranks vote to stop
         self.stop_requested = False       # some rank's deadline passed: every rank stops together
 
@@ -63,6 +64,8 @@ class DataParallel:
         if inputs.ndim < 2:
             raise ValueError(f"inputs must be time-major (T, B, ...), got shape {inputs.shape}")
         self.global_batch = inputs.shape[1]
+        self.global_tokens = float(inputs.shape[0] * self.global_batch if batch.mask is None
+                                   else np.sum(batch.mask, dtype=np.float64))
         part = self.dist.shard(self.global_batch)
         if self.dist.size == 1:
             return batch
@@ -89,6 +92,16 @@ class DataParallel:
                 yield self.cut(batch)
                 step += 1
         return generate()
+
+    def attach(self, net) -> None:
+        """Dropout masks for the GLOBAL batch: ``net.dropout_rng`` is wrapped so that each rank
+        draws the mask of all B streams (as one process would, advancing the generator the same
+        way on every rank) and keeps its own columns -- dropout then changes nothing in the
+        equivalence with one process. Relies on Network drawing masks as
+        ``dropout_rng.random((T, B, width))``; other shapes are drawn as asked."""
+        rng = getattr(net, "dropout_rng", None)
+        if self.dist.active and rng is not None and not isinstance(rng, _GlobalBatchRandom):
+            net.dropout_rng = _GlobalBatchRandom(rng, self)
 
     # ------------------------------------------------------- the reduction
     def wrap_truncation(self, mode=None):
@@ -148,6 +161,30 @@ class DataParallel:
         return self.dist.check_identical(arrays, "parameters and optimiser state", step=step)
 
 
+class _GlobalBatchRandom:
+    """A numpy Generator stand-in whose ``random((T, B_r, W))`` is this rank's columns of
+    ``random((T, B, W))``; ``bit_generator`` is the real one (checkpoints save/restore it)."""
+
+    def __init__(self, rng, parallel: DataParallel):
+        self.rng, self.parallel = rng, parallel
+
+    @property
+    def bit_generator(self):
+        return self.rng.bit_generator
+
+    def __getattr__(self, name):
+        return getattr(self.rng, name)
+
+    def random(self, size=None, *args, **kwargs):
+        batch = self.parallel.global_batch
+        if batch is None or size is None or len(size) != 3:
+            return self.rng.random(size, *args, **kwargs)
+        part = self.parallel.dist.shard(batch)
+        if size[1] != part.stop - part.start:
+            return self.rng.random(size, *args, **kwargs)
+        return self.rng.random((size[0], batch, size[2]), *args, **kwargs)[:, part]
+
+
 class _GlobalTrainerView:
     """What ``save_checkpoint`` reads from a trainer, with the whole batch's carried state."""
 
@@ -179,6 +216,14 @@ class _ReducedUpdates:
 
     def __getattr__(self, name):                    # describe(), k, ... of the wrapped mode
         return getattr(self.mode, name)
+
+    @property
+    def global_batch(self):                         # the Trainer reports the whole job's batch ...
+        return self.parallel.global_batch
+
+    @property
+    def global_tokens(self):                        # ... and its token count (tokens/s, loss per token)
+        return self.parallel.global_tokens
 
     def run(self, net, inputs, targets, mask, state, update):
         dist = self.parallel.dist

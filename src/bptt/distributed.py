@@ -44,6 +44,7 @@ import contextlib
 import hashlib
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -287,6 +288,10 @@ class Distributed:
     def abort(self, message: str, code: int = 1) -> None:
         """Print ``message`` (one line, naming this rank) and end EVERY rank with MPI_Abort."""
         prefix = f"[{self.describe()}] " if self.active else ""
+        if self.active and not self.is_root:
+            # An error every rank hits (a bad flag, a missing file) should print once: give
+            # rank 0 a moment to print and abort the job first. Alone, this rank goes on.
+            time.sleep(0.5)
         print(f"{prefix}{message}", file=sys.stderr, flush=True)
         if self.active:
             self.comm.Abort(code)
