@@ -214,13 +214,13 @@ def train(args, dist) -> int:
         if not args.overwrite:
             raise CLIError(f"{out} already holds a run: continue it with --resume {out}, or start afresh "
                            f"with --overwrite")
-        if os.path.exists(os.path.join(out, "metrics.jsonl")):
+        if dist.is_root and os.path.exists(os.path.join(out, "metrics.jsonl")):   # MPI: rank 0's file
             os.unlink(os.path.join(out, "metrics.jsonl"))
     text, source = load_text(settings["text"])
     sha = text_sha256(text)
     if ckpt is not None:
         vocab = ckpt.vocabulary()
-        if ckpt.meta["extra"].get("text_sha256") != sha:
+        if ckpt.meta["extra"].get("text_sha256") != sha and dist.is_root:
             print(f"bptt train: note: {source} differs from the text this run started on; continuing on it",
                   file=sys.stderr)
         net = ckpt.network()
