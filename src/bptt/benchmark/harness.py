@@ -70,20 +70,34 @@ def environment() -> dict:
     return info
 
 
-def gemm_peak(size: int = 1024, repeats: int = 7, dtype=np.float32) -> float:
-    """numpy's float32 GEMM speed in GFLOP/s on a square (size x size) product: the roof
-    every recurrent step is measured against. Median of ``repeats``."""
+def gemm_reference(size: int = 1024, dtype=np.float32):
+    """A callable doing one (size x size) @ (size x size) numpy GEMM, and its flops.
+
+    Timed *inside* the interleaved loop next to the peers, it gives the GEMM speed under
+    the very load the peers saw: on a shared machine a separately measured peak would
+    drift with whatever else ran at that moment."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size)).astype(dtype)
     b = rng.standard_normal((size, size)).astype(dtype)
     out = np.empty_like(a)
-    np.dot(a, b, out=out)                              # warm up the BLAS threads and caches
+
+    def gemm() -> None:
+        np.dot(a, b, out=out)
+
+    return gemm, 2.0 * size ** 3
+
+
+def gemm_peak(size: int = 1024, repeats: int = 7, dtype=np.float32) -> float:
+    """numpy's float32 GEMM speed in GFLOP/s on a square (size x size) product: the roof
+    every recurrent step is measured against. Best of ``repeats`` (a peak, not a typical)."""
+    gemm, flops = gemm_reference(size, dtype)
+    gemm()                                             # warm up the BLAS threads and caches
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        np.dot(a, b, out=out)
+        gemm()
         times.append(time.perf_counter() - start)
-    return 2.0 * size ** 3 / float(np.median(times)) / 1e9
+    return flops / float(np.min(times)) / 1e9
 
 
 def interleaved(steps: dict, repeats: int, warmup: int = 2, budget_s: float | None = None) -> dict:

@@ -21,11 +21,13 @@ QUICK_SIZES = [(7, 8, 2, 5)]
 SCHEMA = "bptt-bench/1"
 
 
-def _row(problem, results: dict, contestants: dict, peak: float) -> dict:
+def _row(problem, results: dict, contestants: dict, gemm_flops: float) -> dict:
+    gemm = results.pop("gemm")
+    peak = gemm_flops / gemm["median_s"] / 1e9          # numpy GEMM speed under this row's load
     bptt = results["bptt"]["median_s"]
     row = {"cell": problem.cell, "input_size": problem.input_size, "hidden_size": problem.hidden_size,
            "batch": problem.batch, "seq_len": problem.seq_len, "gflop_per_step": contestants["bptt"].flops / 1e9,
-           "peers": {}}
+           "gemm_gflops": peak, "peers": {}}
     for name, timing in results.items():
         gflops = contestants[name].flops / timing["median_s"] / 1e9
         entry = dict(timing, gflops=gflops, peak_fraction=gflops / peak)
@@ -43,9 +45,11 @@ def run_worker(threads: int, sizes, cells, peers, repeats: int, budget_s: float,
     from .peers import PEERS, Problem, bptt_contestant
 
     peak = harness.gemm_peak()
+    gemm, gemm_flops = harness.gemm_reference()
     report = {"threads": threads, "cores": pinned.get("cores"), "gemm_peak_gflops": peak,
               "environment": harness.environment(), "rows": [], "skipped": []}
-    log(f"[{threads} thread{'s' if threads > 1 else ''}] numpy float32 GEMM peak {peak:.1f} GFLOP/s")
+    log(f"[{threads} thread{'s' if threads > 1 else ''}] numpy float32 GEMM peak {peak:.1f} GFLOP/s (best of 7); "
+        "each row's % is of the GEMM median timed in that row's interleaved loop")
     for cell in cells:
         for (I, H, B, T) in sizes:
             problem = Problem(cell, I, H, B, T)
@@ -67,8 +71,10 @@ def run_worker(threads: int, sizes, cells, peers, repeats: int, budget_s: float,
                 except (ValueError, KeyError, NotImplementedError) as error:
                     report["skipped"].append(f"{problem.label}: {peer}: {error}")
             losses = {name: c.step() for name, c in contestants.items()}
-            results = harness.interleaved({n: c.step for n, c in contestants.items()}, repeats, budget_s=budget_s)
-            row = _row(problem, results, contestants, peak)
+            steps = {n: c.step for n, c in contestants.items()}
+            steps["gemm"] = gemm                        # the roof, timed under the same load
+            results = harness.interleaved(steps, repeats, budget_s=budget_s)
+            row = _row(problem, results, contestants, gemm_flops)
             row["losses"] = losses                     # equal to ~1e-5: the peers do the same sum
             report["rows"].append(row)
             log("  " + format_row(row))
@@ -84,7 +90,7 @@ def format_row(row: dict) -> str:
     bptt = peers["bptt"]
     text = (f"{row['cell']:4s} I=O={row['input_size']:<4d} H={row['hidden_size']:<5d} B={row['batch']:<3d} "
             f"T={row['seq_len']:<3d}  bptt {bptt['median_s'] * 1e3:9.3f} ms {bptt['gflops']:6.1f} GF/s "
-            f"({bptt['peak_fraction']:4.0%} peak)")
+            f"({bptt['peak_fraction']:4.0%} of GEMM {row['gemm_gflops']:.0f})")
     for name, entry in peers.items():
         if name != "bptt":
             text += f" | {name} {entry['median_s'] * 1e3:9.3f} ms ratio {entry['ratio']:.2f}"

@@ -84,8 +84,8 @@ def run(args) -> int:
 def _print_summary(report: dict) -> None:
     for run in report["runs"]:
         blas = run["environment"].get("blas")
-        kernel = ", ".join(f"{b['internal_api']} {b['version']} {b['architecture']}" for b in blas) \
-            if isinstance(blas, list) else blas
+        kernel = ", ".join(" ".join(str(b[k]) for k in ("internal_api", "version", "architecture") if b.get(k))
+                           for b in blas) if isinstance(blas, list) else blas
         print(f"threads={run['threads']}: BLAS {kernel}; GEMM peak {run['gemm_peak_gflops']:.1f} GFLOP/s; "
               f"torch {run['environment'].get('torch')}, jax {run['environment'].get('jax')}")
         for note in run["skipped"]:
