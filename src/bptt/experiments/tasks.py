@@ -32,7 +32,6 @@ import time
 import numpy as np
 
 from .. import validation as check
-from ..clip import clip_by_global_norm
 from ..network import Network
 from ..tasks import get_task
 
@@ -95,6 +94,8 @@ def train_one(task_name: str, variant: str, T: int, seed: int, *, steps: int, hi
 
     curve: "step", "train_loss" (bptt's loss on the training batch, mean since the last point)
     and every key of ``task.score`` on the held-out set, at step 0 and every ``eval_every``."""
+    from ..clip import make_clipper
+    from ..train import Trainer
     task = get_task(task_name)
     overrides = VARIANTS[check.one_of("cell", variant, tuple(VARIANTS))].get("train", {})
     if overrides.get("optimizer", optimizer) != optimizer:
@@ -104,42 +105,61 @@ def train_one(task_name: str, variant: str, T: int, seed: int, *, steps: int, hi
     steps = check.positive_int("steps", steps)
     eval_every = check.positive_int("eval_every", eval_every)
     net = make_network(task, variant, hidden, seed, dtype)
-    opt = make_optimizer(optimizer, net.params, lr)
-    train_rng = np.random.default_rng([seed, 1])
+    trainer = Trainer(net, make_optimizer(optimizer, net.params, lr),
+                      clip=None if clip is None else make_clipper("global-norm", clip),   # Pascanu et al., Alg. 1
+                      truncation=OmegaBPTT(omega) if omega else None)                     # None: full BPTT
     eval_inputs, eval_targets, eval_mask = task.generate(T, eval_batch, np.random.default_rng([seed, 2, T]))
 
-    curve: dict = {"step": [], "train_loss": []}
+    def batches(step: int):
+        """Fresh sequences every step, a function of (seed, step) alone."""
+        return task.generate(T, batch, np.random.default_rng([seed, 1, step]))
 
-    def evaluate(step: int, train_loss) -> dict:
-        metrics = task.score(net.forward(eval_inputs).outputs, eval_targets, eval_mask)
-        curve["step"].append(step)
-        curve["train_loss"].append(train_loss)
+    curve: dict = {"step": [], "train_loss": []}
+    losses: list = []
+
+    def evaluate(trained) -> float:
+        metrics = task.score(trained.forward(eval_inputs).outputs, eval_targets, eval_mask)
+        curve["step"].append(trainer.step)
+        curve["train_loss"].append(float(np.mean(losses)) if losses else None)   # mean since the last point
+        losses.clear()
         for key, value in metrics.items():
             curve.setdefault(key, []).append(value)
-        return metrics
+        if progress is not None and trainer.step:
+            progress(variant, T, seed, trainer.step, metrics)
+        return metrics[task.metric]
 
     start = time.perf_counter()
-    metrics = evaluate(0, None)                                         # no training loss yet
-    losses = []
-    for step in range(1, steps + 1):
-        inputs, targets, mask = task.generate(T, batch, train_rng)      # fresh sequences every step
-        if omega:
-            from ..regularizers import loss_and_grads_with_omega
-            loss, grads, _ = loss_and_grads_with_omega(net, inputs, targets, mask, strength=omega)
-        else:
-            loss, grads = net.loss_and_grads(inputs, targets, mask)
-        if clip is not None:
-            clip_by_global_norm(grads, clip)                            # Pascanu et al. 2013, Alg. 1
-        opt.step(grads)
-        losses.append(loss)
-        if step % eval_every == 0 or step == steps:
-            metrics = evaluate(step, float(np.mean(losses)))
-            losses = []
-            if progress is not None:
-                progress(variant, T, seed, step, metrics)
+    evaluate(net)                                                            # step 0: the untrained network
+    trainer.fit(batches, steps, evaluate=evaluate, eval_every=eval_every,
+                on_step=lambda _, summary: losses.append(summary.loss))
+    if curve["step"][-1] != steps:
+        evaluate(net)
+    metrics = {key: curve[key][-1] for key in curve if key not in ("step", "train_loss")}
     return {"cell": variant, "T": T, "seed": seed, "curve": curve, "final": metrics,
             "solved": bool(task.solved(metrics)), "seconds": time.perf_counter() - start,
             "optimizer": optimizer, "lr": lr, "clip": clip, "omega": omega, "parameters": net.num_parameters}
+
+
+class OmegaBPTT:
+    """Full BPTT whose gradient includes Pascanu et al.'s regulariser: E + alpha Omega, with
+    alpha d+Omega/dW added to each W gradient (``bptt.regularizers``). A truncation mode for
+    the Trainer (``run(net, inputs, targets, mask, state, update)``)."""
+
+    name = "full+omega"
+
+    def __init__(self, strength: float):
+        self.strength = check.positive_float("omega", strength)
+
+    def run(self, net, inputs, targets, mask, state, update):
+        from ..regularizers import loss_and_grads_with_omega
+        from ..truncation import Piece
+        T = inputs.shape[0]
+        loss, grads, _ = loss_and_grads_with_omega(net, inputs, targets, mask, state, strength=self.strength)
+        update(Piece(loss, grads, (0, T), (0, T)))
+        return loss, None
+
+    def describe(self) -> dict:
+        return {"mode": self.name, "omega": self.strength}
 
 
 def summarise(task, runs: list) -> list:
