@@ -428,6 +428,69 @@ def test_bptt_train_resumes_under_mpiexec(tmp_path):
     assert_same_run(tmp_path / "straight", tmp_path / "mpi")
 
 
+def descendants(pid):
+    """Process ids below ``pid`` (read from /proc: no psutil needed)."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def rank_of(pid):
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for item in environ:
+        if item.startswith(b"PMI_RANK="):
+            return int(item.split(b"=", 1)[1])
+    return None
+
+
+@pytest.mark.mpi
+def test_sigkill_of_one_rank_ends_a_bptt_train_job(tmp_path):
+    """A rank killed from outside in the middle of `bptt train` (no handler can run): mpiexec
+    must end the whole job with a message, not leave rank 0 waiting in its Allreduce."""
+    if not Path("/proc/self/environ").exists():
+        pytest.skip("needs /proc to find the ranks")
+    import signal
+    import time
+
+    command = [need_mpi(), "-n", "2", sys.executable, "-m", "bptt", "train", "--text", str(small_text(tmp_path)),
+               "--steps", "100000", "--out", str(tmp_path / "run"), "--log-every", "1", "--no-progress",
+               "--batch", "4", "--seq-len", "16", "--hidden", "16"]
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+    try:
+        metrics = tmp_path / "run" / "metrics.jsonl"
+        deadline = time.monotonic() + 30
+        while not (metrics.exists() and metrics.read_text().count("\n") >= 3):   # training is under way
+            assert job.poll() is None and time.monotonic() < deadline, job.communicate(timeout=5)
+            time.sleep(0.05)
+        victims = [pid for pid in descendants(job.pid) if rank_of(pid) == 1]
+        assert victims, "rank 1 not found"
+        os.kill(victims[0], signal.SIGKILL)
+        out, err = job.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        job.kill()
+        pytest.fail("the job hung after a rank was killed")
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode != 0
+    assert "BAD TERMINATION" in out + err and "signal 9" in (out + err).lower(), out + err
+
+
 @pytest.mark.mpi
 @pytest.mark.parametrize("flags, fragment", [
     (["--batch", "1"], "batch must be >= the number of MPI ranks (2), got 1"),
