@@ -111,3 +111,24 @@ def test_cli_diagnose_checkpoint_and_bad_input(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     junk = _cli("diagnose", str(tmp_path / "junk.npz"), cwd=tmp_path)
     assert junk.returncode == 2 and re.search(r"corrupt|not a bptt checkpoint", junk.stderr)
+
+
+def test_vanishing_experiment_quick(tmp_path):
+    from bptt.experiments.vanishing import METHODS, run_vanishing
+
+    result = run_vanishing(tmp_path / "v", quick=True, seeds=[0], progress=None)
+    table = open(tmp_path / "v" / "vanishing.md", encoding="utf-8").read()
+    for method in METHODS:
+        assert f"| {method} |" in table
+    assert open(tmp_path / "v" / "vanishing.png", "rb").read(8) == PNG_MAGIC
+    saved = json.load(open(tmp_path / "v" / "vanishing.json"))
+    T = saved["seq_len"]
+    assert all(len(run["profile_init"]) == T - 1 for run in saved["runs"])
+    tanh = next(r for r in result["runs"] if r["method"] == "tanh")
+    assert tanh["clipped_updates"] == 0                       # no clipping for the plain RNN
+    again = run_vanishing(None, quick=True, seeds=[0], methods=["tanh", "lstm"], progress=None)
+    for run in again["runs"]:
+        first = next(r for r in result["runs"] if r["method"] == run["method"])
+        assert run["mse"] == first["mse"] and run["profile_final"] == first["profile_final"]
+    with pytest.raises(ValueError, match="method must be one of"):
+        run_vanishing(None, quick=True, methods=["lstm", "transformer"], progress=None)

@@ -1,8 +1,8 @@
 """The vanishing-gradient lab: the lecture's closing question, measured.
 
     from bptt.experiments.vanishing import run_vanishing
-    result = run_vanishing("runs/vanishing", steps=600, seq_len=100, seeds=(0, 1), quick=False)
-    # or:  bptt experiment vanishing --out runs/vanishing --T 100 --steps 600 --seeds 0,1
+    result = run_vanishing("runs/vanishing", steps=2000, seq_len=100, seeds=(0, 1), quick=False)
+    # or:  bptt experiment vanishing --out runs/vanishing --T 100 --steps 2000 --seeds 0,1
 
 Trains, on the adding problem of Le, Jaitly & Hinton (2015) (``bptt.tasks``, form "le":
 two marked values in [0, 1] among T, predict their sum at the last step; always answering
@@ -63,7 +63,7 @@ METHODS = {
     "lstm": ({"cell": "lstm"}, 1.0, None),
     "gru": ({"cell": "gru"}, 1.0, None),
 }
-FULL = dict(seq_len=100, steps=600, hidden=32, batch=32, lr=1e-3, eval_batch=1000, probe_batch=8)
+FULL = dict(seq_len=100, steps=2000, hidden=32, batch=32, lr=1e-3, eval_batch=1000, probe_batch=8)
 QUICK = dict(seq_len=20, steps=30, hidden=8, batch=8, lr=1e-3, eval_batch=64, probe_batch=2)
 FRACTION = 0.01          # effective memory: lag where the profile falls below 1% of lag 0
 
@@ -226,7 +226,7 @@ def run_vanishing(out_dir, steps: int | None = None, seq_len: int | None = None,
     """Train every method of ``METHODS`` (or ``methods``) on the adding problem with each seed.
 
     out_dir: where vanishing.json / .md / .png go (None: write nothing); steps: Adam updates
-    per run (default 600; quick 30); seq_len: T (default 100; quick 20); seeds: iterable of
+    per run (default 2000; quick 30); seq_len: T (default 100; quick 20); seeds: iterable of
     ints; quick: tiny sizes for tests. ``progress``: called with one line per run (None: silent).
     Returns the result dict (settings, per-run numbers and profiles, summary rows)."""
     settings = dict(QUICK if quick else FULL)
