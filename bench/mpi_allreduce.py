@@ -37,10 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-# (vocabulary I = O, hidden H, layers L, global batch B, time steps T): the bench sizes of
-# issue 7 (char-level, vocabulary 65) -- the largest two are the ones worth distributing.
-SIZES = [(65, 128, 1, 32, 64), (65, 512, 1, 64, 64), (256, 1024, 1, 64, 32)]
-QUICK_SIZES = [(11, 16, 1, 4, 8)]
+# (cell, vocabulary I = O, hidden H, layers L, global batch B, time steps T): `bptt train`'s
+# default model (rnn 1x128, B 32, T 64) on a 65-character text, two larger sizes of issue 7's
+# benchmark, and a 2-layer LSTM.
+SIZES = [("rnn", 65, 128, 1, 32, 64), ("rnn", 65, 512, 1, 64, 64), ("rnn", 256, 1024, 1, 64, 32),
+         ("lstm", 65, 256, 2, 32, 64)]
+QUICK_SIZES = [("rnn", 11, 16, 1, 4, 8)]
 BUFFER_BYTES = [2 ** k for k in range(10, 27, 2)]           # 1 KiB .. 64 MiB
 
 
@@ -55,8 +57,8 @@ def worker(args) -> None:
     comm = dist.comm
     report = {"ranks": dist.size, "models": [], "allreduce_only": []}
     sizes = QUICK_SIZES if args.quick else SIZES
-    for vocab, hidden, layers, batch, seq_len in sizes:
-        net = Network(vocab, hidden, vocab, num_layers=layers, seed=0, dtype="float32")
+    for cell, vocab, hidden, layers, batch, seq_len in sizes:
+        net = Network(vocab, hidden, vocab, num_layers=layers, cell=cell, seed=0, dtype="float32")
         optimizer = SGD(net.params, lr=0.01)
         rng = np.random.default_rng(1)                       # same global batches on every rank
         rows = []
@@ -84,7 +86,7 @@ def worker(args) -> None:
             comm.Allreduce(mine, slowest, op=MPI.MAX)        # the step waits for the slowest rank
         gradient_bytes = sum(p.nbytes for p in net.params.values())
         report["models"].append({
-            "vocab": vocab, "hidden": hidden, "layers": layers, "batch": batch, "seq_len": seq_len,
+            "cell": cell, "vocab": vocab, "hidden": hidden, "layers": layers, "batch": batch, "seq_len": seq_len,
             "params": net.num_parameters, "gradient_bytes": gradient_bytes,
             "compute_s": float(slowest[0]), "wait_s": float(slowest[1]), "allreduce_s": float(slowest[2]),
             "update_s": float(slowest[3]), "step_s": float(slowest[4]),
@@ -137,16 +139,20 @@ def launch(args) -> dict:
                         "threads_per_rank": args.threads}, "runs": results}
 
 
+def model_name(m) -> str:
+    return f"{m['cell']} {m['layers']}x{m['hidden']}"
+
+
 def print_table(result) -> None:
     print(f"threads per rank: {result['machine']['threads_per_rank']}, cpus: {result['machine']['cpus']}")
-    print(f"{'I=O':>4} {'H':>5} {'B':>4} {'T':>4} {'params':>9} {'grad MB':>8} {'ranks':>5} "
+    print(f"{'model':>9} {'I=O':>4} {'B':>4} {'T':>4} {'params':>9} {'grad MB':>8} {'ranks':>5} "
           f"{'step ms':>8} {'compute':>8} {'wait':>8} {'allred.':>8} {'update':>8} {'allred %':>8} {'speed-up':>8}")
     base = {}
     for run in result["runs"]:
         for m in run["models"]:
-            key = (m["vocab"], m["hidden"], m["batch"], m["seq_len"])
+            key = (m["cell"], m["vocab"], m["hidden"], m["layers"], m["batch"], m["seq_len"])
             base.setdefault(key, m["step_s"])
-            print(f"{m['vocab']:>4} {m['hidden']:>5} {m['batch']:>4} {m['seq_len']:>4} {m['params']:>9} "
+            print(f"{model_name(m):>9} {m['vocab']:>4} {m['batch']:>4} {m['seq_len']:>4} {m['params']:>9} "
                   f"{m['gradient_bytes'] / 1e6:>8.2f} {run['ranks']:>5} {1e3 * m['step_s']:>8.2f} "
                   f"{1e3 * m['compute_s']:>8.2f} {1e3 * m['wait_s']:>8.3f} {1e3 * m['allreduce_s']:>8.3f} {1e3 * m['update_s']:>8.2f} "
                   f"{100 * m['allreduce_fraction']:>7.1f}% {base[key] / m['step_s']:>7.2f}x")
@@ -185,8 +191,8 @@ def print_paper_model(result) -> None:
         return
     print("\nmodel on paper: ring allreduce t = 2(N-1) alpha + 2(N-1)/N * bytes / beta; efficiency = compute / "
           "(compute + t)")
-    print(f"{'H':>5} {'grad MB':>8} {'T1 ms':>7}  {'link':<24} " + " ".join(f"{'N=' + str(n):>22}" for n in NODES))
-    print(f"{'':>5} {'':>8} {'':>7}  {'':<24} " + " ".join(f"{'allred ms weak strong':>22}" for _ in NODES))
+    print(f"{'model':>9} {'grad MB':>8} {'T1 ms':>7}  {'link':<24} " + " ".join(f"{'N=' + str(n):>22}" for n in NODES))
+    print(f"{'':>9} {'':>8} {'':>7}  {'':<24} " + " ".join(f"{'allred ms weak strong':>22}" for _ in NODES))
     for m in one["models"]:
         t1 = m["step_s"]
         for name, alpha, beta in LINKS:
@@ -195,7 +201,7 @@ def print_paper_model(result) -> None:
                 t = ring_allreduce_seconds(m["gradient_bytes"], n, alpha, beta)
                 weak, strong = t1 / (t1 + t), (t1 / n) / (t1 / n + t)
                 cells.append(f"{1e3 * t:>9.2f} {100 * weak:>5.0f}% {100 * strong:>5.0f}%")
-            print(f"{m['hidden']:>5} {m['gradient_bytes'] / 1e6:>8.2f} {1e3 * t1:>7.1f}  {name:<24} " + " ".join(cells))
+            print(f"{model_name(m):>9} {m['gradient_bytes'] / 1e6:>8.2f} {1e3 * t1:>7.1f}  {name:<24} " + " ".join(cells))
 
 
 def main(argv=None) -> int:

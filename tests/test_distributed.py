@@ -505,5 +505,23 @@ def test_bptt_train_bad_input_under_mpiexec_is_one_line_not_a_hang(tmp_path, fla
     assert "Traceback" not in run.stderr
 
 
+@pytest.mark.mpi
+def test_the_mpi_benchmark_runs_in_quick_mode(tmp_path):
+    """bench/mpi_allreduce.py must not rot: tiny sizes, 1 and 2 ranks, its JSON read back
+    (structure only -- timings are never asserted)."""
+    need_mpi()
+    bench = HERE.parent.parent / "bench" / "mpi_allreduce.py"
+    run = subprocess.run([sys.executable, str(bench), "--quick", "--steps", "2", "--warmup", "1",
+                          "--json", str(tmp_path / "bench.json")], capture_output=True, text=True, timeout=120,
+                         env=clean_env())
+    assert run.returncode == 0, run.stderr
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["ranks"] for r in result["runs"]] == [1, 2]
+    model = result["runs"][1]["models"][0]
+    assert model["gradient_bytes"] == 4 * model["params"]                  # float32, one buffer
+    assert 0 <= model["allreduce_fraction"] <= 1
+    assert "model on paper" in run.stdout
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
