@@ -255,6 +255,9 @@ def timed_trainer(dist, out):
 def main(argv):
     name, *args = argv
     dist = Distributed.from_environment(force=True)
+    if name == "uncaught":                                                # outside abort_on_error
+        dist.install_excepthook()
+        train_steps(4, dist, fail_rank=1)
     with dist.abort_on_error("test"):
         if name == "trainer":
             fit_trainer(int(args[0]), dist, args[1], mode=args[2])
@@ -266,6 +269,8 @@ def main(argv):
             train_steps(int(args[0]), dist, out=args[1])
         elif name == "timed":
             timed_trainer(dist, args[0])
+        elif name == "uncaught":
+            pass
         elif name == "diverge":
             train_steps(2, dist, diverge_rank=1)
         elif name == "fail":
@@ -356,6 +361,14 @@ def test_an_exception_on_one_rank_aborts_the_job_instead_of_hanging():
     run = worker(2, "fail", timeout=30)
     assert run.returncode != 0
     assert "[rank 1 of 2] bptt test: error: injected failure on this rank (aborting all 2 MPI ranks)" in run.stderr
+
+
+@pytest.mark.mpi
+def test_an_uncaught_exception_with_the_excepthook_aborts_the_job():
+    run = worker(2, "uncaught", timeout=30)
+    assert run.returncode != 0
+    assert "RuntimeError: injected failure on this rank" in run.stderr                  # the traceback
+    assert "[rank 1 of 2] uncaught RuntimeError; aborting all 2 MPI ranks" in run.stderr
 
 
 @pytest.mark.mpi

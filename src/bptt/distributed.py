@@ -6,15 +6,17 @@ averaged over the batch, see ``losses.py``) decides how the shares are combined:
 
     E      = (1/B) sum_{b=0..B-1} E^(b)                       one process, global batch B
            = sum_r (B_r / B) E_r,     E_r = (1/B_r) sum_{b in shard r} E^(b)
-    dE/dθ  = sum_r (B_r / B) dE_r/dθ                          <- ONE Allreduce(SUM) per step
+    dE/dθ  = sum_r (B_r / B) dE_r/dθ                          <- ONE Allreduce(SUM) per update
 
 so every rank scales its local gradient by its share B_r / B, packs all of them into a
-single flat contiguous buffer (``GradientBuffer``: one Allreduce per step, not one per
-parameter, so the latency term is paid once), sums it across ranks in place, and unpacks
-it. Every rank then holds the same global gradient, clips it the same way and applies the
-same optimiser step: the parameters stay identical, and equal those of one process
-with batch B up to float rounding (the sum is taken in a different order). The local loss
-rides along in the buffer's last slot, so the logged loss is the global one for free.
+single flat contiguous buffer (``GradientBuffer``: one Allreduce per optimiser update --
+one per step, or one per chunk with chunked truncation -- never one per parameter, so the
+latency term is paid once), sums it across ranks in place, and unpacks it. Every rank then
+holds the same global gradient, clips it the same way and applies the same optimiser
+step: the parameters stay identical, and equal those of one process with batch B up to
+float rounding (the sum is taken in a different order). Two scalars ride along in the
+buffer's last slots: the loss (so the logged loss is the global one for free) and a stop
+vote (so a time limit stops every rank after the same step).
 
 Safety nets (an MPI job that hangs burns a cluster allocation silently):
 
@@ -50,9 +52,9 @@ import numpy as np
 
 from . import validation as check
 
-# Variables a launcher sets in every process it starts, with the world size as value
-# (MPICH/Intel MPI hydra and Slurm's PMI-2: PMI_SIZE; Open MPI: OMPI_COMM_WORLD_SIZE;
-# PMIx launchers: PMIX_SIZE isn't standard, so PMIX_RANK marks them; MVAPICH2: MV2_...).
+# Variables a launcher sets in every process it starts: MPICH/Intel MPI hydra and Slurm's
+# PMI-2 set PMI_SIZE/PMI_RANK, Open MPI OMPI_COMM_WORLD_SIZE, MVAPICH2 MV2_COMM_WORLD_SIZE,
+# PMIx-based launchers PMIX_RANK.
 LAUNCH_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK")
 
 
