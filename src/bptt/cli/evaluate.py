@@ -52,7 +52,7 @@ def run(args) -> int:
         if len(ids) < 2:
             raise CLIError(f"the {part} split of {source} is empty (val_fraction {settings.get('val_fraction')})")
     loss = eval_loss_per_token(net, ids, batch=args.batch, seq_len=args.seq_len)
-    unit = vocab.level
+    unit = "char" if vocab.level == "char" else "token"      # word level counts whitespace tokens too
     print(f"{loss:.4f} nats/{unit}  {loss / math.log(2):.4f} bits/{unit}  perplexity {math.exp(loss):.3f}  "
           f"({len(ids) - 1:,} {unit}s, {part} of {source}, step {ckpt.step})")
     return 0

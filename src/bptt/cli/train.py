@@ -234,6 +234,7 @@ def train(args, dist) -> int:
         net = Network(len(vocab), settings["hidden"], len(vocab), num_layers=settings["layers"],
                       cell=settings["cell"], nonlinearity=settings["nonlinearity"], dropout=settings["dropout"],
                       seed=settings["seed"], dtype=settings["dtype"])
+    unit = "char" if vocab.level == "char" else "token"      # word level counts whitespace tokens too
     ids = vocab.encode(text)
     train_ids, val_ids = split_ids(ids, settings["val_fraction"])
     data = TextStreams(train_ids, settings["batch"], settings["seq_len"])
@@ -281,7 +282,7 @@ def train(args, dist) -> int:
     if not args.no_progress and dist.is_root:
         ranks = f" on {dist.size} MPI ranks" if dist.active else ""
         print(f"bptt train{ranks}: {net.cell} {net.num_layers}x{net.hidden_size} ({net.num_parameters:,} parameters, "
-              f"{net.dtype.name}), vocabulary {len(vocab)} {vocab.level}s, {len(train_ids):,} training tokens from "
+              f"{net.dtype.name}), vocabulary {len(vocab)} {unit}s, {len(train_ids):,} training tokens from "
               f"{source}; step {trainer.step} -> {'?' if steps is None else trainer.step + steps}; "
               f"output {out}", file=sys.stderr)
         progress = Progress(steps, every=max(1, args.log_every * 5), time_limit=args.time)
@@ -298,7 +299,7 @@ def train(args, dist) -> int:
     if summaries:
         line += f"  train loss {summaries[-1].loss_per_token:.4f}"
     if has_val:
-        line += f"  validation loss {metrics['val_loss']:.4f} nats/{vocab.level}"
+        line += f"  validation loss {metrics['val_loss']:.4f} nats/{unit}"
     if trainer.clip is not None and trainer.clip_stats.calls:
         c = trainer.clip_stats.summary()
         line += f"  clipping fired {c['clip_fired']}/{c['clip_calls']} updates"
