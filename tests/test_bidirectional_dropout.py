@@ -1,8 +1,6 @@
 """Bidirectional layers (every cell) and dropout between stacked layers: finite differences
 in float64 (under the forward pass's fixed dropout masks) and behaviour."""
 
-import itertools
-
 import numpy as np
 import pytest
 
