@@ -184,8 +184,8 @@ def ring_allreduce_seconds(nbytes: float, ranks: int, alpha: float, beta: float)
 def print_paper_model(result) -> None:
     """Weak scaling (each node keeps the 1-rank batch: compute per step stays T1) and strong
     scaling (global batch fixed: compute T1/N at best -- optimistic, GEMMs get less efficient
-    on thin batches) against the ring-allreduce time, with no overlap of communication and
-    backward (bptt reduces once, after the whole backward)."""
+    on thin batches; impossible, '-', once N > B) against the ring-allreduce time, with no
+    overlap of communication and backward (bptt reduces once, after the whole backward)."""
     one = next((run for run in result["runs"] if run["ranks"] == 1), None)
     if one is None:
         return
@@ -199,8 +199,9 @@ def print_paper_model(result) -> None:
             cells = []
             for n in NODES:
                 t = ring_allreduce_seconds(m["gradient_bytes"], n, alpha, beta)
-                weak, strong = t1 / (t1 + t), (t1 / n) / (t1 / n + t)
-                cells.append(f"{1e3 * t:>9.2f} {100 * weak:>5.0f}% {100 * strong:>5.0f}%")
+                weak = t1 / (t1 + t)
+                strong = f"{100 * (t1 / n) / (t1 / n + t):>5.0f}%" if n <= m["batch"] else "    - "  # B >= N
+                cells.append(f"{1e3 * t:>9.2f} {100 * weak:>5.0f}% {strong}")
             print(f"{model_name(m):>9} {m['gradient_bytes'] / 1e6:>8.2f} {1e3 * t1:>7.1f}  {name:<24} " + " ".join(cells))
 
 
