@@ -93,8 +93,9 @@ def _cli(*args, cwd):
                           text=True, timeout=120)
 
 
-def test_cli_diagnose_checkpoint_and_bad_input(tmp_path):
+def test_cli_diagnose_checkpoint_and_bad_input(tmp_path, capsys):
     from bptt.checkpoint import save_checkpoint
+    from bptt.cli import main
 
     net = bptt.Network(3, 5, 2, cell="lstm", seed=1)
     save_checkpoint(tmp_path / "run", net)
@@ -103,14 +104,16 @@ def test_cli_diagnose_checkpoint_and_bad_input(tmp_path):
     assert "effective memory" in done.stdout and "mean forget gate" in done.stdout
     _check_self_contained(tmp_path / "run" / "diagnose" / "report.html", 3)
 
-    missing = _cli("diagnose", str(tmp_path / "nowhere"), cwd=tmp_path)
-    assert missing.returncode == 2
-    assert missing.stderr.startswith("bptt diagnose: error: ") and missing.stderr.count("\n") == 1
-    bad = _cli("diagnose", str(tmp_path / "run"), "--seq-len", "0", cwd=tmp_path)
-    assert bad.returncode == 2 and "--seq-len must be >= 1, got 0" in bad.stderr
+    def error_line(*args):
+        assert main(["diagnose", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("bptt diagnose: error: ") and err.count("\n") == 1
+        return err
+
+    assert "no checkpoint" in error_line(str(tmp_path / "nowhere"))
+    assert "--seq-len must be >= 1, got 0" in error_line(str(tmp_path / "run"), "--seq-len", "0")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    junk = _cli("diagnose", str(tmp_path / "junk.npz"), cwd=tmp_path)
-    assert junk.returncode == 2 and re.search(r"corrupt|not a bptt checkpoint", junk.stderr)
+    assert re.search(r"corrupt|not a bptt checkpoint", error_line(str(tmp_path / "junk.npz")))
 
 
 def test_vanishing_experiment_quick(tmp_path):
