@@ -82,6 +82,10 @@ def add_parser(sub) -> None:
     r.add_argument("--eval-every", type=int, help="validate every N steps (0: only at the end) [200]")
     r.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N steps (and at the end)")
     r.add_argument("--log-every", type=int, default=10, help="write metrics.jsonl every N steps")
+    r.add_argument("--record-every", type=int, default=0, metavar="N",
+                   help="every N updates append gradient-flow diagnostics (per-parameter norms, update ratios, "
+                        "clipping, spectral radius, lag profile) to DIR/diagnostics.jsonl; read by bptt diagnose "
+                        "[0: off]")
     r.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
     r.add_argument("--mpi", action="store_true",
                    help="data-parallel over MPI (automatic under mpiexec/mpirun/srun; see README 'Scaling out')")
@@ -254,6 +258,13 @@ def train(args, dist) -> int:
                       log_every=args.log_every, seed=settings["seed"])
     if ckpt is not None:
         parallel.load_trainer_state(trainer, ckpt.trainer_state())   # the carried state cut to this rank
+    if args.record_every < 0:
+        raise CLIError(f"--record-every must be >= 0, got {args.record_every}")
+    if args.record_every and dist.is_root:
+        from ..diagnostics import GradientRecorder        # a fixed probe: one validation window of <= 50 steps
+        probe = (val_ids if len(val_ids) > 2 else train_ids)[:min(settings["seq_len"], 50) + 1]
+        trainer.callbacks.append(GradientRecorder(os.path.join(out, "diagnostics.jsonl"), every=args.record_every,
+                                                  probe=(probe[:-1, None], probe[1:, None])))
     feed = data
     if dist.active:
         parallel.set_time_limit(args.time)                             # stop together, not rank by rank

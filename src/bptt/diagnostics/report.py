@@ -119,7 +119,7 @@ def diagnose(net, probe, out_dir, run_dir=None, layer: int = -1, param: str = "W
         keys = list(moments)
         moments = {k: moments[k] for k in (keys[0], keys[len(keys) // 3], keys[2 * len(keys) // 3], keys[-1])}
     curves = {k: np.array([np.nan if v is None else v for v in p]) for k, p in moments.items()}
-    curves["this checkpoint"] = profile
+    curves["this checkpoint (diagnose probe)"] = profile
     figures.append(("gradient magnitude against the lag tau = t - k (mean over t), log scale"
                     + (", at several moments of training" if len(curves) > 1 else ""),
                     plots.lag_profiles(curves, fig("lag_profile.png"), ylabel="mean over t of ||term (t - tau)||")))
