@@ -100,6 +100,10 @@ class Network:
     as in torch) with inverted scaling 1/(1-p). Masks come from ``net.dropout_rng`` (seeded
     from ``seed``), are kept in ``ForwardPass.dropout_masks`` and reused by ``backward``; pass
     ``forward(..., dropout_masks=fwd.dropout_masks)`` to run again under the same masks.
+
+    Remedies for vanishing/exploding gradients that keep the architecture (``init.init_recurrent``,
+    applied to every H x H gate block of each W): ``recurrent_init="orthogonal"`` or ``"identity"``
+    (with ``nonlinearity="relu"``: the IRNN of Le et al. 2015), and ``spectral_radius=rho``.
     """
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int | None,
