@@ -23,6 +23,8 @@ the lecture's product of Jacobians  prod_j dh_j/dh_{j-1}.  Truncation cuts that 
                           running, for every t, a window of k+1 steps from the true (detached)
                           state, with the loss at E_t only; all T windows go through the network
                           together as one batch of T*B sequences (grouped to bound memory).
+                          Cost: about (k+1) times a full BPTT pass. With dropout each window draws
+                          its own masks.
 
 Every mode equals full BPTT when its window covers the sequence (tests check this), and
 ``PerOutputWindow`` matches a direct per-output loop (the tutorial's algorithm).
