@@ -29,6 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .numerics import describe_nonfinite, first_nonfinite
+from .safeload import check_config_fits, inspect_archive
+
 FORMAT = "bptt-checkpoint"
 FORMAT_VERSION = 1
 FILENAME = "checkpoint.npz"
@@ -86,7 +89,11 @@ def save_checkpoint(path, net, *, trainer=None, vocab=None, metrics: dict | None
                            "optimizer": {k: v for k, v in optim.items() if k != "slots"},
                            "optimizer_slots": sorted(optim["slots"]), "schedule": state["schedule"],
                            "rng": state["rng"], "history": state["history"], "carried_state": kind,
-                           "carried_parts": len(carried)}
+                           "carried_parts": len(carried), "numerics": state.get("numerics")}
+    bad = first_nonfinite(arrays)                     # bptt.numerics: a NaN/inf is never written to disk
+    if bad is not None:
+        raise ValueError(f"refusing to write {target}: {describe_nonfinite(bad, arrays[bad])} is not finite; "
+                         f"the previous checkpoint is kept")
     meta["sha256"] = arrays_sha256(arrays)
     arrays[_META] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
 
@@ -161,7 +168,7 @@ class Checkpoint:
             return None
         return {"step": t["step"], "updates": t["updates"], "carried_state": self.carried_state,
                 "optimizer": self.optimizer_state, "schedule": t["schedule"], "rng": t["rng"],
-                "history": t["history"]}
+                "history": t["history"], "numerics": t.get("numerics")}
 
 
 def load_checkpoint(path) -> Checkpoint:
@@ -171,6 +178,9 @@ def load_checkpoint(path) -> Checkpoint:
     if not os.path.exists(target):
         where = f" (expected {target})" if target != os.fspath(path) else ""
         raise FileNotFoundError(f"no checkpoint at {os.fspath(path)}{where}")
+    if not os.path.isfile(target):
+        raise ValueError(f"{target} is not a file")
+    inspect_archive(target)       # bptt.safeload: only .npy members, no objects, sizes bounded by the file
     try:
         with np.load(target, allow_pickle=False) as archive:
             names = list(archive.files)
@@ -197,6 +207,8 @@ def load_checkpoint(path) -> Checkpoint:
         raise ValueError(f"{target} is corrupt: its arrays do not match the SHA-256 recorded when it was saved")
     if not isinstance(meta.get("config"), dict):
         raise ValueError(f"{target} is corrupt: no network config")
+    check_config_fits(target, meta["config"], {n[len("params/"):]: a for n, a in arrays.items()
+                                               if n.startswith("params/")})   # before any Network is built
 
     params = {name[len("params/"):]: a for name, a in arrays.items() if name.startswith("params/")}
     optimizer_state, carried = None, None

@@ -120,7 +120,7 @@ class _Source:
 class Trainer:
     def __init__(self, net, optimizer, *, clip=None, truncation=None, schedule=None, callbacks=(),
                  grad_hook=None, metrics_path=None, log_every: int = 1, keep_unclipped: bool = False,
-                 seed: int = 0):
+                 seed: int = 0, numerics=None):
         self.net = net
         self.optimizer = optimizer
         if clip is not None and not callable(clip):
@@ -133,6 +133,9 @@ class Trainer:
         self.metrics_path = metrics_path
         self.log_every = max(1, int(log_every))
         self.keep_unclipped = keep_unclipped
+        # bptt.numerics.NonFiniteGuard: checks E and dE/dtheta before every update (skip/stop/rollback);
+        # None keeps the plain rule: a non-finite loss raises TrainingDiverged
+        self.numerics = numerics
         self.rng = np.random.default_rng(seed)
         self.step = 0                     # completed steps (batches)
         self.updates = 0                  # optimiser updates
@@ -151,19 +154,24 @@ class Trainer:
         targets = net.check_targets(batch.targets, T, B)
         mask = net.check_mask(batch.mask, T, B)
         state = None if batch.reset else self._carried_state(B)
+        if self.numerics is not None:
+            self.numerics.begin_step(self)
         if self.schedule is not None:
-            self.optimizer.lr = self.schedule.lr(self.step)
+            self.optimizer.lr = self.schedule.lr(self.step) * (self.numerics.lr_scale if self.numerics else 1.0)
         step_no = self.step + 1
         norms, clipped = [], 0
 
         def update(piece: Piece) -> None:
             nonlocal clipped
-            if not math.isfinite(piece.loss):
+            if self.numerics is None and not math.isfinite(piece.loss):
                 raise TrainingDiverged(f"the loss became {piece.loss} at step {step_no}; "
                                        f"try a smaller learning rate or gradient clipping")
             grads = piece.grads
             if self.grad_hook is not None:
                 self.grad_hook(grads)
+            if self.numerics is not None and not self.numerics.admit(piece, step_no):
+                norms.append(float("nan"))            # not applied: no clipping, no optimiser step
+                return
             unclipped = None
             report = None
             if self.clip is not None:
@@ -196,6 +204,8 @@ class Trainer:
         summary = StepSummary(step_no, float(loss), tokens, float(loss) * B / max(tokens, 1e-12),
                               float(self.optimizer.lr), float(max(norms)), clipped,
                               time.perf_counter() - started)
+        if self.numerics is not None:
+            summary.extra.update(self.numerics.end_step(self))   # may roll back self.step and the weights
         return summary
 
     def _carried_state(self, batch_size: int):
@@ -267,7 +277,8 @@ class Trainer:
         return {"step": self.step, "updates": self.updates, "carried_state": self.state,
                 "optimizer": self.optimizer.state_dict(),
                 "schedule": None if self.schedule is None else self.schedule.state_dict(),
-                "rng": self.rng.bit_generator.state, "history": list(self.history)}
+                "rng": self.rng.bit_generator.state, "history": list(self.history),
+                "numerics": None if self.numerics is None else self.numerics.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
@@ -279,6 +290,8 @@ class Trainer:
         if state.get("rng") is not None:
             self.rng.bit_generator.state = state["rng"]
         self.history = list(state.get("history", []))
+        if self.numerics is not None:
+            self.numerics.load_state_dict(state.get("numerics"))
 
 
 class Progress:
