@@ -1,7 +1,7 @@
 """Data-parallel training over MPI: time per step, and the share of it spent in the Allreduce.
 
     python bench/mpi_allreduce.py                       # 1 and 2 ranks, the default sizes, a table
-    python bench/mpi_allreduce.py --ranks 1 2 4 --json out.json
+    python bench/mpi_allreduce.py --rounds 3 --json out.json  # 1,2,1,2,1,2: medians over interleaved runs
     python bench/mpi_allreduce.py --quick               # tiny, seconds: checks the script still runs
 
 It launches ``mpiexec -n R python bench/mpi_allreduce.py --worker ...`` for each R in --ranks.
@@ -119,24 +119,42 @@ def fit_alpha_beta(points) -> dict:
 
 
 def launch(args) -> dict:
+    load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     mpiexec = str(Path(sys.executable).parent / "mpiexec")
     if not os.path.exists(mpiexec):
         mpiexec = shutil.which("mpiexec")
     if mpiexec is None:
         raise SystemExit("mpi_allreduce: mpiexec not found: pip install 'bptt[mpi]' (mpi4py + mpich)")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads))
-    results = []
-    for ranks in args.ranks:
-        command = [mpiexec, "-n", str(ranks), sys.executable, __file__, "--worker",
-                   "--steps", str(args.steps), "--warmup", str(args.warmup)] + (["--quick"] if args.quick else []) \
-            + ([] if args.split_wait else ["--no-split-wait"])
-        run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.timeout)
-        if run.returncode != 0:
-            raise SystemExit(f"mpi_allreduce: {ranks} ranks failed (exit {run.returncode}):\n{run.stderr[-2000:]}")
-        line = next(l for l in run.stdout.splitlines() if l.startswith("BENCH-JSON "))
-        results.append(json.loads(line[len("BENCH-JSON "):]))
+    rounds = {ranks: [] for ranks in args.ranks}
+    for _ in range(args.rounds):              # interleaved: 1, 2, 1, 2, ... so load drifts hit both alike
+        for ranks in args.ranks:
+            command = [mpiexec, "-n", str(ranks), sys.executable, __file__, "--worker",
+                       "--steps", str(args.steps), "--warmup", str(args.warmup)] \
+                + (["--quick"] if args.quick else []) + ([] if args.split_wait else ["--no-split-wait"])
+            run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.timeout)
+            if run.returncode != 0:
+                raise SystemExit(f"mpi_allreduce: {ranks} ranks failed (exit {run.returncode}):\n"
+                                 f"{run.stderr[-2000:]}")
+            line = next(text for text in run.stdout.splitlines() if text.startswith("BENCH-JSON "))
+            rounds[ranks].append(json.loads(line[len("BENCH-JSON "):]))
     return {"machine": {"python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count(),
-                        "threads_per_rank": args.threads}, "runs": results}
+                        "threads_per_rank": args.threads, "rounds": args.rounds, "steps": args.steps,
+                        "load_average_at_start": load_average},
+            "runs": [median_of_rounds(reports) for reports in rounds.values()]}
+
+
+def median_of_rounds(reports: list) -> dict:
+    """One report whose every timing is the median over the rounds' (already per-step median) timings."""
+    merged = json.loads(json.dumps(reports[0]))
+    for section in ("models", "allreduce_only"):
+        for index, entry in enumerate(merged[section]):
+            for key, value in entry.items():
+                if key.endswith(("_s", "_fraction", "seconds")) or key == "tokens_per_s":
+                    entry[key] = float(np.median([r[section][index][key] for r in reports]))
+    if merged.get("allreduce_only"):
+        merged["fit"] = fit_alpha_beta(merged["allreduce_only"])
+    return merged
 
 
 def model_name(m) -> str:
@@ -144,7 +162,9 @@ def model_name(m) -> str:
 
 
 def print_table(result) -> None:
-    print(f"threads per rank: {result['machine']['threads_per_rank']}, cpus: {result['machine']['cpus']}")
+    machine = result["machine"]
+    print(f"threads per rank: {machine['threads_per_rank']}, cpus: {machine['cpus']}, rounds: {machine['rounds']} "
+          f"x {machine['steps']} steps, load average at start: {machine['load_average_at_start']}")
     print(f"{'model':>9} {'I=O':>4} {'B':>4} {'T':>4} {'params':>9} {'grad MB':>8} {'ranks':>5} "
           f"{'step ms':>8} {'compute':>8} {'wait':>8} {'allred.':>8} {'update':>8} {'allred %':>8} {'speed-up':>8}")
     base = {}
@@ -210,6 +230,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2], help="world sizes to run")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per size (medians)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved repeats of every world size (medians)")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads per rank")
     parser.add_argument("--no-split-wait", dest="split_wait", action="store_false",
                         help="no barrier between backward and Allreduce: the Allreduce then also absorbs "
