@@ -58,7 +58,7 @@ class ForwardPass:
 
     outputs: np.ndarray          # (T, B, O): logits for cross-entropy, predictions for mse
     final_state: object          # same format as h0
-    hidden: list                 # per layer, h (T, B, H)
+    hidden: list                 # per layer, h (T, B, D*H), D = 2 when bidirectional (before dropout)
     caches: list                 # per layer, the layer's cache
     inputs: np.ndarray
     dropout_masks: list | None = None   # per layer below the top, (T, B, D*H) scaled keep-masks, or None
@@ -67,7 +67,7 @@ class ForwardPass:
 @dataclass
 class BackwardPass:
     grads: dict                  # name -> dE/dparam, same keys as net.params
-    dh: list                     # per layer, dE/dh_t for every t, (T, B, H): all paths into h_t
+    dh: list                     # per layer, dE/dh_t for every t, (T, B, D*H): all paths into h_t
     dinputs: np.ndarray | None   # dE/dx (T, B, I); None for token ids
     dh0: object                  # dE/dh0 in the format of h0
 
