@@ -103,6 +103,18 @@ class DataParallel:
         if self.dist.active and rng is not None and not isinstance(rng, _GlobalBatchRandom):
             net.dropout_rng = _GlobalBatchRandom(rng, self)
 
+    def evaluate_on_root(self, evaluate):
+        """``evaluate(net) -> float`` run by rank 0 alone and broadcast: every rank gets the same
+        number (a learning-rate schedule that watches the validation loss then decides the same
+        everywhere, even on nodes whose BLAS rounds differently), and the others do not repeat
+        the work. Collective: every rank must call the returned function at the same points."""
+        if not self.dist.active:
+            return evaluate
+
+        def on_root(net):
+            return self.dist.broadcast_float(evaluate(net) if self.dist.is_root else None)
+        return on_root
+
     # ------------------------------------------------------- the reduction
     def wrap_truncation(self, mode=None):
         """``mode`` (FullBPTT when None) with every update reduced over the ranks first."""

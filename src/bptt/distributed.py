@@ -282,6 +282,14 @@ class Distributed:
         self.comm.Gatherv(moved, (gathered, counts * row), root=0)
         return np.moveaxis(gathered, 0, axis)
 
+    def broadcast_float(self, value) -> float:
+        """Rank 0's ``value`` on every rank (one float64 Bcast; other ranks may pass None)."""
+        if not self.active:
+            return float(value)
+        buffer = np.array([np.nan if value is None else value], dtype=np.float64)
+        self.comm.Bcast(buffer, root=0)
+        return float(buffer[0])
+
     def barrier(self) -> None:
         if self.active:
             self.comm.Barrier()

@@ -277,6 +277,7 @@ def train(args, dist) -> int:
 
     def evaluate(model):
         return eval_loss_per_token(model, val_ids)
+    evaluate = parallel.evaluate_on_root(evaluate)     # MPI: rank 0 evaluates, every rank gets its number
 
     extra = {"train_args": settings, "text_source": source, "text_sha256": sha, "mpi_ranks": dist.size}
 
