@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import uuid
 import warnings
 
@@ -59,7 +60,8 @@ class RunLock:
     """A lock on ``directory`` (created if missing; removed again on release if it was created
     here and is still empty, so a refused or failed run leaves nothing behind)."""
 
-    def __init__(self, directory, command: str = "bptt train"):
+    def __init__(self, directory, command: str = "bptt train", warn=None):
+        self.warn = warn              # warn(message) for a stale-lock takeover; None: warnings.warn
         self.directory = os.fspath(directory)
         self.path = os.path.join(self.directory, LOCK_NAME)
         self.command = command
@@ -93,8 +95,12 @@ class RunLock:
             if holder is None:
                 continue                                      # vanished between our try and our read
             if self._is_stale(holder):
-                warnings.warn(f"taking over the stale lock {self.path} of process {holder.get('pid')} on "
-                              f"{holder.get('host')}, which is no longer running", RuntimeWarning, stacklevel=2)
+                message = (f"taking over the stale lock {self.path} of process {holder.get('pid')} on "
+                           f"{holder.get('host')}, which is no longer running")
+                if self.warn is None:
+                    warnings.warn(message, RuntimeWarning, stacklevel=2)
+                else:
+                    self.warn(message)
                 self._remove_if(holder)
                 continue
             self._forget_dir()
@@ -217,4 +223,6 @@ def lock_run(directory, enabled: bool = True, command: str | None = None):
     """``RunLock(directory)`` if ``enabled``, else a no-op context manager."""
     if not enabled:
         return NoLock()
-    return RunLock(directory, command or "bptt train")
+    command = command or "bptt train"
+    return RunLock(directory, command,
+                   warn=lambda message: print(f"{command}: warning: {message}", file=sys.stderr, flush=True))

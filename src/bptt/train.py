@@ -217,12 +217,13 @@ class Trainer:
 
     # ----------------------------------------------------------------- the loop
     def fit(self, data, steps: int | None = None, *, evaluate=None, eval_every: int = 0, on_step=None,
-            time_limit: float | None = None, progress=None) -> list:
+            time_limit: float | None = None, progress=None, stop=None) -> list:
         """Train until ``self.step`` has advanced by ``steps`` (None: until the data runs out or the
         time limit). ``evaluate(net) -> loss`` runs every ``eval_every`` steps (feeds the schedule's
         ``observe``); ``on_step(trainer, summary)`` after every step (checkpointing);
-        ``progress``: an object with ``update(summary)`` and ``close()`` (see ``Progress``).
-        Returns the list of StepSummary of this call."""
+        ``progress``: an object with ``update(summary)`` and ``close()`` (see ``Progress``);
+        ``stop() -> bool`` is asked before every step (``bptt.interrupt.StopOnSignal``: Ctrl-C ends
+        training between steps, never inside an update). Returns the list of StepSummary of this call."""
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0):
             raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
         if steps is None and time_limit is None and not hasattr(data, "__iter__"):
@@ -235,6 +236,8 @@ class Trainer:
         try:
             while target is None or self.step < target:
                 if deadline is not None and time.perf_counter() >= deadline:
+                    break
+                if stop is not None and stop():
                     break
                 batch = source.get(self.step)
                 if batch is None:

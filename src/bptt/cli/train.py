@@ -5,6 +5,7 @@ steps and gives bit-identical parameters to one uninterrupted run."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import sys
@@ -86,6 +87,11 @@ def add_parser(sub) -> None:
                    help="every N updates append gradient-flow diagnostics (per-parameter norms, update ratios, "
                         "clipping, spectral radius, lag profile) to DIR/diagnostics.jsonl; read by bptt diagnose "
                         "[0: off]")
+    r.add_argument("--nonfinite", choices=("stop", "skip", "rollback"), default="stop",
+                   help="a NaN/inf loss or gradient (caught before the update): stop; skip the update and warn; or "
+                        "roll back to the last checkpoint's state with the learning rate scaled by --rollback-factor "
+                        "(bptt.numerics)")
+    r.add_argument("--rollback-factor", type=float, default=0.5, help="--nonfinite rollback: learning-rate factor")
     r.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
     r.add_argument("--mpi", action="store_true",
                    help="data-parallel over MPI (automatic under mpiexec/mpirun/srun; see README 'Scaling out')")
@@ -144,6 +150,9 @@ def check_settings(s: dict, args) -> None:
         raise CLIError(f"--epochs must be > 0, got {args.epochs}")
     if args.time is not None and not args.time > 0:
         raise CLIError(f"--time must be > 0, got {args.time}")
+    factor = getattr(args, "rollback_factor", 0.5)
+    if not 0 < factor < 1:
+        raise CLIError(f"--rollback-factor must be in (0, 1), got {factor}")
     if args.steps is not None and args.epochs is not None:
         raise CLIError("give --steps or --epochs, not both")
     if args.steps is None and args.epochs is None and args.time is None:
@@ -197,18 +206,23 @@ def build_truncation(s: dict):
 # ----------------------------------------------------------------------- run
 def run(args) -> int:
     from ..distributed import Distributed
+    from ..runlock import lock_run
 
     # Under mpiexec every rank runs this; an error on any rank must end all of them (MPI_Abort)
     # instead of leaving the others waiting in an Allreduce. One process: nothing changes.
     dist = Distributed.from_environment(force=args.mpi)
     with dist.abort_on_error("train"):
-        return train(args, dist)
+        # One writer per run directory (bptt.runlock): a second bptt train on it is refused, not interleaved.
+        with lock_run(args.resume or args.out or os.path.join("runs", "train"), enabled=dist.is_root):
+            return train(args, dist)
 
 
 def train(args, dist) -> int:
     from ..checkpoint import save_checkpoint
     from ..data import TextStreams, Vocabulary, eval_loss_per_token, split_ids
     from ..data_parallel import DataParallel
+    from ..interrupt import StopOnSignal
+    from ..numerics import NonFiniteGuard
     from ..train import Progress, Trainer
 
     settings, ckpt = resolve_settings(args)
@@ -255,7 +269,11 @@ def train(args, dist) -> int:
                       truncation=parallel.wrap_truncation(truncation) if dist.active else truncation,
                       schedule=schedule,
                       metrics_path=os.path.join(out, "metrics.jsonl") if dist.is_root else None,
-                      log_every=args.log_every, seed=settings["seed"])
+                      log_every=args.log_every, seed=settings["seed"],
+                      numerics=NonFiniteGuard(args.nonfinite, lr_factor=args.rollback_factor,
+                                              snapshot_every=args.checkpoint_every, warn=None if not dist.is_root
+                                              else lambda message: print(f"bptt train: warning: {message}",
+                                                                         file=sys.stderr, flush=True)))
     if ckpt is not None:
         parallel.load_trainer_state(trainer, ckpt.trainer_state())   # the carried state cut to this rank
     if args.record_every < 0:
@@ -298,9 +316,13 @@ def train(args, dist) -> int:
               f"{source}; step {trainer.step} -> {'?' if steps is None else trainer.step + steps}; "
               f"output {out}", file=sys.stderr)
         progress = Progress(steps, every=max(1, args.log_every * 5), time_limit=args.time)
-    summaries = trainer.fit(feed, steps, evaluate=evaluate if has_val else None,
-                            eval_every=settings["eval_every"], on_step=on_step,
-                            time_limit=None if dist.active else args.time, progress=progress)
+    # Ctrl-C/SIGTERM: finish the step, save below, exit 130/143 (bptt.interrupt). Not under MPI, where
+    # ranks could stop after different steps: there a signal ends the job (mpiexec tears it down).
+    interrupted = StopOnSignal() if not dist.active else None
+    with interrupted or contextlib.nullcontext():
+        summaries = trainer.fit(feed, steps, evaluate=evaluate if has_val else None,
+                                eval_every=settings["eval_every"], on_step=on_step,
+                                time_limit=None if dist.active else args.time, progress=progress, stop=interrupted)
     metrics = {}
     if summaries:
         metrics["train_loss_per_token"] = summaries[-1].loss_per_token
@@ -317,4 +339,8 @@ def train(args, dist) -> int:
         line += f"  clipping fired {c['clip_fired']}/{c['clip_calls']} updates"
     if dist.is_root:
         print(line + f"  -> {out}", file=sys.stderr)
+    if interrupted is not None and interrupted.signal is not None:
+        print(f"bptt train: stopped by {interrupted.signal.name} at step {trainer.step}, checkpoint saved; continue "
+              f"with: bptt train --resume {out} --steps N", file=sys.stderr)
+        return interrupted.exit_code
     return 0
