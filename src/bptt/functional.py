@@ -100,3 +100,29 @@ def scatter_add_columns(target: np.ndarray, ids: np.ndarray, values: np.ndarray)
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
     sums = np.add.reduceat(values[order], starts, axis=0)      # (n_unique, H)
     target[:, sorted_ids[starts]] += sums.T
+
+
+def accumulate_matmul(target: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """target += a @ b (the shared-weight gradient sum_t of outer products, as one GEMM).
+
+    When target is still all zeros -- the usual case, a fresh gradient -- the GEMM writes
+    straight into it: no (m, n) temporary and no extra pass. The product keeps target's
+    dtype (float32 stays float32)."""
+    if target.flags.c_contiguous and target.dtype == a.dtype == b.dtype and not target.any():
+        np.dot(a, b, out=target)
+    else:
+        target += a @ b
+
+
+def gate_tanh_scale(blocks: str, hidden_size: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column (scale, shift) that turn one tanh into every gate nonlinearity at once.
+
+    sigmoid(a) = (1 + tanh(a/2)) / 2: pre-multiplying a sigmoid gate's pre-activation by
+    1/2 (exact in floating point) and mapping tanh's output t to t/2 + 1/2 gives exactly the
+    bits of ``sigmoid`` above. ``blocks`` names each H-wide block "s" (sigmoid) or "t" (tanh),
+    e.g. "ssts" for LSTM's [i, f, g, o]. Returns two (len(blocks) H,) vectors:
+    scale (1/2 or 1) and shift (1/2 or 0); the post-tanh map is t * scale + shift."""
+    scale = np.concatenate([np.full(hidden_size, 0.5 if kind == "s" else 1.0, dtype) for kind in blocks])
+    shift = np.concatenate([np.full(hidden_size, 0.5 if kind == "s" else 0.0, dtype) for kind in blocks])
+    return scale, shift
+

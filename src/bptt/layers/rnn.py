@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import init
-from ..functional import activate, derivative_from_output, scatter_add_columns
+from ..functional import accumulate_matmul, activate, derivative_from_output, scatter_add_columns
 
 
 @dataclass
@@ -147,7 +147,7 @@ class RNNLayer:
 
         # Weights are shared across time: sum_t of the per-step gradients, one GEMM each.
         da2 = da.reshape(T * B, H)
-        _accumulate_gemm(grads["W"], da2.T, hs[:-1].reshape(T * B, H))   # sum_t da_t (x) h_{t-1}
+        accumulate_matmul(grads["W"], da2.T, hs[:-1].reshape(T * B, H))   # sum_t da_t (x) h_{t-1}
         if self.bias:
             grads["b"] += da2.sum(axis=0)
         if x.dtype.kind in "iu":
@@ -155,7 +155,7 @@ class RNNLayer:
             dx = None
         else:
             I = x.shape[2]
-            _accumulate_gemm(grads["U"], da2.T, x.reshape(T * B, I))   # sum_t da_t (x) x_t
+            accumulate_matmul(grads["U"], da2.T, x.reshape(T * B, I))   # sum_t da_t (x) x_t
             dx = (da2 @ self.params["U"]).reshape(T, B, I)
         return dx, (dnext,), dh_total
 
@@ -163,11 +163,3 @@ class RNNLayer:
 def _relu(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     return np.maximum(a, 0.0, out=out)
 
-
-def _accumulate_gemm(target: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
-    """target += a @ b; the product goes into a scratch buffer of target's dtype (never float64
-    by accident), and when target is still all zeros it is written directly."""
-    if target.flags.c_contiguous and target.dtype == a.dtype == b.dtype and not target.any():
-        np.dot(a, b, out=target)
-    else:
-        target += a @ b
