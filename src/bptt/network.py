@@ -15,6 +15,7 @@ optimisers update it in place.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,25 @@ from .layers.rnn import RNNLayer
 from .losses import LOSSES, compute_loss
 
 CELLS = ("rnn", "lstm", "gru")
+
+
+def _refuse_absurd_size(net) -> None:
+    """ValueError if the weights alone would not fit in this machine's memory (checked before allocating)."""
+    gates = {"rnn": 1, "gru": 3, "lstm": 4}[net.cell]
+    width = net.num_directions * net.hidden_size
+    per_input = net.num_directions * gates * net.hidden_size            # rows of U, W per layer
+    count = per_input * (net.input_size + net.hidden_size + 2)          # layer 0 (U, W, biases)
+    count += (net.num_layers - 1) * per_input * (width + net.hidden_size + 2)
+    count += 0 if net.output_size is None else net.output_size * (width + 1)
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):       # pragma: no cover - platforms without sysconf
+        return
+    if count * net.dtype.itemsize > memory:
+        raise ValueError(f"a {net.cell} network with input_size={net.input_size}, hidden_size={net.hidden_size}, "
+                         f"num_layers={net.num_layers}, output_size={net.output_size} has {count:,} parameters "
+                         f"({count * net.dtype.itemsize / 2**30:,.1f} GiB), more than this machine's memory "
+                         f"({memory / 2**30:,.1f} GiB)")
 
 
 def _make_one_direction(cell: str, input_size: int, hidden_size: int, options: dict, rng, dtype):
@@ -145,6 +165,7 @@ class Network:
         # Dropout masks come from their own generator so the weights drawn from `seed` do not
         # depend on whether dropout is on; seeded, so runs repeat.
         self.dropout_rng = np.random.default_rng([self.seed, 1])
+        _refuse_absurd_size(self)                 # a typo like hidden_size=10**7 is an error, not an OOM kill
 
         rng = np.random.default_rng(self.seed)
         options = {"nonlinearity": self.nonlinearity, "bias": self.bias, "forget_bias": self.forget_bias,

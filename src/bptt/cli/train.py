@@ -146,10 +146,16 @@ def check_settings(s: dict, args) -> None:
         raise CLIError(f"--val-fraction must be in [0, 1), got {s['val_fraction']}")
     if s["seed"] < 0:
         raise CLIError(f"--seed must be >= 0, got {s['seed']}")
-    if args.epochs is not None and not args.epochs > 0:
-        raise CLIError(f"--epochs must be > 0, got {args.epochs}")
-    if args.time is not None and not args.time > 0:
-        raise CLIError(f"--time must be > 0, got {args.time}")
+    if args.epochs is not None and not 0 < args.epochs < float("inf"):
+        raise CLIError(f"--epochs must be a finite number > 0, got {args.epochs}")
+    if args.time is not None and not 0 < args.time < float("inf"):
+        raise CLIError(f"--time must be a finite number > 0, got {args.time}")
+    if not s["lr"] < float("inf"):
+        raise CLIError(f"--lr must be finite, got {s['lr']}")
+    for flag in ("k", "k1", "k2"):       # a truncation window longer than the sequence it cuts
+        if s.get(flag) is not None and s[flag] > s["seq_len"]:
+            raise CLIError(f"--{flag} {s[flag]} is longer than --seq-len {s['seq_len']}: a batch has only "
+                           f"{s['seq_len']} steps to backpropagate through; use --{flag} <= {s['seq_len']}")
     factor = getattr(args, "rollback_factor", 0.5)
     if not 0 < factor < 1:
         raise CLIError(f"--rollback-factor must be in (0, 1), got {factor}")
