@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import init
-from ..functional import scatter_add_columns, sigmoid
+from ..functional import accumulate_matmul, gate_tanh_scale, scatter_add_columns, sigmoid
 
 GRU_VARIANTS = ("torch", "cho")
 
@@ -146,9 +146,45 @@ class GRULayer:
         hs[0] = state0[0]
         extra = np.empty((T, B, H), self.dtype)
         gates = self.input_projection(x)                     # (T, B, 3H), hoisted; gates in place
-        for t in range(T):
-            self._cell(gates[t], hs[t], extra[t], hs[t + 1])
+        if self.variant == "torch":
+            self._forward_torch(gates, hs, extra)
+        else:
+            for t in range(T):
+                self._cell(gates[t], hs[t], extra[t], hs[t + 1])
         return hs[1:], (hs[T],), GRUCache(x, hs, gates, extra)
+
+    def _forward_torch(self, gates: np.ndarray, hs: np.ndarray, extra: np.ndarray) -> None:
+        """The torch variant's recurrence with as few calls per step as possible (the same
+        numbers as ``_cell``): r and z share one tanh via sigmoid(a) = 1/2 + tanh(a/2)/2, their
+        columns of U x_t + b and W^T halved up front (exact), and W^T is a contiguous copy."""
+        T, B, H = extra.shape
+        scale, shift = gate_tanh_scale("ss", H, self.dtype)                # (2H,) for [r, z]
+        gates[:, :, :2 * H] *= scale
+        WT = np.empty((H, 3 * H), self.dtype)
+        np.multiply(self.params["W"][:2 * H].T, scale, out=WT[:, :2 * H])  # halved W_r^T, W_z^T
+        WT[:, 2 * H:] = self.params["W"][2 * H:].T                          # W_n^T as is
+        gh = np.empty((B, 3 * H), self.dtype)                # W h_{t-1}, all three gates
+        rn = np.empty((B, H), self.dtype)
+        b_hn = self.params["b_hn"] if self.bias else None
+        dot, add, multiply, subtract, tanh = np.dot, np.add, np.multiply, np.subtract, np.tanh
+        for t in range(T):
+            a, h_prev, h_t = gates[t], hs[t], hs[t + 1]
+            rz, n = a[:, :2 * H], a[:, 2 * H:]
+            dot(h_prev, WT, out=gh)
+            add(rz, gh[:, :2 * H], out=rz)
+            tanh(rz, out=rz)
+            multiply(rz, scale, out=rz)
+            add(rz, shift, out=rz)                           # r, z = sigmoid(...)
+            if b_hn is not None:
+                add(gh[:, 2 * H:], b_hn, out=extra[t])       # hn = W_n h_{t-1} + b_hn
+            else:
+                extra[t] = gh[:, 2 * H:]
+            multiply(a[:, :H], extra[t], out=rn)
+            add(n, rn, out=n)
+            tanh(n, out=n)                                   # n = tanh(U_n x + b_n + r * hn)
+            subtract(h_prev, n, out=h_t)
+            multiply(h_t, a[:, H:2 * H], out=h_t)
+            add(h_t, n, out=h_t)                             # h_t = n + z (h_{t-1} - n)
 
     def step(self, x_t: np.ndarray, state: tuple):
         """One step for sampling: x_t (B, I) or ids (B,). Returns h_t, (h_t,)."""
@@ -168,6 +204,8 @@ class GRULayer:
         T, B, H = dh.shape
         W = self.params["W"]
         torch_variant = self.variant == "torch"
+        if torch_variant:
+            return self._backward_torch(dh, dstate, cache, grads)
         dh_total = np.empty_like(dh)
         da = np.empty((T, B, 3 * H), self.dtype)             # dE/d(U x_t + b): [dar, daz, dan]
         # torch variant: dE/d(W h_{t-1} + [0, 0, b_hn]) = [dar, daz, dhn] with dhn = dan * r, so that
@@ -237,3 +275,68 @@ class GRULayer:
             grads["U"] += da2.T @ x.reshape(TB, I)            # sum_t da_t (x) x_t
             dx = (da2 @ self.params["U"]).reshape(T, B, I)
         return dx, (dh_next,), dh_total
+
+    def _backward_torch(self, dh: np.ndarray, dstate: tuple | None, cache: GRUCache, grads: dict):
+        """BPTT of the torch variant. Every gate gradient is dE/dh_t times a factor that does
+        not depend on the recursion, so the factors are computed for all t at once:
+
+            daz = dh_t [(h_{t-1} - n) z (1-z)]         dan = dh_t [(1-z)(1-n^2)]
+            dhn = dan r = dh_t [(1-z)(1-n^2) r]        dar = dan hn r(1-r)
+            dE/dh_{t-1} = dh_t z + [dar, daz, dhn] @ W
+
+        leaving 5 calls per step; dan (needed only by dU, db) is one product after the loop."""
+        x, hs, gates, extra = cache.x, cache.hs, cache.gates, cache.extra
+        T, B, H = dh.shape
+        W = self.params["W"]
+        gate = gates.reshape(T, B, 3, H)
+        r, z, n = gate[:, :, 0], gate[:, :, 1], gate[:, :, 2]          # (T, B, H) views
+        da = np.empty((T, B, 3 * H), self.dtype)             # dE/d(U x_t + b): [dar, daz, dan]
+        dgh = np.empty((T, B, 3 * H), self.dtype)            # dE/d(W h_{t-1} + [0, 0, b_hn])
+        factor = dgh.reshape(T, B, 3, H)                     # factors first, gradients in the loop
+        dan_factor = da[:, :, 2 * H:]                        # (1-z)(1-n^2), then dan after the loop
+        np.multiply(n, n, out=dan_factor)
+        np.subtract(1.0, dan_factor, out=dan_factor)
+        tmp = np.subtract(1.0, z)                            # (T, B, H)
+        dan_factor *= tmp                                    # (1-z)(1-n^2)
+        np.subtract(hs[:-1], n, out=factor[:, :, 1])
+        factor[:, :, 1] *= z
+        factor[:, :, 1] *= tmp                               # (h_{t-1} - n) z (1-z)
+        np.multiply(dan_factor, r, out=factor[:, :, 2])      # dhn factor
+        np.subtract(1.0, r, out=tmp)
+        tmp *= r                                             # r (1-r)
+        np.multiply(dan_factor, extra, out=factor[:, :, 0])
+        factor[:, :, 0] *= tmp                               # dar factor: (1-z)(1-n^2) hn r (1-r)
+        del tmp
+
+        dh_total = np.empty_like(dh)
+        dh_next = (np.zeros((B, H), self.dtype) if dstate is None or dstate[0] is None
+                   else np.array(dstate[0], self.dtype))
+        through_w = np.empty((B, H), self.dtype)
+        dot, add, multiply = np.dot, np.add, np.multiply
+        for t in range(T - 1, -1, -1):
+            dht = dh_total[t]
+            add(dh[t], dh_next, out=dht)                     # dE/dh_t, all paths
+            d3 = factor[t]                                   # (B, 3, H)
+            multiply(d3, dht[:, None, :], out=d3)            # [dar, daz, dhn]
+            dot(dgh[t], W, out=through_w)                    # through W_r, W_z, W_n: one GEMM
+            multiply(dht, z[t], out=dh_next)                 # direct path h_{t-1} -> h_t
+            add(dh_next, through_w, out=dh_next)
+        dan_factor *= dh_total                               # dan = dh_t (1-z)(1-n^2), all t
+
+        # Shared weights: sums over time as single GEMMs.
+        TB = T * B
+        da[:, :, :2 * H] = dgh[:, :, :2 * H]                 # dar, daz also enter U and b
+        da2, dgh2 = da.reshape(TB, 3 * H), dgh.reshape(TB, 3 * H)
+        accumulate_matmul(grads["W"], dgh2.T, hs[:-1].reshape(TB, H))   # sum_t [dar, daz, dhn] (x) h_{t-1}
+        if self.bias:
+            grads["b_hn"] += dgh2[:, 2 * H:].sum(axis=0)
+            grads["b"] += da2.sum(axis=0)
+        if x.dtype.kind in "iu":
+            scatter_add_columns(grads["U"], x.reshape(-1), da2)
+            dx = None
+        else:
+            I = x.shape[2]
+            accumulate_matmul(grads["U"], da2.T, x.reshape(TB, I))      # sum_t da_t (x) x_t
+            dx = (da2 @ self.params["U"]).reshape(T, B, I)
+        return dx, (dh_next,), dh_total
+
