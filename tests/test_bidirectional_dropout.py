@@ -173,7 +173,8 @@ def _cli(*args):
 
 
 @pytest.mark.parametrize("args,names", [
-    (("--cell", "lstm", "--bidirectional", "--dropout", "0.3", "--layers", "2", "--mask", "--forget-bias", "0.5"),
+    (("--cell", "lstm", "--bidirectional", "--dropout", "0.3", "--layers", "2", "--mask", "--forget-bias", "0.5",
+      "--hidden", "3", "--seq-len", "3", "--batch", "2"),
      ("layers.1.U_reverse", "c0", "inputs")),
     (("--cell", "gru", "--gru-variant", "cho", "--ids", "--layers", "1"), ("layers.0.W", "h0")),
     (("--cell", "gru", "--layers", "2", "--seq-len", "1", "--batch", "1"), ("layers.1.b_hn",)),
