@@ -136,7 +136,25 @@ class NonFiniteGuard:
 
     def end_step(self, trainer) -> dict:
         """After the step's bookkeeping: roll back if an update asked to, reset a non-finite carried
-        state, snapshot when due. Returns the fields for the step's metrics line."""
+        state, snapshot when due. Returns the fields for the step's metrics line.
+
+        A finite gradient can still overflow in the update (a huge learning rate in float32): the
+        weights are checked here too; ``rollback`` undoes such a step, the other policies stop."""
+        if self._pending is None:
+            bad = first_nonfinite(trainer.net.params)
+            if bad is not None:
+                self.nonfinite += 1
+                self._this_step += 1
+                message = (f"parameter {describe_nonfinite(bad, trainer.net.params[bad])} became non-finite in the "
+                           f"update of step {trainer.step} (its gradient was finite: the step overflowed)")
+                if self.policy != "rollback":
+                    raise NonFiniteError(f"{message}; stopping (non-finite policy {self.policy!r}); lower the "
+                                         f"learning rate")
+                if self.rollbacks >= self.max_rollbacks:
+                    raise NonFiniteError(f"{message}; still non-finite after {self.rollbacks} rollbacks "
+                                         f"(max_rollbacks={self.max_rollbacks}, learning rate scaled by "
+                                         f"{self.lr_scale:g}); stopping")
+                self._pending = message
         if self._pending is not None:
             message, self._pending = self._pending, None
             self._snapshot.restore(trainer)
