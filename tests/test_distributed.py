@@ -221,7 +221,7 @@ def fit_trainer(steps, dist, out, mode="chunked", resume=None, save=None):
         inputs, targets, mask = problem(seed=200 + step, B=5)
         return Batch(inputs, targets, mask, reset=(step == 0))
 
-    summaries = trainer.fit(parallel.shard_data(data), steps=steps)
+    summaries = trainer.fit(parallel.shard_data(data, trainer), steps=steps)
     view = parallel.prepare_checkpoint(trainer)                          # collective: hash check + gather
     if dist.is_root:
         if save is not None:
@@ -244,7 +244,7 @@ def timed_trainer(dist, out):
     trainer = Trainer(net, PlainSGD(net.params, lr=0.1), truncation=parallel.wrap_truncation())
     parallel.set_time_limit(0.0 if dist.rank == 1 else 1e9)
     data = lambda step: problem(seed=step, B=4)                           # noqa: E731
-    trainer.fit(parallel.shard_data(data, start_step=trainer.step), steps=None)
+    trainer.fit(parallel.shard_data(data, trainer), steps=None)
     steps = np.empty(dist.size, dtype=np.int64)
     dist.comm.Allgather(np.array([trainer.step], dtype=np.int64), steps)
     parallel.check_replicas(net, step=trainer.step)
@@ -502,6 +502,43 @@ def test_sigkill_of_one_rank_ends_a_bptt_train_job(tmp_path):
             job.kill()
     assert job.returncode != 0
     assert "BAD TERMINATION" in out + err and "signal 9" in (out + err).lower(), out + err
+
+
+@pytest.mark.mpi
+def test_ctrl_c_to_mpiexec_stops_every_rank_after_the_same_step_and_saves(tmp_path):
+    """mpiexec forwards SIGINT to every rank; each turns it into a stop vote, so all finish the
+    same step, rank 0 writes the checkpoint, and the job exits 130 -- then it resumes."""
+    import signal
+    import time
+
+    from bptt.checkpoint import load_checkpoint
+
+    text = small_text(tmp_path)
+    command = [need_mpi(), "-n", "2", sys.executable, "-m", "bptt", "train", "--text", str(text), "--steps",
+               "100000", "--out", str(tmp_path / "run"), "--log-every", "1", "--no-progress", "--batch", "4",
+               "--seq-len", "16", "--hidden", "16", "--checkpoint-every", "100000"]
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+    try:
+        metrics = tmp_path / "run" / "metrics.jsonl"
+        deadline = time.monotonic() + 30
+        while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+            assert job.poll() is None and time.monotonic() < deadline, job.communicate(timeout=5)
+            time.sleep(0.05)
+        job.send_signal(signal.SIGINT)
+        out, err = job.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        job.kill()
+        pytest.fail("the job did not stop after Ctrl-C")
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 130, err
+    assert err.count("stopped by SIGINT at step") == 1, err                 # rank 0 alone reports
+    step = load_checkpoint(tmp_path / "run").step
+    assert step >= 3 and f"stopped by SIGINT at step {step}," in err
+    resumed = bptt_train(2, "--resume", tmp_path / "run", "--steps", "2", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(tmp_path / "run").step == step + 2
 
 
 @pytest.mark.mpi

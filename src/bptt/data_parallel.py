@@ -5,7 +5,7 @@
     parallel = DataParallel(dist)
     trainer = Trainer(net, optimizer, truncation=parallel.wrap_truncation(Chunked(25)), ...)
     parallel.load_trainer_state(trainer, checkpoint.trainer_state())    # when resuming
-    trainer.fit(parallel.shard_data(data), steps=..., on_step=...)
+    trainer.fit(parallel.shard_data(data, trainer), steps=..., on_step=...)
     view = parallel.prepare_checkpoint(trainer)    # every rank: hash check + gather
     if dist.is_root: save_checkpoint(path, net, trainer=view)
 
@@ -24,7 +24,7 @@ class DataParallel:
 
         parallel = DataParallel(dist)
         trainer = Trainer(net, optimizer, truncation=parallel.wrap_truncation(Chunked(25)), ...)
-        trainer.fit(parallel.shard_data(data), steps=...)
+        trainer.fit(parallel.shard_data(data, trainer), steps=...)
 
     - ``shard_data``: every rank builds the SAME global batch (same data, same seeds) and keeps
       its columns ``dist.shard(B)``; the carried hidden state is then per shard (L, B_r, H);
@@ -43,16 +43,21 @@ class DataParallel:
         self.global_batch = None          # B of the last global batch shard_data cut
         self.global_tokens = None         # outputs counted in its loss (T*B, or the mask's sum)
         self.deadline = None              # time.perf_counter() after which ranks vote to stop
-        self.stop_requested = False       # some rank's deadline passed: every rank stops together
+        self.stop_requested = False       # some rank voted to stop: every rank stops after this step
+        self.stop_signal = None           # callable, True once this rank was asked to stop (bptt.interrupt)
 
     def set_time_limit(self, seconds: float | None) -> None:
         """Stop after ``seconds`` -- decided collectively. Each rank's own clock would stop the
         ranks after different steps, leaving some waiting forever in an Allreduce; instead every
         update carries a stop vote in the gradient buffer, and all ranks stop after the first
-        step in which any rank's time ran out. Give ``shard_data`` the Trainer's step, and the
-        Trainer no ``time_limit`` of its own."""
+        step in which any rank's time ran out. Give the Trainer no ``time_limit`` of its own."""
         self.deadline = None if seconds is None else time.perf_counter() + float(seconds)
         self.stop_requested = False
+
+    def wants_to_stop(self) -> bool:
+        """This rank's stop vote: its time is up, or it received a signal."""
+        late = self.deadline is not None and time.perf_counter() >= self.deadline
+        return late or (self.stop_signal is not None and bool(self.stop_signal()))
 
     # -------------------------------------------------------------- the data
     def cut(self, batch):
@@ -72,25 +77,28 @@ class DataParallel:
         mask = None if batch.mask is None else np.asarray(batch.mask)[:, part]
         return Batch(inputs[:, part], np.asarray(batch.targets)[:, part], mask, batch.reset)
 
-    def shard_data(self, data, start_step: int = 0):
+    def shard_data(self, data, trainer):
         """Any data the Trainer accepts, cut to this rank's streams batch by batch.
 
-        Step-addressed data (``batch(step)``, a function of the step, fixed arrays) stays
-        step-addressed, so a resumed run sees the same batches; an iterable stays an iterable.
-        With a time limit (``set_time_limit``) the result is an iterable that ends when the ranks
-        agreed to stop; it starts at ``start_step`` (the Trainer's step when resuming)."""
+        With one rank, step-addressed data (``batch(step)``, a function of the step, fixed
+        arrays) stays step-addressed. With several, the result is an iterable -- so that an
+        agreed stop (a time limit, a signal) can end it -- which still asks step-addressed data
+        for batch ``trainer.step``, so a resumed run sees the same batches as an unbroken one."""
         from .train import _Source
 
         source = _Source(data)
         step_addressed = hasattr(data, "batch") or callable(data) or isinstance(data, tuple)
-        if step_addressed and self.deadline is None:
+        if step_addressed and not self.dist.active:
             return _ShardedBatches(self, source)
 
         def generate():
-            step = start_step if step_addressed else 0
-            while not self.stop_requested and (batch := source.get(step)) is not None:
+            count = 0                                       # iterables ignore the step; count for them
+            while not self.stop_requested:
+                batch = source.get(trainer.step if step_addressed else count)
+                if batch is None:
+                    return
                 yield self.cut(batch)
-                step += 1
+                count += 1
         return generate()
 
     def attach(self, net) -> None:
@@ -248,9 +256,8 @@ class _ReducedUpdates:
 
         def reduced(piece) -> None:
             nonlocal total
-            late = self.parallel.deadline is not None and time.perf_counter() >= self.parallel.deadline
             piece.loss = dist.allreduce_gradients(piece.grads, local_batch, global_batch, loss=piece.loss,
-                                                  vote_stop=late)
+                                                  vote_stop=self.parallel.wants_to_stop())
             self.parallel.stop_requested |= dist.stop_votes > 0
             total += piece.loss
             update(piece)

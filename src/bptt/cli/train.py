@@ -5,7 +5,6 @@ steps and gives bit-identical parameters to one uninterrupted run."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import os
 import sys
@@ -292,7 +291,7 @@ def train(args, dist) -> int:
     feed = data
     if dist.active:
         parallel.set_time_limit(args.time)                             # stop together, not rank by rank
-        feed = parallel.shard_data(data, start_step=trainer.step)      # this rank's columns of each batch
+        feed = parallel.shard_data(data, trainer)                      # this rank's columns of each batch
 
     steps = args.steps
     if args.epochs is not None:
@@ -322,13 +321,16 @@ def train(args, dist) -> int:
               f"{source}; step {trainer.step} -> {'?' if steps is None else trainer.step + steps}; "
               f"output {out}", file=sys.stderr)
         progress = Progress(steps, every=max(1, args.log_every * 5), time_limit=args.time)
-    # Ctrl-C/SIGTERM: finish the step, save below, exit 130/143 (bptt.interrupt). Not under MPI, where
-    # ranks could stop after different steps: there a signal ends the job (mpiexec tears it down).
-    interrupted = StopOnSignal() if not dist.active else None
-    with interrupted or contextlib.nullcontext():
+    # Ctrl-C/SIGTERM: finish the step, save below, exit 130/143 (bptt.interrupt). Under MPI a signal on
+    # any rank is a stop vote carried in the gradient buffer, so every rank stops after the same step
+    # (bptt.data_parallel); a second Ctrl-C to mpiexec aborts the job at once.
+    interrupted = StopOnSignal(announce="bptt train" if dist.is_root else None)
+    parallel.stop_signal = interrupted
+    with interrupted:
         summaries = trainer.fit(feed, steps, evaluate=evaluate if has_val else None,
                                 eval_every=settings["eval_every"], on_step=on_step,
-                                time_limit=None if dist.active else args.time, progress=progress, stop=interrupted)
+                                time_limit=None if dist.active else args.time, progress=progress,
+                                stop=None if dist.active else interrupted)
     metrics = {}
     if summaries:
         metrics["train_loss_per_token"] = summaries[-1].loss_per_token
@@ -345,8 +347,9 @@ def train(args, dist) -> int:
         line += f"  clipping fired {c['clip_fired']}/{c['clip_calls']} updates"
     if dist.is_root:
         print(line + f"  -> {out}", file=sys.stderr)
-    if interrupted is not None and interrupted.signal is not None:
-        print(f"bptt train: stopped by {interrupted.signal.name} at step {trainer.step}, checkpoint saved; continue "
-              f"with: bptt train --resume {out} --steps N", file=sys.stderr)
+    if interrupted.signal is not None:
+        if dist.is_root:
+            print(f"bptt train: stopped by {interrupted.signal.name} at step {trainer.step}, checkpoint saved; "
+                  f"continue with: bptt train --resume {out} --steps N", file=sys.stderr)
         return interrupted.exit_code
     return 0
