@@ -21,8 +21,7 @@ import numpy as np
 import pytest
 
 from bptt import Network, clip_by_global_norm
-from bptt.distributed import (Distributed, DivergedError, GradientBuffer, mpi_launched, parameter_hash,
-                              shard_bounds)
+from bptt.distributed import Distributed, GradientBuffer, mpi_launched, parameter_hash, shard_bounds
 from bptt.optim import SGD
 
 HERE = Path(__file__).resolve()
@@ -51,12 +50,30 @@ def clean_env():
     return env
 
 
+def start(command):
+    """mpiexec in its own session, so a hung job can be killed with every rank it started."""
+    return subprocess.Popen([str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=clean_env(), start_new_session=True)
+
+
+def kill_job(job):
+    if job.poll() is None:
+        try:
+            os.killpg(job.pid, 9)                  # mpiexec, its proxy and every rank
+        except ProcessLookupError:
+            pass
+        job.communicate()
+
+
 def mpirun(nprocs, *args, timeout=60):
-    command = [need_mpi(), "-n", str(nprocs), *map(str, args)]
+    command = [need_mpi(), "-n", str(nprocs), *args]
+    job = start(command)
     try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=clean_env())
-    except subprocess.TimeoutExpired as hung:
-        pytest.fail(f"MPI job hung for {timeout}s (no abort): {command}\n{hung.stderr}")
+        out, err = job.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_job(job)
+        pytest.fail(f"MPI job hung for {timeout}s (no abort): {command}")
+    return subprocess.CompletedProcess(command, job.returncode, out, err)
 
 
 def worker(nprocs, name, *args, timeout=60):
@@ -483,7 +500,7 @@ def test_sigkill_of_one_rank_ends_a_bptt_train_job(tmp_path):
     command = [need_mpi(), "-n", "2", sys.executable, "-m", "bptt", "train", "--text", str(small_text(tmp_path)),
                "--steps", "100000", "--out", str(tmp_path / "run"), "--log-every", "1", "--no-progress",
                "--batch", "4", "--seq-len", "16", "--hidden", "16"]
-    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+    job = start(command)
     try:
         metrics = tmp_path / "run" / "metrics.jsonl"
         deadline = time.monotonic() + 30
@@ -495,11 +512,10 @@ def test_sigkill_of_one_rank_ends_a_bptt_train_job(tmp_path):
         os.kill(victims[0], signal.SIGKILL)
         out, err = job.communicate(timeout=30)
     except subprocess.TimeoutExpired:
-        job.kill()
+        kill_job(job)
         pytest.fail("the job hung after a rank was killed")
     finally:
-        if job.poll() is None:
-            job.kill()
+        kill_job(job)
     assert job.returncode != 0
     assert "BAD TERMINATION" in out + err and "signal 9" in (out + err).lower(), out + err
 
@@ -517,7 +533,7 @@ def test_ctrl_c_to_mpiexec_stops_every_rank_after_the_same_step_and_saves(tmp_pa
     command = [need_mpi(), "-n", "2", sys.executable, "-m", "bptt", "train", "--text", str(text), "--steps",
                "100000", "--out", str(tmp_path / "run"), "--log-every", "1", "--no-progress", "--batch", "4",
                "--seq-len", "16", "--hidden", "16", "--checkpoint-every", "100000"]
-    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+    job = start(command)
     try:
         metrics = tmp_path / "run" / "metrics.jsonl"
         deadline = time.monotonic() + 30
@@ -527,11 +543,10 @@ def test_ctrl_c_to_mpiexec_stops_every_rank_after_the_same_step_and_saves(tmp_pa
         job.send_signal(signal.SIGINT)
         out, err = job.communicate(timeout=30)
     except subprocess.TimeoutExpired:
-        job.kill()
+        kill_job(job)
         pytest.fail("the job did not stop after Ctrl-C")
     finally:
-        if job.poll() is None:
-            job.kill()
+        kill_job(job)
     assert job.returncode == 130, err
     assert err.count("stopped by SIGINT at step") == 1, err                 # rank 0 alone reports
     step = load_checkpoint(tmp_path / "run").step
