@@ -11,7 +11,7 @@ A checkpoint may come from anyone (a colleague, a download), so loading trusts n
 2. ``check_config_fits(path, config, params)``: the network config in the metadata agrees with
    the stored parameter arrays (hidden/input/output sizes, layer count, dtype) *before*
    ``Network(**config)`` allocates anything -- a hand-edited ``hidden_size: 10**7`` is refused
-   instead of allocating terabytes.
+   instead of allocating terabytes -- and every parameter is finite (bptt never writes a NaN).
 
 Every refusal is a ValueError with one line naming the file, the member and the values.
 """
@@ -24,6 +24,8 @@ import os
 import zipfile
 
 import numpy as np
+
+from .numerics import describe_nonfinite, first_nonfinite
 
 ALLOWED_KINDS = "fiub"            # float, signed/unsigned integers, bool: no objects, no structs
 MAX_MEMBERS = 100_000
@@ -115,6 +117,9 @@ def check_config_fits(path, config: dict, params: dict) -> None:
             raise ValueError(f"{path}: parameter {name} has shape {tuple(params[name].shape)} but the config "
                              f"(hidden_size={H}, input_size={I}, output_size={O}, cell={config.get('cell')}) "
                              f"implies {shape}: the config was edited or the arrays come from another model")
+    bad = first_nonfinite(params)
+    if bad is not None:
+        raise ValueError(f"{path} is corrupt: parameter {describe_nonfinite(bad, params[bad])} is not finite")
     dtype = config.get("dtype")
     if isinstance(dtype, str):
         for name, a in params.items():

@@ -43,10 +43,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"bptt {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, ValueError, TypeError, OSError, ImportError) as error:
+    except (CLIError, ValueError, TypeError, OSError, ImportError, MemoryError) as error:
         if os.environ.get("BPTT_DEBUG"):
             raise
         message = str(error) or type(error).__name__
+        if isinstance(error, MemoryError):            # e.g. an absurd --length: one line, not a traceback
+            message = f"out of memory: {message}"
         print(f"bptt {args.command}: error: {message}", file=sys.stderr)
         return 2
     return int(code or 0)

@@ -133,6 +133,8 @@ def check_settings(s: dict, args) -> None:
             raise CLIError(f"--{flag} must be >= 1, got {value}")
     for flag in ("hidden", "layers", "seq_len", "batch", "lr_every", "k", "k1", "k2", "max_vocab"):
         positive(flag.replace("_", "-"), s.get(flag))
+    if s.get("warmup") is not None and s["warmup"] < 0:
+        raise CLIError(f"--warmup must be >= 0, got {s['warmup']}")
     for flag in ("steps", "log_every", "checkpoint_every"):
         value = getattr(args, flag)
         if value is not None and value < (0 if flag == "steps" else 1):
