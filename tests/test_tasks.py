@@ -7,7 +7,9 @@ import pytest
 from bptt import Network
 from bptt.tasks import TASKS, adding, copying, get_task, latch, temporal_order
 
-BIG = 40_000          # sequences for the Monte Carlo baseline checks (tolerances are ~5 standard errors)
+# sequences for the Monte Carlo baseline checks (tolerances >= 3 standard errors); copying's
+# baseline is exact for any batch, and its one-hot arrays are large, so it gets few.
+BIG = {"copying": 4_000, "temporal-order": 10_000}
 
 
 # ----------------------------------------------------------------------------- shared contract
@@ -55,7 +57,7 @@ def test_networks_train_on_the_generated_format(name):
 def test_empirical_trivial_baseline_matches_analytic(name):
     task = get_task(name)
     for T in (24, 100):
-        inputs, targets, mask = task.generate(T, BIG, seed=5)
+        inputs, targets, mask = task.generate(T, BIG.get(name, 40_000), seed=5)
         empirical = task.score(task.trivial_outputs(inputs, targets, mask), targets, mask)
         analytic = task.baseline(T)
         for key, value in analytic.items():
