@@ -119,3 +119,13 @@ def test_pascanu_variants_use_sgd_clipping_and_omega():
     assert (regular["optimizer"], regular["clip"], regular["omega"]) == ("sgd", 0.5, 3.0)
     # the regulariser changes the updates, so the held-out curve moves differently
     assert regular["curve"]["cross_entropy"][-1] != clipped["curve"]["cross_entropy"][-1]
+    # clipping statistics per evaluation interval: none without clipping
+    assert plain["curve"]["clipped_fraction"][1:] == [0.0, 0.0]
+    assert all(n > 0 for n in plain["curve"]["max_grad_norm"][1:])
+
+
+def test_clipping_statistics_count_clipped_steps():
+    run = train_one("adding", "rnn", 10, 0, steps=4, hidden=4, batch=4, lr=1e-3, eval_every=2, eval_batch=8,
+                    clip=1e-6)                                   # every step's norm exceeds 1e-6
+    assert run["curve"]["clipped_fraction"] == [None, 1.0, 1.0]
+    assert run["curve"]["max_grad_norm"][0] is None and run["curve"]["max_grad_norm"][1] > 1e-6

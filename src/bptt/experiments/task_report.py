@@ -15,7 +15,8 @@ def _fmt(value: float) -> str:
 
 
 def write_table(result: dict) -> str:
-    """Markdown: one row per (cell, T) with mean +- sd over seeds, per-seed values, solved count."""
+    """Markdown: one row per (cell, T) with mean +- sd over seeds, per-seed values, solved count,
+    the share of steps where clipping fired and the largest gradient norm seen (seed means)."""
     s = result["settings"]
     lines = [f"# {result['task']}: {result['reference']}", "",
              f"Metric: `{result['metric']}` on {s['eval_batch']} held-out sequences "
@@ -24,12 +25,16 @@ def write_table(result: dict) -> str:
              f"clip {s['clip'] if s['clip'] is not None else 'off'}, {s['dtype']}.", ""]
     if result.get("command"):
         lines += ["Command:", "", "```", result["command"], "```", ""]
-    lines += [f"| cell | T | {result['metric']} (mean ± sd) | per seed | solved | trivial baseline | s / run |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [f"| cell | T | {result['metric']} (mean ± sd) | per seed | solved | trivial baseline "
+              "| steps clipped | max grad norm | s / run |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for row in result["summary"]:
         per_seed = ", ".join(_fmt(v) for v in row["values"])
+        clipped = "-" if row.get("clipped_fraction") is None else f"{100 * row['clipped_fraction']:.0f}%"
+        norm = "-" if row.get("max_grad_norm") is None else f"{row['max_grad_norm']:.3g}"
         lines.append(f"| {row['cell']} | {row['T']} | {_fmt(row['mean'])} ± {_fmt(row['std'])} | {per_seed} | "
-                     f"{row['solved']}/{row['runs']} | {_fmt(row['baseline'])} | {row['seconds']:.0f} |")
+                     f"{row['solved']}/{row['runs']} | {_fmt(row['baseline'])} | {clipped} | {norm} "
+                     f"| {row['seconds']:.0f} |")
     lines.append("")
     return "\n".join(lines)
 

@@ -93,8 +93,10 @@ def train_one(task_name: str, variant: str, T: int, seed: int, *, steps: int, hi
               progress=None) -> dict:
     """Train one network; returns {"cell", "T", "seed", "curve", "final", "solved", "seconds"}.
 
-    curve: "step", "train_loss" (bptt's loss on the training batch, mean since the last point)
-    and every key of ``task.score`` on the held-out set, at step 0 and every ``eval_every``."""
+    curve: "step"; since the previous point, "train_loss" (bptt's loss on the training batches,
+    mean), "max_grad_norm" (global norm before clipping, max) and "clipped_fraction" (share of
+    steps where clipping fired); and every key of ``task.score`` on the held-out set -- at step 0
+    and every ``eval_every`` steps."""
     from ..clip import make_clipper
     from ..train import Trainer
     task = get_task(task_name)
@@ -115,14 +117,17 @@ def train_one(task_name: str, variant: str, T: int, seed: int, *, steps: int, hi
         """Fresh sequences every step, a function of (seed, step) alone."""
         return task.generate(T, batch, np.random.default_rng([seed, 1, step]))
 
-    curve: dict = {"step": [], "train_loss": []}
-    losses: list = []
+    curve: dict = {"step": [], "train_loss": [], "max_grad_norm": [], "clipped_fraction": []}
+    losses, norms, clipped = [], [], []                                      # since the last point
 
     def evaluate(trained) -> float:
         metrics = task.score(trained.forward(eval_inputs).outputs, eval_targets, eval_mask)
         curve["step"].append(trainer.step)
-        curve["train_loss"].append(float(np.mean(losses)) if losses else None)   # mean since the last point
-        losses.clear()
+        curve["train_loss"].append(float(np.mean(losses)) if losses else None)
+        curve["max_grad_norm"].append(float(np.max(norms)) if norms else None)          # before clipping
+        curve["clipped_fraction"].append(float(np.mean(clipped)) if clipped else None)  # steps clipped
+        for pending in (losses, norms, clipped):
+            pending.clear()
         for key, value in metrics.items():
             curve.setdefault(key, []).append(value)
         if progress is not None and trainer.step:
@@ -132,10 +137,12 @@ def train_one(task_name: str, variant: str, T: int, seed: int, *, steps: int, hi
     start = time.perf_counter()
     evaluate(net)                                                            # step 0: the untrained network
     trainer.fit(batches, steps, evaluate=evaluate, eval_every=eval_every,
-                on_step=lambda _, summary: losses.append(summary.loss))
+                on_step=lambda _, summary: (losses.append(summary.loss), norms.append(summary.grad_norm),
+                                            clipped.append(summary.clipped > 0)))
     if curve["step"][-1] != steps:
         evaluate(net)
-    metrics = {key: curve[key][-1] for key in curve if key not in ("step", "train_loss")}
+    metrics = {key: curve[key][-1] for key in curve if key not in ("step", "train_loss", "max_grad_norm",
+                                                                  "clipped_fraction")}
     return {"cell": variant, "T": T, "seed": seed, "curve": curve, "final": metrics,
             "solved": bool(task.solved(metrics)), "seconds": time.perf_counter() - start,
             "optimizer": optimizer, "lr": lr, "clip": clip, "omega": omega, "parameters": net.num_parameters}
@@ -175,8 +182,17 @@ def summarise(task, runs: list) -> list:
                      "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
                      "solved": int(sum(r["solved"] for r in group)), "runs": len(group),
                      "baseline": task.baseline(T)[task.metric],
-                     "seconds": float(np.mean([r["seconds"] for r in group]))})
+                     "seconds": float(np.mean([r["seconds"] for r in group])),
+                     "clipped_fraction": _mean_of(group, "clipped_fraction", np.mean),
+                     "max_grad_norm": _mean_of(group, "max_grad_norm", np.max)})
     return rows
+
+
+def _mean_of(group: list, key: str, reduce) -> float | None:
+    """Seed mean of ``reduce`` over a run's curve[key] (None where a run has no such record)."""
+    values = [reduce([v for v in r["curve"].get(key, []) if v is not None]) for r in group
+              if any(v is not None for v in r["curve"].get(key, []))]
+    return float(np.mean(values)) if values else None
 
 
 def run_experiment(task_name: str, *, cells, seq_lens, seeds, out_dir, steps=None, hidden=None, batch=None,
