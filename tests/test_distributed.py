@@ -421,6 +421,9 @@ def params_of(run_dir):
 def assert_same_run(a_dir, b_dir):
     a, b = params_of(a_dir), params_of(b_dir)
     assert sorted(a) == sorted(b) and any(name.startswith("state/") for name in a)
+    assert len([name for name in a if name.startswith("state/")]) == (2 if "params/layers.0.U" in a and
+                                                                        a["params/layers.0.W"].shape[0] == 4 * a[
+                                                                            "params/layers.0.W"].shape[1] else 1)
     for name in a:
         np.testing.assert_allclose(b[name], a[name], rtol=1e-10, atol=1e-12, err_msg=name)
 
@@ -445,13 +448,15 @@ def test_bptt_train_under_mpiexec_equals_one_process(tmp_path):
 
 
 @pytest.mark.mpi
-def test_bptt_train_resumes_under_mpiexec(tmp_path):
-    """2 steps + resume 2 steps on 2 ranks == 4 steps in one process (carried state, Adam slots,
-    dropout generator and step all come back)."""
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_bptt_train_resumes_under_mpiexec(tmp_path, cell):
+    """2 steps + resume 2 steps on 2 ranks == 4 steps in one process (carried state -- (h, c) for
+    the LSTM --, Adam slots, dropout generator and step all come back)."""
     text = small_text(tmp_path)
-    straight = bptt_train(1, "--text", text, "--steps", "4", "--out", tmp_path / "straight", *TRAIN_FLAGS)
+    flags = [*TRAIN_FLAGS, "--cell", cell]
+    straight = bptt_train(1, "--text", text, "--steps", "4", "--out", tmp_path / "straight", *flags)
     assert straight.returncode == 0, straight.stderr
-    first = bptt_train(2, "--text", text, "--steps", "2", "--out", tmp_path / "mpi", *TRAIN_FLAGS)
+    first = bptt_train(2, "--text", text, "--steps", "2", "--out", tmp_path / "mpi", *flags)
     assert first.returncode == 0, first.stderr
     second = bptt_train(2, "--resume", tmp_path / "mpi", "--steps", "2", "--no-progress")
     assert second.returncode == 0, second.stderr
