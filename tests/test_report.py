@@ -135,3 +135,22 @@ def test_vanishing_experiment_quick(tmp_path):
         assert run["mse"] == first["mse"] and run["profile_final"] == first["profile_final"]
     with pytest.raises(ValueError, match="method must be one of"):
         run_vanishing(None, quick=True, methods=["lstm", "transformer"], progress=None)
+
+
+def test_train_record_every_feeds_diagnose(tmp_path, capsys):
+    from bptt.cli import main
+
+    text = tmp_path / "tiny.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 40, encoding="utf-8")
+    run = tmp_path / "run"
+    assert main(["train", "--text", str(text), "--steps", "6", "--hidden", "8", "--seq-len", "10", "--batch", "2",
+                 "--record-every", "2", "--log-every", "1", "--out", str(run), "--no-progress"]) == 0
+    lines = [json.loads(s) for s in open(run / "diagnostics.jsonl")]
+    assert len(lines) >= 3 and all("lag_profile" in line and "grad_norms" in line for line in lines)
+    assert main(["diagnose", str(run), "--seq-len", "8", "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "logged steps" in out
+    _check_self_contained(run / "diagnose" / "report.html", 5)
+    assert main(["train", "--text", str(text), "--steps", "1", "--record-every", "-1", "--out",
+                 str(tmp_path / "bad")]) == 2
+    assert "--record-every must be >= 0, got -1" in capsys.readouterr().err
