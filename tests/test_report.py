@@ -151,6 +151,6 @@ def test_train_record_every_feeds_diagnose(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "logged steps" in out
     _check_self_contained(run / "diagnose" / "report.html", 5)
-    assert main(["train", "--text", str(text), "--steps", "1", "--record-every", "-1", "--out",
-                 str(tmp_path / "bad")]) == 2
+    assert main(["train", "--text", str(text), "--steps", "1", "--hidden", "8", "--seq-len", "10", "--batch", "2",
+                 "--record-every", "-1", "--out", str(tmp_path / "bad")]) == 2
     assert "--record-every must be >= 0, got -1" in capsys.readouterr().err
