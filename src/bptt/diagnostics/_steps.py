@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 
 
-
 def layer_index(net, layer) -> int:
     """``layer`` as a non-negative index into ``net.layers`` (negative counts from the top)."""
     if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
@@ -118,8 +117,8 @@ def grads_from_above(net, fwd, doutputs: np.ndarray, index: int) -> np.ndarray:
 
 
 def loss_gradient(net, fwd, targets, mask) -> tuple[np.ndarray, np.ndarray]:
-    """(doutputs, step_weight): dE/dz_t for every t, and which steps carry any loss (T,)."""
-    from ..losses import compute_loss
+    """(doutputs, step_weight): dE/dz_t for every t, and how much loss each step carries (T,)."""
+    from ..losses import compute_loss                      # the loss is a sum over t: E_t's part is row t
 
     T, B = fwd.inputs.shape[:2]
     targets = net.check_targets(targets, T, B)
