@@ -47,6 +47,7 @@ def run_worker(threads: int, sizes, cells, peers, repeats: int, budget_s: float,
     peak = harness.gemm_peak()
     gemm, gemm_flops = harness.gemm_reference()
     report = {"threads": threads, "cores": pinned.get("cores"), "gemm_peak_gflops": peak,
+              "load_average_start": _load(),
               "environment": harness.environment(), "rows": [], "skipped": []}
     log(f"[{threads} thread{'s' if threads > 1 else ''}] numpy float32 GEMM peak {peak:.1f} GFLOP/s (best of 7); "
         "each row's % is of the GEMM median timed in that row's interleaved loop")
@@ -78,11 +79,20 @@ def run_worker(threads: int, sizes, cells, peers, repeats: int, budget_s: float,
             row["losses"] = losses                     # equal to ~1e-5: the peers do the same sum
             report["rows"].append(row)
             log("  " + format_row(row))
+    report["load_average_end"] = _load()            # others' work on a shared machine skews every number
     if extras:
         from .extras import memory_rows, sampling_rows
         report["memory"] = memory_rows(sizes, cells, log=log)
         report["sampling"] = sampling_rows(cells, quick=sizes == QUICK_SIZES, log=log)
     return report
+
+
+def _load():
+    """The 1-minute load average (None where the OS has none): how busy the machine was."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def format_row(row: dict) -> str:

@@ -1,0 +1,83 @@
+"""Render the goal table of issue 7 (markdown) from one or more ``bptt bench --json`` reports.
+
+    python bench/table.py bench/results/threads1.json bench/results/threads2.json
+
+Each cell: the measured ratio (bptt time / peer time, median of interleaved repeats) and
+whether it meets the goal. Then GFLOP/s and the share of the GEMM roof, memory and sampling.
+"""
+
+import json
+import sys
+
+# (I, H, B, T) -> goals: vs torch twin, vs JAX; gated cells: vs torch twin only.
+GOALS_RNN = {(65, 64, 1, 25): (0.15, 1.0), (65, 128, 32, 64): (0.55, 0.8),
+             (65, 512, 64, 64): (0.75, 0.8), (256, 1024, 64, 32): (0.9, 0.9)}
+GOALS_GATED = {(65, 64, 1, 25): 0.7, (65, 128, 32, 64): 0.7, (65, 512, 64, 64): 0.9, (256, 1024, 64, 32): 0.9}
+
+
+def _mark(ratio, goal) -> str:
+    if ratio is None:
+        return "n/a"
+    return f"{ratio:.2f} {'ok' if ratio <= goal else 'MISS'} (goal <= {goal})"
+
+
+def _peer(row, prefix):
+    for name, entry in row["peers"].items():
+        if name.startswith(prefix):
+            return entry
+    return None
+
+
+def render(reports) -> str:
+    lines = []
+    for report in reports:
+        for run in report["runs"]:
+            threads = run["threads"]
+            blas = run["environment"].get("blas")
+            kernel = "; ".join(f"{b.get('internal_api')} {b.get('version') or ''} {b.get('architecture') or ''}".strip()
+                               for b in blas) if isinstance(blas, list) else blas
+            lines.append(f"\n**{threads} thread{'s' if threads > 1 else ''}** (BLAS: {kernel}; numpy {run['environment']['numpy']}, "
+                         f"torch {run['environment'].get('torch')}, jax {run['environment'].get('jax')}; "
+                         f"numpy GEMM best {run['gemm_peak_gflops']:.0f} GFLOP/s)\n")
+            lines.append("| cell | (I=O, H, B, T) | bptt ms | vs torch | vs JAX | bptt GFLOP/s | of GEMM roof |")
+            lines.append("|---|---|---|---|---|---|---|")
+            for row in run["rows"]:
+                size = (row["input_size"], row["hidden_size"], row["batch"], row["seq_len"])
+                bptt = row["peers"]["bptt"]
+                torch = _peer(row, "torch")
+                jax = _peer(row, "jax")
+                if row["cell"] == "rnn" and size in GOALS_RNN:
+                    goal_torch, goal_jax = GOALS_RNN[size]
+                    jax_text = _mark(jax and jax["ratio"], goal_jax)
+                elif size in GOALS_GATED:
+                    goal_torch = GOALS_GATED[size]
+                    jax_text = f"{jax['ratio']:.2f}" if jax else "n/a"
+                else:
+                    goal_torch = float("inf")
+                    jax_text = f"{jax['ratio']:.2f}" if jax else "n/a"
+                roof = f"{bptt['peak_fraction']:.0%} of {row['gemm_gflops']:.0f}"
+                if row["cell"] == "rnn" and size == (256, 1024, 64, 32):
+                    roof += " ok" if bptt["peak_fraction"] >= 0.75 else " MISS (goal >= 75%)"
+                lines.append(f"| {row['cell']} | {size} | {bptt['median_s'] * 1e3:.2f} | "
+                             f"{_mark(torch and torch['ratio'], goal_torch)} | {jax_text} | "
+                             f"{bptt['gflops']:.1f} | {roof} |")
+            if run.get("memory"):
+                lines.append("\n| memory | (I=O, H, B, T) | peak MiB | analytic min MiB | ratio | ratio counting returned dE/dh |")
+                lines.append("|---|---|---|---|---|---|")
+                for m in run["memory"]:
+                    size = (m["input_size"], m["hidden_size"], m["batch"], m["seq_len"])
+                    lines.append(f"| {m['cell']} | {size} | {m['peak_bytes'] / 2**20:.2f} | "
+                                 f"{m['minimum_bytes'] / 2**20:.2f} | {m['ratio']:.2f} | {m['ratio_with_dh']:.2f} |")
+            if run.get("sampling"):
+                lines.append("\n| sampling | vocab, H | bptt chars/s | torch chars/s | bptt speed / torch |")
+                lines.append("|---|---|---|---|---|")
+                for s in run["sampling"]:
+                    theirs = s.get("torch_chars_per_s")
+                    lines.append(f"| {s['cell']} | {s['vocab']}, {s['hidden_size']} | {s['bptt_chars_per_s']:.0f} | "
+                                 f"{theirs:.0f} | {s['ratio']:.2f} |" if theirs else
+                                 f"| {s['cell']} | {s['vocab']}, {s['hidden_size']} | {s['bptt_chars_per_s']:.0f} | n/a | n/a |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render([json.load(open(path)) for path in sys.argv[1:]]))
