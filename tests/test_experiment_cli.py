@@ -129,3 +129,11 @@ def test_clipping_statistics_count_clipped_steps():
                     clip=1e-6)                                   # every step's norm exceeds 1e-6
     assert run["curve"]["clipped_fraction"] == [None, 1.0, 1.0]
     assert run["curve"]["max_grad_norm"][0] is None and run["curve"]["max_grad_norm"][1] > 1e-6
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_diverging_run_is_recorded_not_raised():
+    run = train_one("adding", "rnn-sgd", 10, 0, steps=50, hidden=4, batch=4, lr=1e-3, eval_every=10,
+                    eval_batch=8, sgd_lr=1e6)               # plain SGD, no clipping, absurd step size
+    assert run["diverged_at"] is not None and run["diverged_at"] <= 50
+    assert not run["solved"] and run["curve"]["step"][-1] == run["diverged_at"] - 1

@@ -32,8 +32,9 @@ def write_table(result: dict) -> str:
         per_seed = ", ".join(_fmt(v) for v in row["values"])
         clipped = "-" if row.get("clipped_fraction") is None else f"{100 * row['clipped_fraction']:.0f}%"
         norm = "-" if row.get("max_grad_norm") is None else f"{row['max_grad_norm']:.3g}"
+        diverged = f" ({row['diverged']} diverged)" if row.get("diverged") else ""
         lines.append(f"| {row['cell']} | {row['T']} | {_fmt(row['mean'])} ± {_fmt(row['std'])} | {per_seed} | "
-                     f"{row['solved']}/{row['runs']} | {_fmt(row['baseline'])} | {clipped} | {norm} "
+                     f"{row['solved']}/{row['runs']}{diverged} | {_fmt(row['baseline'])} | {clipped} | {norm} "
                      f"| {row['seconds']:.0f} |")
     lines.append("")
     return "\n".join(lines)

@@ -98,7 +98,7 @@ def train_one(task_name: str, variant: str, T: int, seed: int, *, steps: int, hi
     steps where clipping fired); and every key of ``task.score`` on the held-out set -- at step 0
     and every ``eval_every`` steps."""
     from ..clip import make_clipper
-    from ..train import Trainer
+    from ..train import Trainer, TrainingDiverged
     task = get_task(task_name)
     overrides = VARIANTS[check.one_of("cell", variant, tuple(VARIANTS))].get("train", {})
     if overrides.get("optimizer", optimizer) != optimizer:
@@ -136,16 +136,21 @@ def train_one(task_name: str, variant: str, T: int, seed: int, *, steps: int, hi
 
     start = time.perf_counter()
     evaluate(net)                                                            # step 0: the untrained network
-    trainer.fit(batches, steps, evaluate=evaluate, eval_every=eval_every,
-                on_step=lambda _, summary: (losses.append(summary.loss), norms.append(summary.grad_norm),
-                                            clipped.append(summary.clipped > 0)))
-    if curve["step"][-1] != steps:
+    diverged_at = None
+    try:
+        trainer.fit(batches, steps, evaluate=evaluate, eval_every=eval_every,
+                    on_step=lambda _, summary: (losses.append(summary.loss), norms.append(summary.grad_norm),
+                                                clipped.append(summary.clipped > 0)))
+    except TrainingDiverged:
+        diverged_at = trainer.step + 1           # plain SGD without clipping can blow up: a result, not a crash
+    if curve["step"][-1] != trainer.step:
         evaluate(net)
     metrics = {key: curve[key][-1] for key in curve if key not in ("step", "train_loss", "max_grad_norm",
                                                                   "clipped_fraction")}
     return {"cell": variant, "T": T, "seed": seed, "curve": curve, "final": metrics,
             "solved": bool(task.solved(metrics)), "seconds": time.perf_counter() - start,
-            "optimizer": optimizer, "lr": lr, "clip": clip, "omega": omega, "parameters": net.num_parameters}
+            "optimizer": optimizer, "lr": lr, "clip": clip, "omega": omega, "parameters": net.num_parameters,
+            "diverged_at": diverged_at}
 
 
 class OmegaBPTT:
@@ -181,6 +186,7 @@ def summarise(task, runs: list) -> list:
                      "values": values.tolist(), "mean": float(values.mean()),
                      "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
                      "solved": int(sum(r["solved"] for r in group)), "runs": len(group),
+                     "diverged": int(sum(r.get("diverged_at") is not None for r in group)),
                      "baseline": task.baseline(T)[task.metric],
                      "seconds": float(np.mean([r["seconds"] for r in group])),
                      "clipped_fraction": _mean_of(group, "clipped_fraction", np.mean),
