@@ -7,7 +7,8 @@ rank sees the same all-reduced values and decides the same way):
 
     E finite?  and  every dE/dtheta finite?      -> clip, step as usual
     otherwise, by policy:
-      "stop"      raise NonFiniteError (a ValueError) naming the step and what went non-finite;
+      "stop"      raise NonFiniteError (a TrainingDiverged, a ValueError) naming the step and what went
+                  non-finite (the Trainer's default);
                   the weights are as they were before this update
       "skip"      do not apply this update; warn; the carried hidden state is reset to zero if
                   it went non-finite too; after ``max_skips`` non-finite updates in a row, stop
@@ -35,12 +36,13 @@ import sys
 import numpy as np
 
 from . import validation as check
+from .train import TrainingDiverged
 
 POLICIES = ("stop", "skip", "rollback")
 
 
-class NonFiniteError(ValueError):
-    """Training met a non-finite loss or gradient and the policy says stop."""
+class NonFiniteError(TrainingDiverged):
+    """Training met a non-finite loss, gradient or weight and the policy says stop (a ValueError)."""
 
 
 def first_nonfinite(arrays: dict) -> str | None:

@@ -120,7 +120,7 @@ class _Source:
 class Trainer:
     def __init__(self, net, optimizer, *, clip=None, truncation=None, schedule=None, callbacks=(),
                  grad_hook=None, metrics_path=None, log_every: int = 1, keep_unclipped: bool = False,
-                 seed: int = 0, numerics=None):
+                 seed: int = 0, numerics="stop"):
         self.net = net
         self.optimizer = optimizer
         if clip is not None and not callable(clip):
@@ -133,8 +133,11 @@ class Trainer:
         self.metrics_path = metrics_path
         self.log_every = max(1, int(log_every))
         self.keep_unclipped = keep_unclipped
-        # bptt.numerics.NonFiniteGuard: checks E and dE/dtheta before every update (skip/stop/rollback);
-        # None keeps the plain rule: a non-finite loss raises TrainingDiverged
+        # bptt.numerics.NonFiniteGuard: checks E and dE/dtheta before every update and the weights after it;
+        # "stop" (default), "skip", "rollback" or a guard; None: only a non-finite loss raises TrainingDiverged
+        if isinstance(numerics, str):
+            from .numerics import NonFiniteGuard
+            numerics = NonFiniteGuard(numerics)
         self.numerics = numerics
         self.rng = np.random.default_rng(seed)
         self.step = 0                     # completed steps (batches)
