@@ -171,9 +171,13 @@ def test_parameter_hash_sees_one_ulp_and_names():
 
 def test_launch_detection_reads_the_launchers_variables():
     assert not mpi_launched({})
-    assert not mpi_launched({"HOME": "/root", "SLURM_PROCID": "0"})
-    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE"):
+    assert not mpi_launched({"HOME": "/root", "SLURM_PROCID": "0", "SLURM_NTASKS": "4"})   # a batch script
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
         assert mpi_launched({name: "2"})
+        assert not mpi_launched({name: "1"})               # one process (srun -n 1): no mpi4py needed
+    assert mpi_launched({"PMIX_RANK": "0"}) and mpi_launched({"PMI_RANK": "3"})
+    assert not mpi_launched({"PMIX_RANK": "0", "SLURM_NTASKS": "1"})
+    assert mpi_launched({"PMIX_RANK": "0", "SLURM_NTASKS": "8"})
 
 
 def test_single_process_stand_in_does_nothing():

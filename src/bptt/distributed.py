@@ -52,10 +52,13 @@ import numpy as np
 
 from . import validation as check
 
-# Variables a launcher sets in every process it starts: MPICH/Intel MPI hydra and Slurm's
-# PMI-2 set PMI_SIZE/PMI_RANK, Open MPI OMPI_COMM_WORLD_SIZE, MVAPICH2 MV2_COMM_WORLD_SIZE,
-# PMIx-based launchers PMIX_RANK.
-LAUNCH_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK")
+# Variables a launcher sets in every process it starts. With the world size: MPICH/Intel MPI
+# hydra and Slurm's PMI-2 (PMI_SIZE), Open MPI (OMPI_COMM_WORLD_SIZE), MVAPICH2
+# (MV2_COMM_WORLD_SIZE), Slurm's srun (SLURM_NTASKS, only together with a PMI variable);
+# without it, only marking a launch: PMI_RANK, PMIX_RANK (PMIx-based launchers).
+SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+RANK_VARIABLES = ("PMI_RANK", "PMIX_RANK")
+LAUNCH_VARIABLES = SIZE_VARIABLES + RANK_VARIABLES
 
 
 class DivergedError(RuntimeError):
@@ -63,9 +66,18 @@ class DivergedError(RuntimeError):
 
 
 def mpi_launched(environ=None) -> bool:
-    """True when this process was started by an MPI launcher (mpiexec/mpirun/srun)."""
+    """True when an MPI launcher (mpiexec, mpirun, srun) started this process as one of
+    several. A launch of ONE process (``srun -n 1 bptt train ...``, common on clusters) is not
+    an MPI run: it must work without mpi4py. Unknown size but a rank variable: launched."""
     environ = os.environ if environ is None else environ
-    return any(name in environ for name in LAUNCH_VARIABLES)
+    for name in SIZE_VARIABLES:
+        value = environ.get(name, "")
+        if value.strip().isdigit():
+            return int(value) > 1
+    if "SLURM_NTASKS" in environ and environ["SLURM_NTASKS"].strip().isdigit() and \
+            any(name in environ for name in RANK_VARIABLES):
+        return int(environ["SLURM_NTASKS"]) > 1
+    return any(name in environ for name in RANK_VARIABLES)
 
 
 def shard_bounds(batch: int, rank: int, size: int) -> tuple[int, int]:
