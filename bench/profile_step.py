@@ -42,6 +42,7 @@ def main():
 
     W, U = layer.params["W"], layer.params["U"]
     hB = rng.standard_normal((B, H)).astype(np.float32)
+    WTc = np.ascontiguousarray(W.T)                 # as the layers use it (see docs/performance.md)
     gB = rng.standard_normal((B, G * H)).astype(np.float32)
     outB, outB2 = np.empty((B, G * H), np.float32), np.empty((B, H), np.float32)
     hall = rng.standard_normal((T * B, H)).astype(np.float32)
@@ -55,7 +56,7 @@ def main():
         "readout forward": lambda: readout.forward(h),
         "loss (softmax CE)": lambda: compute_loss("cross_entropy", fwd.outputs, y),
         "readout backward": lambda: readout.backward(dz, h, {k: np.zeros_like(v) for k, v in readout.params.items()}),
-        "ideal: T x (h W^T) forward GEMMs": lambda: [np.dot(hB, W.T, out=outB) for _ in range(T)],
+        "ideal: T x (h W^T) forward GEMMs": lambda: [np.dot(hB, WTc, out=outB) for _ in range(T)],
         "ideal: T x (da W) backward GEMMs": lambda: [np.dot(gB, W, out=outB2) for _ in range(T)],
         "ideal: dW = da^T h (one GEMM)": lambda: gall.T @ hall,
         "ideal: x U^T + dU + dx": lambda: (x2 @ U.T, gall.T @ x2, gall @ U),

@@ -95,6 +95,7 @@ def main(argv=None) -> int:
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.json)), suffix=".tmp")
         with os.fdopen(fd, "w") as handle:
             json.dump({"base": BASE, "cell": args.cell, "results": results}, handle, indent=1)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, args.json)
     return 0
 

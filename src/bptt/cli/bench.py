@@ -99,6 +99,9 @@ def _write_json(path: str, report: dict) -> None:
     try:
         with os.fdopen(fd, "w") as handle:
             json.dump(report, handle, indent=1)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)                   # mkstemp makes 0600; a report is for sharing
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
