@@ -42,7 +42,8 @@ def write_table(result: dict) -> str:
 
 def write_figure(result: dict, path: str) -> None:
     """Learning curves (held-out metric vs step), one panel per T: thin lines per seed, a
-    thick line for the seed mean, the trivial baseline dashed."""
+    thick line for the seed median (robust to one seed's spike), the trivial baseline dashed.
+    On log axes the top is cut at 30 x the baseline so a transient blow-up keeps the rest legible."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -58,12 +59,14 @@ def write_figure(result: dict, path: str) -> None:
             for run in runs:
                 ax.plot(run["curve"]["step"], run["curve"][metric], color=color, alpha=0.3, linewidth=0.8)
             steps = runs[0]["curve"]["step"]
-            mean = np.mean([run["curve"][metric] for run in runs], axis=0)
-            ax.plot(steps, mean, color=color, linewidth=2, label=f"{cell} ({len(runs)} seeds)")
-        ax.axhline(result["baseline"][str(T)][metric], color="black", linestyle="--", linewidth=1,
-                   label="trivial baseline")
+            values = np.array([run["curve"][metric] for run in runs], dtype=float)
+            ax.plot(steps, np.median(values, axis=0), color=color, linewidth=2,
+                    label=f"{cell} (median of {len(runs)} seeds)")
+        baseline = result["baseline"][str(T)][metric]
+        ax.axhline(baseline, color="black", linestyle="--", linewidth=1, label="trivial baseline")
         if metric in LOG_SCALE_METRICS:
             ax.set_yscale("log")
+            ax.set_ylim(top=30 * baseline)
         ax.set_title(f"{result['task']}, T = {T}")
         ax.set_xlabel("training step")
         ax.set_ylabel(f"held-out {metric}")
