@@ -46,14 +46,20 @@ def test_step_flops_counts_every_gemm_once():
     assert lstm - rnn == 2 * 3 * (6 + 4 + 4 + 4 + 6)
 
 
-def test_bptt_contestant_is_float32_end_to_end():
-    contestant = bptt_contestant(Problem("rnn", 5, 4, 2, 3))
-    net = contestant.step.net
-    x, y = Problem("rnn", 5, 4, 2, 3).data()
-    result = net.forward_backward(x, y)
-    assert result.outputs.dtype == np.float32
-    assert all(g.dtype == np.float32 for g in result.grads.values())
-    assert result.dinputs.dtype == np.float32 and result.dh[0].dtype == np.float32
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_float32_stays_float32_through_every_array(cell):
+    """No silent upcast: every array a float32 step produces or keeps is float32."""
+    problem = Problem(cell, 5, 4, 2, 3)
+    net = bptt_contestant(problem).step.net
+    x, y = problem.data()
+    fwd = net.forward(x)
+    loss_grads = net.forward_backward(x, y)
+    arrays = [fwd.outputs, loss_grads.dinputs, *loss_grads.dh, *loss_grads.grads.values()]
+    arrays += [value for cache in fwd.caches for value in vars(cache).values()
+               if isinstance(value, np.ndarray) and value.dtype.kind == "f"]
+    final = loss_grads.final_state if isinstance(loss_grads.final_state, tuple) else (loss_grads.final_state,)
+    arrays += list(final)
+    assert arrays and all(a.dtype == np.float32 for a in arrays), sorted({str(a.dtype) for a in arrays})
 
 
 @pytest.mark.parametrize("argv, words", [
