@@ -133,6 +133,15 @@ def build_world(root):
         m["sha256"] = arrays_sha256(a)
     _rewrite(good, j("notrain", "checkpoint.npz"), no_train_state)
 
+    def drop_state(a, m):                                      # the record says 1 state array; none stored
+        del a["state/0"]
+        m["sha256"] = arrays_sha256(a)
+    _rewrite(good, j("nostate", "checkpoint.npz"), drop_state)
+
+    def bad_vocabulary(a, m):
+        m["vocabulary"] = {"tokens": 5}
+    _rewrite(good, j("badvocab", "checkpoint.npz"), bad_vocabulary)
+
     os.makedirs(j("pickled"))
     with np.load(good, allow_pickle=False) as archive:
         arrays = {k: archive[k] for k in archive.files}
@@ -261,6 +270,9 @@ CLI = [
     ("npy header claiming 8 TB", ["sample", "{w}/lying"], r"optim/huge\.npy.*declares shape \(1000000000000,\)"),
     ("npz without bptt metadata", ["diagnose", "{w}/nometa"], r"not a bptt checkpoint"),
     ("metadata that is not JSON", ["sample", "{w}/badjson"], r"metadata is not JSON"),
+    ("hand-edited training record (array missing)", ["train", "--resume", "{w}/nostate", "--steps", "1"],
+     r"training state is inconsistent \(KeyError: 'state/0'\)"),
+    ("hand-edited vocabulary", ["sample", "{w}/badvocab"], r"vocabulary is not valid"),
     ("resume of a model without training state", ["train", "--resume", "{w}/notrain", "--steps", "1"],
      r"no training state"),
     ("resume changing the model", ["train", "--resume", "{w}/good", "--steps", "1", "--hidden", "9"],
@@ -348,7 +360,8 @@ API = [
          ("tampered arrays", "tampered", r"SHA-256"), ("hand-edited config", "edited", r"edited"),
          ("another model", "othermodel", r"another model|edited"), ("pickled object array", "pickled", r"pickle"),
          ("zip bomb", "compressed", r"compressed"), ("lying header", "lying", r"declares shape"),
-         ("NaN weights", "nanweights", r"not finite"), ("no metadata", "nometa", r"not a bptt checkpoint"),
+         ("NaN weights", "nanweights", r"not finite"), ("training record missing an array", "nostate",
+                                                          r"training state is inconsistent"), ("no metadata", "nometa", r"not a bptt checkpoint"),
          ("a directory without one", "adir", r"no checkpoint at")]]
 
 CASES = [("cli",) + case for case in CLI] + [("api",) + case for case in API]

@@ -159,7 +159,10 @@ class Checkpoint:
         from .data import Vocabulary
 
         data = self.meta.get("vocabulary")
-        return None if data is None else Vocabulary.from_json(data)
+        try:
+            return None if data is None else Vocabulary.from_json(data)
+        except (TypeError, ValueError, AttributeError) as error:
+            raise ValueError(f"{self.path} is corrupt: its vocabulary is not valid ({error})") from None
 
     def trainer_state(self) -> dict | None:
         """The dict ``Trainer.load_state_dict`` takes, or None if no trainer was saved."""
@@ -214,15 +217,21 @@ def load_checkpoint(path) -> Checkpoint:
     optimizer_state, carried = None, None
     t = meta.get("trainer")
     if t is not None:
-        slots = {slot: {} for slot in t.get("optimizer_slots", [])}
-        for name, a in arrays.items():
-            if name.startswith("optim/"):
-                _, slot, pname = name.split("/", 2)
-                slots.setdefault(slot, {})[pname] = a
-        optimizer_state = dict(t["optimizer"], slots=slots)
-        parts = [arrays[f"state/{i}"] for i in range(int(t.get("carried_parts", 0)))]
-        if t.get("carried_state") == "tuple":
-            carried = tuple(parts)
-        elif t.get("carried_state") == "array":
-            carried = parts[0]
+        try:                          # a hand-edited or foreign training record: one line, not a KeyError
+            for key in ("step", "updates", "optimizer", "schedule", "rng", "history"):
+                t[key]
+            slots = {slot: {} for slot in t.get("optimizer_slots", [])}
+            for name, a in arrays.items():
+                if name.startswith("optim/"):
+                    _, slot, pname = name.split("/", 2)
+                    slots.setdefault(slot, {})[pname] = a
+            optimizer_state = dict(t["optimizer"], slots=slots)
+            parts = [arrays[f"state/{i}"] for i in range(int(t.get("carried_parts", 0)))]
+            if t.get("carried_state") == "tuple":
+                carried = tuple(parts)
+            elif t.get("carried_state") == "array":
+                carried = parts[0]
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+            raise ValueError(f"{target} is corrupt: its training state is inconsistent "
+                             f"({type(error).__name__}: {error})") from None
     return Checkpoint(target, meta, params, optimizer_state, carried)
