@@ -169,11 +169,19 @@ class LSTMLayer:
         #   da_o = dh_t [tanh(c_t) o (1-o)]       and  dc_t gets dh_t [o (1 - tanh(c_t)^2)].
         da = np.empty((T, B, 4 * H), self.dtype)             # factors first, dE/da_t after the loop
         factor = da.reshape(T, B, 4, H)
-        np.subtract(1.0, i, out=factor[:, :, 0]); factor[:, :, 0] *= i; factor[:, :, 0] *= g
-        np.subtract(1.0, f, out=factor[:, :, 1]); factor[:, :, 1] *= f; factor[:, :, 1] *= cs[:-1]
-        np.multiply(g, g, out=factor[:, :, 2]); np.subtract(1.0, factor[:, :, 2], out=factor[:, :, 2])
-        factor[:, :, 2] *= i
-        np.subtract(1.0, o, out=factor[:, :, 3]); factor[:, :, 3] *= o; factor[:, :, 3] *= tanh_c
+        f_i, f_f, f_g, f_o = factor[:, :, 0], factor[:, :, 1], factor[:, :, 2], factor[:, :, 3]
+        np.subtract(1.0, i, out=f_i)
+        f_i *= i
+        f_i *= g                                             # g i (1-i)
+        np.subtract(1.0, f, out=f_f)
+        f_f *= f
+        f_f *= cs[:-1]                                       # c_{t-1} f (1-f)
+        np.multiply(g, g, out=f_g)
+        np.subtract(1.0, f_g, out=f_g)
+        f_g *= i                                             # i (1-g^2)
+        np.subtract(1.0, o, out=f_o)
+        f_o *= o
+        f_o *= tanh_c                                        # tanh(c_t) o (1-o)
         dh_to_dc = np.multiply(tanh_c, tanh_c)               # (T, B, H)
         np.subtract(1.0, dh_to_dc, out=dh_to_dc)
         dh_to_dc *= o                                        # o (1 - tanh(c_t)^2)

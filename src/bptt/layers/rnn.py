@@ -108,14 +108,11 @@ class RNNLayer:
     def step(self, x_t: np.ndarray, state: tuple[np.ndarray]):
         """One step for sampling: x_t (B, I) or ids (B,). Returns h_t, (h_t,)."""
         U, W = self.params["U"], self.params["W"]
-        if x_t.dtype.kind in "iu":
-            a = U.T[x_t]                                           # (B, H) column lookup
-            a += state[0] @ W.T
-        else:
-            a = state[0] @ W.T
-            a += x_t @ U.T
+        # The same order of additions as forward: (U x_t + b) + W h_{t-1}.
+        a = U.T[x_t] if x_t.dtype.kind in "iu" else x_t @ U.T     # (B, H); ids: a column lookup
         if self.bias:
             a += self.params["b"]
+        a += state[0] @ W.T
         h = activate(a, self.nonlinearity, out=a)
         return h, (h,)
 
