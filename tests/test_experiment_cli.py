@@ -137,3 +137,15 @@ def test_a_diverging_run_is_recorded_not_raised():
                     eval_batch=8, sgd_lr=1e6)               # plain SGD, no clipping, absurd step size
     assert run["diverged_at"] is not None and run["diverged_at"] <= 50
     assert not run["solved"] and run["curve"]["step"][-1] == run["diverged_at"] - 1
+
+
+def test_outputs_are_readable_by_others(tmp_path):
+    """Atomic writes go through mkstemp (mode 0600); the results must end up with the umask's mode."""
+    import os
+    pytest.importorskip("matplotlib")
+    run_experiment("latch", cells=["rnn"], seq_lens=[5], seeds=[0], out_dir=str(tmp_path), steps=2, hidden=2,
+                   batch=2, eval_batch=4, eval_every=1)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("result.json", "results.md", "curves.png"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask

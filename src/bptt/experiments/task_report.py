@@ -80,6 +80,8 @@ def write_figure(result: dict, path: str) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110)
+        from .tasks import public_mode
+        os.chmod(tmp, public_mode())                 # mkstemp makes 0600
         os.replace(tmp, path)                      # atomic: never a half-written figure
     finally:
         plt.close(fig)
