@@ -142,6 +142,11 @@ def build_world(root):
         m["vocabulary"] = {"tokens": 5}
     _rewrite(good, j("badvocab", "checkpoint.npz"), bad_vocabulary)
 
+    shutil.copytree(j("good"), j("badhistory"))                # a run folder with a damaged metrics.jsonl
+    open(j("badhistory", "metrics.jsonl"), "wb").write(b'{"step": 1, "loss": 2.0}\n[1, 2]\n')
+    shutil.copytree(j("good"), j("binaryhistory"))
+    open(j("binaryhistory", "diagnostics.jsonl"), "wb").write(b'{"update": 1}\n\xff\xfe\n')
+
     os.makedirs(j("pickled"))
     with np.load(good, allow_pickle=False) as archive:
         arrays = {k: archive[k] for k in archive.files}
@@ -273,6 +278,10 @@ CLI = [
     ("hand-edited training record (array missing)", ["train", "--resume", "{w}/nostate", "--steps", "1"],
      r"training state is inconsistent \(KeyError: 'state/0'\)"),
     ("hand-edited vocabulary", ["sample", "{w}/badvocab"], r"vocabulary is not valid"),
+    ("diagnose: metrics line that is not an object", ["diagnose", "{w}/badhistory", "--seq-len", "4", "--batch", "1"],
+     r"metrics\.jsonl: line 2 is not a JSON object \(got list\)"),
+    ("diagnose: binary diagnostics file", ["diagnose", "{w}/binaryhistory", "--seq-len", "4", "--batch", "1"],
+     r"diagnostics\.jsonl: line 2 is not UTF-8"),
     ("resume of a model without training state", ["train", "--resume", "{w}/notrain", "--steps", "1"],
      r"no training state"),
     ("resume changing the model", ["train", "--resume", "{w}/good", "--steps", "1", "--hidden", "9"],

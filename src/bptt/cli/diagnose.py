@@ -91,6 +91,10 @@ def run(args) -> int:
     probe = _text_probe(ckpt, vocab, args, rng) if vocab is not None else _random_probe(net, args, rng)
     train_args = ckpt.meta.get("extra", {}).get("train_args", {})
     threshold = train_args.get("clip") if train_args.get("clip_mode") == "global-norm" else None
+    from ..diagnostics import read_jsonl
+    for name in ("metrics.jsonl", "diagnostics.jsonl"):    # a damaged history fails before any figure is written
+        if os.path.exists(os.path.join(run_dir, name)):
+            read_jsonl(os.path.join(run_dir, name))
     numbers = diagnose(net, probe, out, run_dir=run_dir, layer=args.layer, param=args.param,
                        fraction=args.fraction, clip_threshold=threshold,
                        title=f"bptt diagnose {os.path.basename(os.path.normpath(run_dir))} (step {ckpt.step})")

@@ -103,13 +103,19 @@ class GradientRecorder:
 def read_jsonl(path) -> list:
     """Every JSON object in a JSON-lines file (blank lines skipped; a bad line names its number)."""
     lines = []
-    with open(path, encoding="utf-8") as f:
-        for number, text in enumerate(f, 1):
-            text = text.strip()
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                text = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}: line {number} is not UTF-8 text ({error.reason})") from None
             if not text:
                 continue
             try:
-                lines.append(json.loads(text))
+                line = json.loads(text)
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}: line {number} is not JSON ({error.msg})") from None
+            if not isinstance(line, dict):        # a hand-edited file must not crash the readers
+                raise ValueError(f"{path}: line {number} is not a JSON object (got {type(line).__name__})")
+            lines.append(line)
     return lines
