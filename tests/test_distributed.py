@@ -192,6 +192,17 @@ def test_single_process_stand_in_does_nothing():
     assert one.shard_batch(inputs, targets, mask)[0] is inputs
 
 
+def test_one_process_never_imports_mpi4py():
+    """The core stays numpy-only: importing the modules and a one-process `bptt train` set-up
+    must not load mpi4py (a subprocess: this test process may have imported it already)."""
+    code = ("import sys; import bptt, bptt.distributed, bptt.data_parallel, bptt.cli.train; "
+            "from bptt.distributed import Distributed; d = Distributed.from_environment(); "
+            "print(d.size, d.active, 'mpi4py' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=clean_env())
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["1", "False", "False"]
+
+
 # ------------------------------------------------------------- MPI workers
 def train_steps(steps, dist, out=None, diverge_rank=None, fail_rank=None, kill_rank=None):
     """SGD with global-norm clipping on a fixed sequence of global batches; ``dist`` shards them."""
