@@ -39,12 +39,13 @@ def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray, mask: np.ndar
     np.exp(probs, out=probs)
     total = probs.sum(axis=1)                                     # sum exp, (N,)
     log_picked = picked - np.log(total)                           # log y^_t[y_t] (log-sum-exp)
-    if mask is None:
-        weights = np.full(N, 1.0 / B, logits.dtype)               # average over the batch
+    if mask is None:                                              # w = 1/B: a scalar, fewer passes
+        weights = 1.0 / B                                         # average over the batch
+        loss = -float(np.sum(log_picked, dtype=np.float64)) * weights
     else:
-        weights = (mask / B).reshape(N)
-    loss = -float(np.sum(weights * log_picked, dtype=np.float64))
-    probs *= (weights / total)[:, None]                           # w * y^_t  (softmax, weighted)
+        weights = (mask / B).reshape(N)                           # (N,)
+        loss = -float(np.sum(weights * log_picked, dtype=np.float64))
+    probs *= np.divide(weights, total)[:, None]                   # w * y^_t  (softmax, weighted)
     probs[rows, target_ids] -= weights                            # w * (y^_t - y_t)
     return loss, probs.reshape(T, B, O)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import init
+from ..functional import accumulate_matmul
 
 
 class Readout:
@@ -34,7 +35,7 @@ class Readout:
         T, B, O = dz.shape
         H = h.shape[2]
         dz2 = dz.reshape(T * B, O)
-        grads["V"] += dz2.T @ h.reshape(T * B, H)         # sum_t (y^_t - y_t) (x) h_t
+        accumulate_matmul(grads["V"], dz2.T, h.reshape(T * B, H))   # sum_t (y^_t - y_t) (x) h_t
         if self.bias:
             grads["c"] += dz2.sum(axis=0)
         return (dz2 @ self.params["V"]).reshape(T, B, H)
