@@ -1,6 +1,7 @@
 """Render the goal table of issue 7 (markdown) from one or more ``bptt bench --json`` reports.
 
     python bench/table.py bench/results/threads1.json bench/results/threads2.json
+    python bench/table.py --compare run_a.json run_b.json     # each run's ratios side by side
 
 Each cell: the measured ratio (bptt time / peer time, median of interleaved repeats) and
 whether it meets the goal. Then GFLOP/s and the share of the GEMM roof, memory and sampling.
@@ -79,5 +80,33 @@ def render(reports) -> str:
     return "\n".join(lines)
 
 
+def compare(reports) -> str:
+    """One line per (cell, size): each run's ratio vs torch and vs JAX side by side (A / B / ...),
+    with the goal, so run-to-run noise is visible at a glance."""
+    table = {}
+    for report in reports:
+        for run in report["runs"]:
+            for row in run["rows"]:
+                key = (row["cell"], (row["input_size"], row["hidden_size"], row["batch"], row["seq_len"]), run["threads"])
+                torch, jax = _peer(row, "torch"), _peer(row, "jax")
+                table.setdefault(key, []).append((torch and torch["ratio"], jax and jax["ratio"],
+                                                  row["peers"]["bptt"]["peak_fraction"]))
+    fmt = lambda values: " / ".join("n/a" if v is None else f"{v:.2f}" for v in values)
+    lines = ["| cell | (I=O, H, B, T) | threads | vs torch, each run | goal | vs JAX, each run | goal | of GEMM roof |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (cell, size, threads), runs in table.items():
+        goal_torch = GOALS_RNN[size][0] if cell == "rnn" and size in GOALS_RNN else GOALS_GATED.get(size)
+        goal_jax = GOALS_RNN[size][1] if cell == "rnn" and size in GOALS_RNN else None
+        lines.append(f"| {cell} | {size} | {threads} | {fmt(r[0] for r in runs)} | "
+                     f"{'<= ' + str(goal_torch) if goal_torch else '-'} | {fmt(r[1] for r in runs)} | "
+                     f"{'<= ' + str(goal_jax) if goal_jax else '-'} | "
+                     f"{' / '.join(f'{r[2]:.0%}' for r in runs)} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print(render([json.load(open(path)) for path in sys.argv[1:]]))
+    args = sys.argv[1:]
+    if args and args[0] == "--compare":
+        print(compare([json.load(open(path)) for path in args[1:]]))
+    else:
+        print(render([json.load(open(path)) for path in args]))
