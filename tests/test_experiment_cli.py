@@ -60,6 +60,14 @@ def test_training_lowers_the_loss_on_an_easy_case():
     assert run["final"]["accuracy"] > 0.9
 
 
+def test_lstm_forget3_variant_sets_the_forget_bias():
+    from bptt.experiments.tasks import make_network
+    from bptt.tasks import get_task
+    task = get_task("latch")
+    assert make_network(task, "lstm-forget3", 4, seed=0).config["forget_bias"] == 3.0
+    assert make_network(task, "lstm", 4, seed=0).config["forget_bias"] == 1.0
+
+
 def test_irnn_starts_from_identity_and_relu():
     from bptt.experiments.tasks import make_network
     from bptt.tasks import get_task

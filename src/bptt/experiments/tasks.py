@@ -11,13 +11,14 @@ not bptt's summed-over-time loss). Writes ``result.json``, ``results.md`` (a tab
 ``curves.png`` (learning curves with the baseline) to ``out_dir``.
 
 Cells ("variants"): ``rnn`` (the lecture's tanh RNN), ``irnn`` (ReLU + identity recurrent
-init, Le et al. 2015), ``lstm``, ``gru``, ``rnn-sgd`` (tanh RNN, plain SGD, no clipping:
-the "before" of Pascanu et al. 2013), ``rnn-sgd-clip`` (+ gradient-norm clipping) and
-``rnn-sgd-clip-omega`` (+ their regulariser Omega, ``bptt.regularizers``) -- see ``VARIANTS``.
-Variants that name their own optimiser (the ``*-sgd*`` ones) use ``sgd_lr``.
+init, Le et al. 2015), ``lstm`` (forget-gate bias 1), ``lstm-forget3`` (forget-gate bias 3),
+``gru``, ``rnn-sgd`` (tanh RNN, plain SGD, no clipping: the "before" of Pascanu et al. 2013),
+``rnn-sgd-clip`` (+ gradient-norm clipping) and ``rnn-sgd-clip-omega`` (+ their regulariser
+Omega, ``bptt.regularizers``) -- see ``VARIANTS``. Variants that name their own optimiser (the
+``*-sgd*`` ones) use ``sgd_lr``.
 
-Seeds: seed s builds the network with ``Network(seed=s)``, draws training batches from
-``default_rng([s, 1])`` and the evaluation set from ``default_rng([s, 2, T])``: a run repeats
+Seeds: seed s builds the network with ``Network(seed=s)``, draws step k's batch from
+``default_rng([s, 1, k])`` and the evaluation set from ``default_rng([s, 2, T])``: a run repeats
 exactly given its seed.
 """
 
@@ -40,6 +41,7 @@ VARIANTS = {
     "rnn": {"net": {"cell": "rnn", "nonlinearity": "tanh"}},
     "irnn": {"net": {"cell": "rnn", "nonlinearity": "relu", "recurrent_init": "identity"}},
     "lstm": {"net": {"cell": "lstm"}},
+    "lstm-forget3": {"net": {"cell": "lstm", "forget_bias": 3.0}},      # forget gate starts at sigma(3) = 0.95
     "gru": {"net": {"cell": "gru"}},
     # Pascanu, Mikolov & Bengio 2013's comparison: plain SGD, SGD + clipping (SGD-C), and
     # SGD + clipping + their regulariser Omega (SGD-CR); learning rate ``sgd_lr``.
