@@ -126,35 +126,66 @@ class RNNLayer:
         x, hs = cache.x, cache.hs
         T, B, H = dh.shape
         W = self.params["W"]
-        h = hs[1:]                                 # (T, B, H)
-        dh_total = np.empty_like(dh)               # dE/dh_t, all paths
-        # da starts as f'(a_t) for every t at once (one vectorised pass, not T small ones);
-        # the loop then multiplies in dE/dh_t, turning it into dE/da_t in place.
-        da = derivative_from_output(h, self.nonlinearity, out=np.empty_like(dh))   # (T, B, H)
+        dh_total = np.empty_like(dh)               # dE/dh_t, all paths: returned, so kept whole
+        ids = x.dtype.kind in "iu"
+        dx = None if ids else np.empty((T, B, x.shape[2]), np.result_type(dh, self.params["U"]))
         if dstate is None or dstate[0] is None:
             dnext = np.zeros((B, H), self.dtype)
         else:
             dnext = np.array(dstate[0], self.dtype)
+        # dE/da_t lives only for a chunk of `steps` time steps (>= CHUNK_ROWS rows of T*B): its
+        # weight-gradient GEMMs run per chunk, still large, while a full (T, B, H) dE/da is never
+        # held -- one T B H array less at the peak, and the chunk stays in cache for its GEMMs.
+        steps = min(T, max(1, -(-CHUNK_ROWS // B)))
+        extra_rows = H + (0 if ids else x.shape[2])  # the scratch products cost (H + I) rows of H
+        if (T - steps) * B <= extra_rows:          # chunking would save less memory than it costs
+            steps = T
+        da_buffer = np.empty((steps, B, H), dh.dtype)
+        scratch = {}                               # (m, n) products after the first chunk's
         dot, add, multiply = np.dot, np.add, np.multiply
-        for t in range(T - 1, -1, -1):
-            dh_t, da_t = dh_total[t], da[t]
-            add(dh[t], dnext, out=dh_t)            # dE/dh_t = from above + from step t+1
-            multiply(da_t, dh_t, out=da_t)         # da_t = dE/dh_t * f'(a_t)
-            dot(da_t, W, out=dnext)                # dE/dh_{t-1} through W
+        for stop in range(T, 0, -steps):
+            start = max(0, stop - steps)
+            n = stop - start
+            # da starts as f'(a_t) for the chunk's steps at once (one vectorised pass, not n
+            # small ones); the loop multiplies in dE/dh_t, turning it into dE/da_t in place.
+            da = derivative_from_output(hs[start + 1:stop + 1], self.nonlinearity, out=da_buffer[:n])
+            for t in range(n - 1, -1, -1):
+                dh_t, da_t = dh_total[start + t], da[t]
+                add(dh[start + t], dnext, out=dh_t)        # dE/dh_t = from above + from step t+1
+                multiply(da_t, dh_t, out=da_t)             # da_t = dE/dh_t * f'(a_t)
+                dot(da_t, W, out=dnext)                    # dE/dh_{t-1} through W
 
-        # Weights are shared across time: sum_t of the per-step gradients, one GEMM each.
-        da2 = da.reshape(T * B, H)
-        accumulate_matmul(grads["W"], da2.T, hs[:-1].reshape(T * B, H))   # sum_t da_t (x) h_{t-1}
-        if self.bias:
-            grads["b"] += da2.sum(axis=0)
-        if x.dtype.kind in "iu":
-            scatter_add_columns(grads["U"], x.reshape(-1), da2)   # sum_t da_t (x) onehot(x_t)
-            dx = None
-        else:
-            I = x.shape[2]
-            accumulate_matmul(grads["U"], da2.T, x.reshape(T * B, I))   # sum_t da_t (x) x_t
-            dx = (da2 @ self.params["U"]).reshape(T, B, I)
+            # Weights are shared across time: sum_t of the per-step gradients, one GEMM each per chunk.
+            da2 = da.reshape(n * B, H)
+            _accumulate(grads, "W", da2.T, hs[start:stop].reshape(n * B, H), scratch)   # da_t (x) h_{t-1}
+            if self.bias:
+                grads["b"] += da2.sum(axis=0)
+            if ids:
+                scatter_add_columns(grads["U"], x[start:stop].reshape(-1), da2)  # da_t (x) onehot(x_t)
+            else:
+                I = x.shape[2]
+                _accumulate(grads, "U", da2.T, x[start:stop].reshape(n * B, I), scratch)   # da_t (x) x_t
+                np.dot(da2, self.params["U"], out=dx[start:stop].reshape(n * B, I))      # dE/dx_t
         return dx, (dnext,), dh_total
+
+
+# Rows (time steps x batch) per chunk of the backward pass's weight-gradient GEMMs: enough for
+# BLAS to run near its peak, small enough that dE/da for a chunk (rows x H) is a fraction of T B H.
+CHUNK_ROWS = 1024
+
+
+def _accumulate(grads: dict, name: str, a: np.ndarray, b: np.ndarray, scratch: dict) -> None:
+    """grads[name] += a @ b: straight into a fresh gradient on the first chunk, then through
+    one reused scratch product (no new (m, n) array per chunk)."""
+    target = grads[name]
+    if name not in scratch:                        # first chunk
+        accumulate_matmul(target, a, b)
+        scratch[name] = None                       # allocated only if a second chunk comes
+        return
+    if scratch[name] is None:
+        scratch[name] = np.empty(target.shape, np.result_type(a, b))
+    np.dot(a, b, out=scratch[name])
+    target += scratch[name]
 
 
 def _relu(a: np.ndarray, out: np.ndarray) -> np.ndarray:
