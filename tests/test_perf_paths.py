@@ -1,7 +1,7 @@
 """The fast paths of the performance work compute the same gradients as the plain math.
 
 - the RNN backward runs its weight-gradient GEMMs over chunks of time steps
-  (``rnn.CHUNK_ROWS``); forcing tiny chunks must change nothing, and finite differences
+  (``functional.CHUNK_ROWS``); forcing tiny chunks must change nothing, and finite differences
   must still agree;
 - LSTM/GRU use one tanh for every gate (sigmoid through halved pre-activations): the gates
   they cache equal ``functional.sigmoid`` / ``np.tanh`` of the pre-activations bit for bit.
@@ -13,7 +13,7 @@ import pytest
 from bptt import Network
 from bptt.functional import sigmoid
 from bptt.gradcheck import check_network, random_problem
-from bptt.layers import rnn
+from bptt import functional
 
 
 @pytest.mark.parametrize("token_ids", [False, True])
@@ -23,7 +23,8 @@ def test_chunked_rnn_backward_equals_one_chunk(monkeypatch, token_ids, nonlinear
     inputs, targets, mask, h0 = random_problem(net, 7, 3, seed=1, token_ids=token_ids, masked=True)
     whole = net.forward_backward(inputs, targets, mask, h0)
     for rows in (1, 4, 6):                      # 1, 2 and 2 steps per chunk (B = 3), uneven last chunk
-        monkeypatch.setattr(rnn, "CHUNK_ROWS", rows)
+        monkeypatch.setattr(functional, "CHUNK_ROWS", rows)
+        assert functional.chunk_steps(7, 3, 5, 5 * (5 + 5)) < 7      # the chunked path really runs
         chunked = net.forward_backward(inputs, targets, mask, h0)
         for name in whole.grads:
             np.testing.assert_allclose(chunked.grads[name], whole.grads[name], rtol=1e-12, atol=1e-14, err_msg=name)
@@ -35,9 +36,10 @@ def test_chunked_rnn_backward_equals_one_chunk(monkeypatch, token_ids, nonlinear
 
 
 def test_chunked_rnn_backward_matches_finite_differences(monkeypatch):
-    monkeypatch.setattr(rnn, "CHUNK_ROWS", 2)   # one step per chunk with B = 2
+    monkeypatch.setattr(functional, "CHUNK_ROWS", 2)   # one step per chunk with B = 2
     net = Network(3, 4, 3, num_layers=1, seed=5)
     inputs, targets, mask, h0 = random_problem(net, 5, 2, seed=2)
+    assert functional.chunk_steps(5, 2, 4, 4 * (4 + 3)) == 1
     errors = check_network(net, inputs, targets, mask, h0, seed=2)
     assert max(errors.values()) < 1e-6, errors
 

@@ -126,3 +126,33 @@ def gate_tanh_scale(blocks: str, hidden_size: int, dtype) -> tuple[np.ndarray, n
     shift = np.concatenate([np.full(hidden_size, 0.5 if kind == "s" else 0.0, dtype) for kind in blocks])
     return scale, shift
 
+
+# Rows (time steps x batch) per chunk of a backward pass's weight-gradient GEMMs: enough for
+# BLAS to run near its peak, few enough that dE/da for one chunk is a fraction of all T steps'.
+CHUNK_ROWS = 1024
+
+
+def chunk_steps(seq_len: int, batch: int, saved_per_row: int, scratch_size: int) -> int:
+    """Time steps per backward chunk: about CHUNK_ROWS rows, or the whole sequence when chunking
+    would save (``saved_per_row`` floats for every row not held at once) less than the
+    ``scratch_size`` floats of the reused products it needs."""
+    steps = min(seq_len, max(1, -(-CHUNK_ROWS // batch)))
+    if (seq_len - steps) * batch * saved_per_row <= scratch_size:
+        return seq_len
+    return steps
+
+
+def accumulate_chunk(grads: dict, name: str, a: np.ndarray, b: np.ndarray, scratch: dict) -> None:
+    """grads[name] += a @ b, chunk after chunk: the first product goes straight into a fresh
+    gradient (``accumulate_matmul``), later ones through one reused scratch array (no new
+    (m, n) array per chunk). ``scratch`` is a dict the caller keeps for one backward pass."""
+    target = grads[name]
+    if name not in scratch:                        # first chunk
+        accumulate_matmul(target, a, b)
+        scratch[name] = None                       # allocated only if a second chunk comes
+        return
+    if scratch[name] is None:
+        scratch[name] = np.empty(target.shape, np.result_type(a, b))
+    np.dot(a, b, out=scratch[name])
+    target += scratch[name]
+

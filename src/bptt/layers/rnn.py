@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import init
-from ..functional import accumulate_matmul, activate, derivative_from_output, scatter_add_columns
+from ..functional import accumulate_chunk, activate, chunk_steps, derivative_from_output, scatter_add_columns
 
 
 @dataclass
@@ -133,13 +133,10 @@ class RNNLayer:
             dnext = np.zeros((B, H), self.dtype)
         else:
             dnext = np.array(dstate[0], self.dtype)
-        # dE/da_t lives only for a chunk of `steps` time steps (>= CHUNK_ROWS rows of T*B): its
+        # dE/da_t lives only for a chunk of `steps` time steps (~functional.CHUNK_ROWS rows): its
         # weight-gradient GEMMs run per chunk, still large, while a full (T, B, H) dE/da is never
         # held -- one T B H array less at the peak, and the chunk stays in cache for its GEMMs.
-        steps = min(T, max(1, -(-CHUNK_ROWS // B)))
-        extra_rows = H + (0 if ids else x.shape[2])  # the scratch products cost (H + I) rows of H
-        if (T - steps) * B <= extra_rows:          # chunking would save less memory than it costs
-            steps = T
+        steps = chunk_steps(T, B, H, H * (H + (0 if ids else x.shape[2])))   # scratch: dW, dU
         da_buffer = np.empty((steps, B, H), dh.dtype)
         scratch = {}                               # (m, n) products after the first chunk's
         dot, add, multiply = np.dot, np.add, np.multiply
@@ -157,35 +154,16 @@ class RNNLayer:
 
             # Weights are shared across time: sum_t of the per-step gradients, one GEMM each per chunk.
             da2 = da.reshape(n * B, H)
-            _accumulate(grads, "W", da2.T, hs[start:stop].reshape(n * B, H), scratch)   # da_t (x) h_{t-1}
+            accumulate_chunk(grads, "W", da2.T, hs[start:stop].reshape(n * B, H), scratch)   # da_t (x) h_{t-1}
             if self.bias:
                 grads["b"] += da2.sum(axis=0)
             if ids:
                 scatter_add_columns(grads["U"], x[start:stop].reshape(-1), da2)  # da_t (x) onehot(x_t)
             else:
                 I = x.shape[2]
-                _accumulate(grads, "U", da2.T, x[start:stop].reshape(n * B, I), scratch)   # da_t (x) x_t
+                accumulate_chunk(grads, "U", da2.T, x[start:stop].reshape(n * B, I), scratch)   # da_t (x) x_t
                 np.dot(da2, self.params["U"], out=dx[start:stop].reshape(n * B, I))      # dE/dx_t
         return dx, (dnext,), dh_total
-
-
-# Rows (time steps x batch) per chunk of the backward pass's weight-gradient GEMMs: enough for
-# BLAS to run near its peak, small enough that dE/da for a chunk (rows x H) is a fraction of T B H.
-CHUNK_ROWS = 1024
-
-
-def _accumulate(grads: dict, name: str, a: np.ndarray, b: np.ndarray, scratch: dict) -> None:
-    """grads[name] += a @ b: straight into a fresh gradient on the first chunk, then through
-    one reused scratch product (no new (m, n) array per chunk)."""
-    target = grads[name]
-    if name not in scratch:                        # first chunk
-        accumulate_matmul(target, a, b)
-        scratch[name] = None                       # allocated only if a second chunk comes
-        return
-    if scratch[name] is None:
-        scratch[name] = np.empty(target.shape, np.result_type(a, b))
-    np.dot(a, b, out=scratch[name])
-    target += scratch[name]
 
 
 def _relu(a: np.ndarray, out: np.ndarray) -> np.ndarray:
