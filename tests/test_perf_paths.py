@@ -17,14 +17,15 @@ from bptt import functional
 
 
 @pytest.mark.parametrize("token_ids", [False, True])
-@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-def test_chunked_rnn_backward_equals_one_chunk(monkeypatch, token_ids, nonlinearity):
-    net = Network(4, 5, 3, num_layers=2, nonlinearity=nonlinearity, seed=3)
+@pytest.mark.parametrize("cell, nonlinearity", [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")])
+def test_chunked_backward_equals_one_chunk(monkeypatch, token_ids, cell, nonlinearity):
+    net = Network(4, 5, 3, num_layers=2, cell=cell, nonlinearity=nonlinearity, seed=3)
     inputs, targets, mask, h0 = random_problem(net, 7, 3, seed=1, token_ids=token_ids, masked=True)
     whole = net.forward_backward(inputs, targets, mask, h0)
     for rows in (1, 4, 6):                      # 1, 2 and 2 steps per chunk (B = 3), uneven last chunk
         monkeypatch.setattr(functional, "CHUNK_ROWS", rows)
-        assert functional.chunk_steps(7, 3, 5, 5 * (5 + 5)) < 7      # the chunked path really runs
+        assert functional.chunk_steps(7, 3, 5, 5 * (5 + 5)) < 7      # the chunked path really runs (rnn)
+        assert functional.chunk_steps(7, 3, 5 * 5, 4 * 5 * (5 + 5)) < 7                       # (lstm)
         chunked = net.forward_backward(inputs, targets, mask, h0)
         for name in whole.grads:
             np.testing.assert_allclose(chunked.grads[name], whole.grads[name], rtol=1e-12, atol=1e-14, err_msg=name)
@@ -35,9 +36,10 @@ def test_chunked_rnn_backward_equals_one_chunk(monkeypatch, token_ids, nonlinear
             np.testing.assert_allclose(chunked.dinputs, whole.dinputs, rtol=1e-12, atol=1e-14)
 
 
-def test_chunked_rnn_backward_matches_finite_differences(monkeypatch):
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_chunked_backward_matches_finite_differences(monkeypatch, cell):
     monkeypatch.setattr(functional, "CHUNK_ROWS", 2)   # one step per chunk with B = 2
-    net = Network(3, 4, 3, num_layers=1, seed=5)
+    net = Network(3, 4, 3, num_layers=1, cell=cell, seed=5)
     inputs, targets, mask, h0 = random_problem(net, 5, 2, seed=2)
     assert functional.chunk_steps(5, 2, 4, 4 * (4 + 3)) == 1
     errors = check_network(net, inputs, targets, mask, h0, seed=2)

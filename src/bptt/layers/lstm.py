@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import init
-from ..functional import accumulate_matmul, gate_tanh_scale, scatter_add_columns, sigmoid
+from ..functional import accumulate_chunk, chunk_steps, gate_tanh_scale, scatter_add_columns, sigmoid
 
 
 @dataclass
@@ -160,59 +160,69 @@ class LSTMLayer:
         x, hs, cs, gates, tanh_c = cache.x, cache.hs, cache.cs, cache.gates, cache.tanh_c
         T, B, H = dh.shape
         W = self.params["W"]
-        dh_total = np.empty_like(dh)                         # (T, B, H)
-        gate = gates.reshape(T, B, 4, H)
-        i, f, g, o = gate[:, :, 0], gate[:, :, 1], gate[:, :, 2], gate[:, :, 3]   # (T, B, H) views
-        # Every factor of dE/da_t that does not depend on the recursion, for all t at once
-        # (a few long vectorised passes instead of ~20 small ones per step):
-        #   da_i = dc_t [g i (1-i)]   da_f = dc_t [c_{t-1} f (1-f)]   da_g = dc_t [i (1-g^2)]
-        #   da_o = dh_t [tanh(c_t) o (1-o)]       and  dc_t gets dh_t [o (1 - tanh(c_t)^2)].
-        da = np.empty((T, B, 4 * H), self.dtype)             # factors first, dE/da_t after the loop
-        factor = da.reshape(T, B, 4, H)
-        f_i, f_f, f_g, f_o = factor[:, :, 0], factor[:, :, 1], factor[:, :, 2], factor[:, :, 3]
-        np.subtract(1.0, i, out=f_i)
-        f_i *= i
-        f_i *= g                                             # g i (1-i)
-        np.subtract(1.0, f, out=f_f)
-        f_f *= f
-        f_f *= cs[:-1]                                       # c_{t-1} f (1-f)
-        np.multiply(g, g, out=f_g)
-        np.subtract(1.0, f_g, out=f_g)
-        f_g *= i                                             # i (1-g^2)
-        np.subtract(1.0, o, out=f_o)
-        f_o *= o
-        f_o *= tanh_c                                        # tanh(c_t) o (1-o)
-        dh_to_dc = np.multiply(tanh_c, tanh_c)               # (T, B, H)
-        np.subtract(1.0, dh_to_dc, out=dh_to_dc)
-        dh_to_dc *= o                                        # o (1 - tanh(c_t)^2)
-
+        ids = x.dtype.kind in "iu"
+        I = None if ids else x.shape[2]
+        dh_total = np.empty_like(dh)                         # (T, B, H), returned
+        dx = None if ids else np.empty((T, B, I), np.result_type(dh, self.params["U"]))
         dstate = (None, None) if dstate is None else dstate
         dh_next = np.zeros((B, H), self.dtype) if dstate[0] is None else np.array(dstate[0], self.dtype)
         dc = np.zeros((B, H), self.dtype) if dstate[1] is None else np.array(dstate[1], self.dtype)
         tmp = np.empty((B, H), self.dtype)
         dc_wide = dc[:, None, :]                             # (B, 1, H): broadcasts over i, f, g
+        # dE/da_t (4H wide) and o (1 - tanh(c_t)^2) live for one chunk of time steps at a time;
+        # the weight gradients are GEMMs per chunk (see functional.chunk_steps).
+        steps = chunk_steps(T, B, 5 * H, 4 * H * (H + (0 if ids else I)))
+        da_buffer = np.empty((steps, B, 4 * H), dh.dtype)
+        dh_to_dc_buffer = np.empty((steps, B, H), dh.dtype)
+        scratch = {}
         dot, add, multiply = np.dot, np.add, np.multiply
-        for t in range(T - 1, -1, -1):
-            dht = dh_total[t]
-            add(dh[t], dh_next, out=dht)                     # dE/dh_t, all paths
-            multiply(dht, dh_to_dc[t], out=tmp)
-            add(dc, tmp, out=dc)                             # dE/dc_t = dc_next + dh_t o (1 - tanh^2)
-            ifg = factor[t, :, :3]                           # (B, 3, H)
-            multiply(ifg, dc_wide, out=ifg)                  # da_i, da_f, da_g
-            multiply(factor[t, :, 3], dht, out=factor[t, :, 3])   # da_o
-            multiply(dc, f[t], out=dc)                       # dE/dc_{t-1}
-            dot(da[t], W, out=dh_next)                       # dE/dh_{t-1} through all four gates
+        for stop in range(T, 0, -steps):
+            start = max(0, stop - steps)
+            n = stop - start
+            gate = gates[start:stop].reshape(n, B, 4, H)
+            i, f, g, o = gate[:, :, 0], gate[:, :, 1], gate[:, :, 2], gate[:, :, 3]   # (n, B, H) views
+            # Every factor of dE/da_t that does not depend on the recursion, for the chunk at once
+            # (a few long vectorised passes instead of ~20 small ones per step):
+            #   da_i = dc_t [g i (1-i)]   da_f = dc_t [c_{t-1} f (1-f)]   da_g = dc_t [i (1-g^2)]
+            #   da_o = dh_t [tanh(c_t) o (1-o)]       and  dc_t gets dh_t [o (1 - tanh(c_t)^2)].
+            da = da_buffer[:n]                               # factors first, dE/da_t after the loop
+            factor = da.reshape(n, B, 4, H)
+            f_i, f_f, f_g, f_o = factor[:, :, 0], factor[:, :, 1], factor[:, :, 2], factor[:, :, 3]
+            np.subtract(1.0, i, out=f_i)
+            f_i *= i
+            f_i *= g                                         # g i (1-i)
+            np.subtract(1.0, f, out=f_f)
+            f_f *= f
+            f_f *= cs[start:stop]                            # c_{t-1} f (1-f)
+            np.multiply(g, g, out=f_g)
+            np.subtract(1.0, f_g, out=f_g)
+            f_g *= i                                         # i (1-g^2)
+            np.subtract(1.0, o, out=f_o)
+            f_o *= o
+            f_o *= tanh_c[start:stop]                        # tanh(c_t) o (1-o)
+            dh_to_dc = np.multiply(tanh_c[start:stop], tanh_c[start:stop], out=dh_to_dc_buffer[:n])
+            np.subtract(1.0, dh_to_dc, out=dh_to_dc)
+            dh_to_dc *= o                                    # o (1 - tanh(c_t)^2)
 
-        # Shared weights: sum over time of the per-step gradients, one GEMM each.
-        da2 = da.reshape(T * B, 4 * H)
-        accumulate_matmul(grads["W"], da2.T, hs[:-1].reshape(T * B, H))   # sum_t da_t (x) h_{t-1}
-        if self.bias:
-            grads["b"] += da2.sum(axis=0)
-        if x.dtype.kind in "iu":
-            scatter_add_columns(grads["U"], x.reshape(-1), da2)
-            dx = None
-        else:
-            I = x.shape[2]
-            accumulate_matmul(grads["U"], da2.T, x.reshape(T * B, I))    # sum_t da_t (x) x_t
-            dx = (da2 @ self.params["U"]).reshape(T, B, I)
+            for t in range(n - 1, -1, -1):
+                dht = dh_total[start + t]
+                add(dh[start + t], dh_next, out=dht)         # dE/dh_t, all paths
+                multiply(dht, dh_to_dc[t], out=tmp)
+                add(dc, tmp, out=dc)                         # dE/dc_t = dc_next + dh_t o (1 - tanh^2)
+                ifg = factor[t, :, :3]                       # (B, 3, H)
+                multiply(ifg, dc_wide, out=ifg)              # da_i, da_f, da_g
+                multiply(factor[t, :, 3], dht, out=factor[t, :, 3])   # da_o
+                multiply(dc, f[t], out=dc)                   # dE/dc_{t-1}
+                dot(da[t], W, out=dh_next)                   # dE/dh_{t-1} through all four gates
+
+            # Shared weights: sum over time of the per-step gradients, one GEMM each per chunk.
+            da2 = da.reshape(n * B, 4 * H)
+            accumulate_chunk(grads, "W", da2.T, hs[start:stop].reshape(n * B, H), scratch)   # da_t (x) h_{t-1}
+            if self.bias:
+                grads["b"] += da2.sum(axis=0)
+            if ids:
+                scatter_add_columns(grads["U"], x[start:stop].reshape(-1), da2)
+            else:
+                accumulate_chunk(grads, "U", da2.T, x[start:stop].reshape(n * B, I), scratch)  # da_t (x) x_t
+                np.dot(da2, self.params["U"], out=dx[start:stop].reshape(n * B, I))           # dE/dx_t
         return dx, (dh_next, dc), dh_total
