@@ -26,6 +26,7 @@ def test_chunked_backward_equals_one_chunk(monkeypatch, token_ids, cell, nonline
         monkeypatch.setattr(functional, "CHUNK_ROWS", rows)
         assert functional.chunk_steps(7, 3, 5, 5 * (5 + 5)) < 7      # the chunked path really runs (rnn)
         assert functional.chunk_steps(7, 3, 5 * 5, 4 * 5 * (5 + 5)) < 7                       # (lstm)
+        assert functional.chunk_steps(7, 3, 7 * 5, 3 * 5 * (5 + 5)) < 7                       # (gru)
         chunked = net.forward_backward(inputs, targets, mask, h0)
         for name in whole.grads:
             np.testing.assert_allclose(chunked.grads[name], whole.grads[name], rtol=1e-12, atol=1e-14, err_msg=name)

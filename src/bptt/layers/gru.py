@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import init
-from ..functional import accumulate_matmul, gate_tanh_scale, scatter_add_columns, sigmoid
+from ..functional import accumulate_chunk, chunk_steps, gate_tanh_scale, scatter_add_columns, sigmoid
 
 GRU_VARIANTS = ("torch", "cho")
 
@@ -278,7 +278,7 @@ class GRULayer:
 
     def _backward_torch(self, dh: np.ndarray, dstate: tuple | None, cache: GRUCache, grads: dict):
         """BPTT of the torch variant. Every gate gradient is dE/dh_t times a factor that does
-        not depend on the recursion, so the factors are computed for all t at once:
+        not depend on the recursion, so the factors are computed for a chunk of steps at once:
 
             daz = dh_t [(h_{t-1} - n) z (1-z)]         dan = dh_t [(1-z)(1-n^2)]
             dhn = dan r = dh_t [(1-z)(1-n^2) r]        dar = dan hn r(1-r)
@@ -288,55 +288,63 @@ class GRULayer:
         x, hs, gates, extra = cache.x, cache.hs, cache.gates, cache.extra
         T, B, H = dh.shape
         W = self.params["W"]
-        gate = gates.reshape(T, B, 3, H)
-        r, z, n = gate[:, :, 0], gate[:, :, 1], gate[:, :, 2]          # (T, B, H) views
-        da = np.empty((T, B, 3 * H), self.dtype)             # dE/d(U x_t + b): [dar, daz, dan]
-        dgh = np.empty((T, B, 3 * H), self.dtype)            # dE/d(W h_{t-1} + [0, 0, b_hn])
-        factor = dgh.reshape(T, B, 3, H)                     # factors first, gradients in the loop
-        dan_factor = da[:, :, 2 * H:]                        # (1-z)(1-n^2), then dan after the loop
-        np.multiply(n, n, out=dan_factor)
-        np.subtract(1.0, dan_factor, out=dan_factor)
-        tmp = np.subtract(1.0, z)                            # (T, B, H)
-        dan_factor *= tmp                                    # (1-z)(1-n^2)
-        np.subtract(hs[:-1], n, out=factor[:, :, 1])
-        factor[:, :, 1] *= z
-        factor[:, :, 1] *= tmp                               # (h_{t-1} - n) z (1-z)
-        np.multiply(dan_factor, r, out=factor[:, :, 2])      # dhn factor
-        np.subtract(1.0, r, out=tmp)
-        tmp *= r                                             # r (1-r)
-        np.multiply(dan_factor, extra, out=factor[:, :, 0])
-        factor[:, :, 0] *= tmp                               # dar factor: (1-z)(1-n^2) hn r (1-r)
-        del tmp
-
-        dh_total = np.empty_like(dh)
+        ids = x.dtype.kind in "iu"
+        I = None if ids else x.shape[2]
+        dh_total = np.empty_like(dh)                         # (T, B, H), returned
+        dx = None if ids else np.empty((T, B, I), np.result_type(dh, self.params["U"]))
         dh_next = (np.zeros((B, H), self.dtype) if dstate is None or dstate[0] is None
                    else np.array(dstate[0], self.dtype))
         through_w = np.empty((B, H), self.dtype)
+        # The gate gradients live for one chunk of time steps at a time; the weight gradients
+        # are GEMMs per chunk (see functional.chunk_steps).
+        steps = chunk_steps(T, B, 7 * H, 3 * H * (H + (0 if ids else I)))
+        da_buffer = np.empty((steps, B, 3 * H), dh.dtype)    # dE/d(U x_t + b): [dar, daz, dan]
+        dgh_buffer = np.empty((steps, B, 3 * H), dh.dtype)   # dE/d(W h_{t-1} + [0, 0, b_hn])
+        tmp_buffer = np.empty((steps, B, H), dh.dtype)
+        scratch = {}
         dot, add, multiply = np.dot, np.add, np.multiply
-        for t in range(T - 1, -1, -1):
-            dht = dh_total[t]
-            add(dh[t], dh_next, out=dht)                     # dE/dh_t, all paths
-            d3 = factor[t]                                   # (B, 3, H)
-            multiply(d3, dht[:, None, :], out=d3)            # [dar, daz, dhn]
-            dot(dgh[t], W, out=through_w)                    # through W_r, W_z, W_n: one GEMM
-            multiply(dht, z[t], out=dh_next)                 # direct path h_{t-1} -> h_t
-            add(dh_next, through_w, out=dh_next)
-        dan_factor *= dh_total                               # dan = dh_t (1-z)(1-n^2), all t
+        for stop in range(T, 0, -steps):
+            start = max(0, stop - steps)
+            m = stop - start                                 # steps in this chunk
+            gate = gates[start:stop].reshape(m, B, 3, H)
+            r, z, n = gate[:, :, 0], gate[:, :, 1], gate[:, :, 2]      # (m, B, H) views
+            da, dgh = da_buffer[:m], dgh_buffer[:m]
+            factor = dgh.reshape(m, B, 3, H)                 # factors first, gradients in the loop
+            dan_factor = da[:, :, 2 * H:]                    # (1-z)(1-n^2), then dan after the loop
+            np.multiply(n, n, out=dan_factor)
+            np.subtract(1.0, dan_factor, out=dan_factor)
+            tmp = np.subtract(1.0, z, out=tmp_buffer[:m])    # (m, B, H)
+            dan_factor *= tmp                                # (1-z)(1-n^2)
+            np.subtract(hs[start:stop], n, out=factor[:, :, 1])
+            factor[:, :, 1] *= z
+            factor[:, :, 1] *= tmp                           # (h_{t-1} - n) z (1-z)
+            np.multiply(dan_factor, r, out=factor[:, :, 2])  # dhn factor
+            np.subtract(1.0, r, out=tmp)
+            tmp *= r                                         # r (1-r)
+            np.multiply(dan_factor, extra[start:stop], out=factor[:, :, 0])
+            factor[:, :, 0] *= tmp                           # dar factor: (1-z)(1-n^2) hn r (1-r)
 
-        # Shared weights: sums over time as single GEMMs.
-        TB = T * B
-        da[:, :, :2 * H] = dgh[:, :, :2 * H]                 # dar, daz also enter U and b
-        da2, dgh2 = da.reshape(TB, 3 * H), dgh.reshape(TB, 3 * H)
-        accumulate_matmul(grads["W"], dgh2.T, hs[:-1].reshape(TB, H))   # sum_t [dar, daz, dhn] (x) h_{t-1}
-        if self.bias:
-            grads["b_hn"] += dgh2[:, 2 * H:].sum(axis=0)
-            grads["b"] += da2.sum(axis=0)
-        if x.dtype.kind in "iu":
-            scatter_add_columns(grads["U"], x.reshape(-1), da2)
-            dx = None
-        else:
-            I = x.shape[2]
-            accumulate_matmul(grads["U"], da2.T, x.reshape(TB, I))      # sum_t da_t (x) x_t
-            dx = (da2 @ self.params["U"]).reshape(T, B, I)
+            for t in range(m - 1, -1, -1):
+                dht = dh_total[start + t]
+                add(dh[start + t], dh_next, out=dht)         # dE/dh_t, all paths
+                d3 = factor[t]                               # (B, 3, H)
+                multiply(d3, dht[:, None, :], out=d3)        # [dar, daz, dhn]
+                dot(dgh[t], W, out=through_w)                # through W_r, W_z, W_n: one GEMM
+                multiply(dht, z[t], out=dh_next)             # direct path h_{t-1} -> h_t
+                add(dh_next, through_w, out=dh_next)
+            dan_factor *= dh_total[start:stop]               # dan = dh_t (1-z)(1-n^2), the chunk's t
+
+            # Shared weights: sums over time as GEMMs, one each per chunk.
+            rows = m * B
+            da[:, :, :2 * H] = dgh[:, :, :2 * H]             # dar, daz also enter U and b
+            da2, dgh2 = da.reshape(rows, 3 * H), dgh.reshape(rows, 3 * H)
+            accumulate_chunk(grads, "W", dgh2.T, hs[start:stop].reshape(rows, H), scratch)  # [dar,daz,dhn] (x) h_{t-1}
+            if self.bias:
+                grads["b_hn"] += dgh2[:, 2 * H:].sum(axis=0)
+                grads["b"] += da2.sum(axis=0)
+            if ids:
+                scatter_add_columns(grads["U"], x[start:stop].reshape(-1), da2)
+            else:
+                accumulate_chunk(grads, "U", da2.T, x[start:stop].reshape(rows, I), scratch)   # da_t (x) x_t
+                np.dot(da2, self.params["U"], out=dx[start:stop].reshape(rows, I))            # dE/dx_t
         return dx, (dh_next,), dh_total
-
