@@ -38,14 +38,14 @@ def add_parser(sub) -> None:
         description="Train fresh networks on a long-range task for every cell, sequence length and seed; write "
                     "result.json, results.md and curves.png to --out. Defaults per task are sized for a CPU in "
                     "minutes; see docs/results.md. TASK 'vanishing' runs the gradient-flow experiment instead.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    )
     p.add_argument("task", metavar="TASK", choices=list(TASKS) + ["vanishing"],
                    help="one of: " + ", ".join(list(TASKS) + ["vanishing"]))
     p.add_argument("--cell", default="rnn,lstm",
-                   help="comma-separated variants: " + ", ".join(VARIANTS))
+                   help="comma-separated variants (default rnn,lstm): " + ", ".join(VARIANTS))
     p.add_argument("--T", dest="seq_lens", type=_int_list("--T"), default=None,
                    help="comma-separated sequence lengths / delays (default: the task's)")
-    p.add_argument("--seeds", type=_int_list("--seeds"), default=[0], help="comma-separated seeds")
+    p.add_argument("--seeds", type=_int_list("--seeds"), default=[0], help="comma-separated seeds (default 0)")
     p.add_argument("--steps", type=int, default=None, help="training steps per run (default: the task's)")
     p.add_argument("--hidden", type=int, default=None, help="hidden units (default: the task's)")
     p.add_argument("--batch", type=int, default=None, help="sequences per step (default: the task's)")
@@ -55,13 +55,14 @@ def add_parser(sub) -> None:
     p.add_argument("--clip", type=float, default=None,
                    help="global-norm clipping threshold; 0 turns clipping off (default: the task's)")
     p.add_argument("--sgd-lr", type=float, default=None,
-                   help="learning rate of the rnn-sgd* variants (Pascanu et al.'s SGD comparison)")
+                   help="learning rate of the rnn-sgd* variants (Pascanu et al.'s SGD comparison; default 0.3)")
     p.add_argument("--omega", type=float, default=None,
-                   help="strength alpha of Pascanu's regulariser in rnn-sgd-clip-omega")
-    p.add_argument("--eval-every", type=int, default=None, help="steps between held-out evaluations")
-    p.add_argument("--eval-batch", type=int, default=500, help="held-out sequences")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--out", required=True, help="output folder")
+                   help="strength alpha of Pascanu's regulariser in rnn-sgd-clip-omega (default 2.0)")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="steps between held-out evaluations (default: steps / 30)")
+    p.add_argument("--eval-batch", type=int, default=None, help="held-out sequences (default 500)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="default float32")
+    p.add_argument("--out", required=True, help="output folder (created; files in it are replaced)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, a few seconds (smoke test)")
     p.set_defaults(run=run)
 
@@ -72,12 +73,11 @@ def command_line(args) -> str:
     for flag, value in (("--T", args.seq_lens), ("--seeds", args.seeds)):
         if value is not None:
             parts += [flag, ",".join(str(v) for v in value)]
-    for flag in ("steps", "hidden", "batch", "lr", "optimizer", "clip", "sgd_lr", "omega", "eval_every"):
+    for flag in ("steps", "hidden", "batch", "lr", "optimizer", "clip", "sgd_lr", "omega", "eval_every",
+                 "eval_batch"):
         value = getattr(args, flag)
         if value is not None:
             parts += ["--" + flag.replace("_", "-"), str(value)]
-    if args.eval_batch != 500:
-        parts += ["--eval-batch", str(args.eval_batch)]
     if args.dtype != "float32":
         parts += ["--dtype", args.dtype]
     if args.quick:
@@ -110,8 +110,10 @@ def run(args) -> int:
     options = dict(steps=args.steps, hidden=args.hidden, batch=args.batch, lr=args.lr, optimizer=args.optimizer,
                    eval_every=args.eval_every, eval_batch=args.eval_batch, dtype=args.dtype,
                    sgd_lr=args.sgd_lr, omega=args.omega)
-    if args.quick:
-        options.update({k: v for k, v in QUICK.items() if options.get(k) in (None, 500)})
+    if args.quick:                                         # tiny sizes, unless a flag says otherwise
+        options.update({k: v for k, v in QUICK.items() if options.get(k) is None})
+    if options["eval_batch"] is None:
+        options["eval_batch"] = 500
     if args.clip is not None:
         options["clip"] = None if args.clip == 0 else args.clip
     seq_lens = args.seq_lens or [DEFAULTS[args.task]["T"]]

@@ -22,7 +22,9 @@ def write_table(result: dict) -> str:
              f"Metric: `{result['metric']}` on {s['eval_batch']} held-out sequences "
              f"({'lower' if result['lower_is_better'] else 'higher'} is better), after {s['steps']} steps of "
              f"batch {s['batch']}, hidden {s['hidden']}, {s['optimizer']} lr {s['lr']}, "
-             f"clip {s['clip'] if s['clip'] is not None else 'off'}, {s['dtype']}.", ""]
+             f"clip {s['clip'] if s['clip'] is not None else 'off'}, {s['dtype']}"
+             + (f"; the rnn-sgd* rows: SGD lr {s.get('sgd_lr')}, Omega strength {s.get('omega')}"
+                if any(c.startswith("rnn-sgd") for c in result["cells"]) else "") + ".", ""]
     if result.get("command"):
         lines += ["Command:", "", "```", result["command"], "```", ""]
     lines += [f"| cell | T | {result['metric']} (mean ± sd) | per seed | solved | trivial baseline "
