@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # The venv's bin first, so tests find its mpiexec and bptt entry point.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test test-fast bench install clean
+.PHONY: demo test bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(VENV)/bin/bptt bench --cells rnn lstm gru --clean-blas-env --json bench/results/latest.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache build src/*.egg-info

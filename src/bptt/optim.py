@@ -22,6 +22,8 @@ plain arrays plus JSON-able scalars, which ``bptt.checkpoint`` stores without pi
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from . import validation as check
@@ -29,7 +31,7 @@ from . import validation as check
 OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam")
 
 
-class Optimizer:
+class Optimizer(ABC):
     """Shared machinery: parameter dict, learning rate, step count, per-parameter slots."""
 
     kind = "base"
@@ -63,8 +65,9 @@ class Optimizer:
     def _decoupled(self) -> bool:
         return False
 
-    def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _update(self, name: str, p: np.ndarray, g: np.ndarray) -> None:
+        """Each subclass defines its rule here."""
 
     def hyper(self) -> dict:
         """The hyper-parameters (JSON-able), enough to rebuild this optimiser with ``make_optimizer``."""

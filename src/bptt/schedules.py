@@ -14,6 +14,8 @@ checkpoint stores and restores any of them as JSON.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import math
 
 from . import validation as check
@@ -21,11 +23,12 @@ from . import validation as check
 SCHEDULES = ("constant", "step", "exponential", "halve-on-rise")
 
 
-class Schedule:
+class Schedule(ABC):
     kind = "base"
 
-    def lr(self, step: int) -> float:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def lr(self, step: int) -> float:
+        """Each subclass defines its rule here."""
 
     def observe(self, loss: float) -> None:
         """Hear an evaluated loss (only HalveOnRise reacts)."""

@@ -13,17 +13,26 @@ import os
 import sys
 
 # Subcommand modules in bptt.cli, in the order --help lists them.
-COMMANDS = ["gradcheck", "experiment", "bench", "train", "sample", "evaluate", "demo", "diagnose"]
+COMMANDS = ["train", "sample", "evaluate", "demo", "gradcheck", "diagnose", "experiment", "bench"]
 
 
 class CLIError(Exception):
     """A problem with what the user asked for; printed as one line."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints the whole usage block before a bad flag's message; we print one line
+    like every other error (``bptt train: error: argument --steps: invalid int value: 'x'``),
+    pointing to --help. Subparsers inherit the class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="bptt",
         description="Recurrent networks trained by backpropagation through time: exact, fast on a CPU, "
                     "and showing its gradients.")
