@@ -102,7 +102,7 @@ def load_step(out):
 
 def test_sigint_saves_a_final_checkpoint_and_exits_130(tmp_path, text_file):
     out = tmp_path / "run"
-    proc = subprocess.Popen(train_cmd(text_file, "--out", str(out), "--steps", "100000", "--checkpoint-every", "1000"),
+    proc = subprocess.Popen(train_cmd(text_file, "--out", str(out), "--steps", "100000000", "--checkpoint-every", "100000000"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_for(lambda: (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size > 0,
