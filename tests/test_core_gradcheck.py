@@ -99,7 +99,7 @@ def test_checker_catches_a_wrong_gradient(monkeypatch):
 
     original = rnn_module.RNNLayer.backward
 
-    def truncated_backward(self, dh, dstate, cache, grads):
+    def truncated_backward(self, dh, dstate, cache, grads, **options):   # options: input_grad, overwrite_dh
         # Feed each step separately: no gradient flows through W between steps.
         T = dh.shape[0]
         from bptt.layers.rnn import RNNCache

@@ -340,9 +340,11 @@ class Network:
         return ForwardPass(outputs, self._join_state(finals), hidden, caches, x, masks)
 
     def backward(self, fwd: ForwardPass, doutputs: np.ndarray, grads: dict | None = None,
-                 dfinal_state=None) -> BackwardPass:
+                 dfinal_state=None, *, input_grad: bool = True) -> BackwardPass:
         """BPTT top-down. ``doutputs`` (T, B, O) = dE/dz_t; ``dfinal_state`` (format of h0)
-        adds a gradient arriving at the last state. Accumulates into ``grads`` (+=)."""
+        adds a gradient arriving at the last state. Accumulates into ``grads`` (+=).
+        ``input_grad=False`` skips dE/dx of the first layer (``dinputs`` is then None): a
+        (T B, G H) x (G H, I) GEMM that training does not need."""
         grads = self.zero_grads() if grads is None else grads
         T, B = doutputs.shape[:2]
         if self.readout is not None:
@@ -350,13 +352,19 @@ class Network:
             dtop = self.readout.backward(doutputs, fwd.hidden[-1], readout_grads)
         else:
             dtop = doutputs
+        # dtop is ours to overwrite (each layer then writes dE/dh_t into it in place, one
+        # (T, B, H) array less) unless it is the caller's doutputs; below the top it is always
+        # the fresh dE/dx of the layer above.
+        owned = self.readout is not None
         dfinal = None if dfinal_state is None else self._split_state(dfinal_state, B)
         dh_all = [None] * len(self.layers)
         dh0 = [None] * len(self.layers)
         for index in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[index]
             dx, dstate0, dh_total = layer.backward(dtop, None if dfinal is None else dfinal[index],
-                                                   fwd.caches[index], self._layer_grads(grads, index))
+                                                   fwd.caches[index], self._layer_grads(grads, index),
+                                                   input_grad=input_grad or index > 0, overwrite_dh=owned)
+            owned = True
             dh_all[index] = dh_total
             dh0[index] = dstate0
             dtop = dx                                          # dE/dx of layer l is dE/dh of layer l-1
@@ -364,19 +372,20 @@ class Network:
                 dtop = dtop * fwd.dropout_masks[index - 1]     # through the (fixed) dropout mask
         return BackwardPass(grads, dh_all, dtop, self._join_state(dh0))
 
-    def forward_backward(self, inputs, targets, mask=None, h0=None) -> Result:
-        """Loss, every gradient, and what diagnostics read (dE/dh_t per layer, dE/dx, dE/dh0)."""
+    def forward_backward(self, inputs, targets, mask=None, h0=None, *, input_grad: bool = True) -> Result:
+        """Loss, every gradient, and what diagnostics read (dE/dh_t per layer, dE/dx, dE/dh0).
+        ``input_grad=False`` skips dE/dx (``Result.dinputs`` is then None)."""
         fwd = self.forward(inputs, h0)
         T, B = fwd.inputs.shape[:2]
         targets = self.check_targets(targets, T, B)
         mask = self.check_mask(mask, T, B)
         loss, doutputs = compute_loss(self.loss, fwd.outputs, targets, mask)
-        bwd = self.backward(fwd, doutputs)
+        bwd = self.backward(fwd, doutputs, input_grad=input_grad)
         return Result(loss, bwd.grads, fwd.outputs, fwd.final_state, bwd.dh, bwd.dinputs, bwd.dh0)
 
     def loss_and_grads(self, inputs, targets, mask=None, h0=None):
         """(E, grads) with grads[name] = dE/dparams[name]."""
-        result = self.forward_backward(inputs, targets, mask, h0)
+        result = self.forward_backward(inputs, targets, mask, h0, input_grad=False)   # dE/dx unused here
         return result.loss, result.grads
 
     def loss_only(self, inputs, targets, mask=None, h0=None) -> float:

@@ -57,7 +57,7 @@ class Piece:
     span: tuple                   # (t0, t1): the outputs whose loss is in ``loss``
     window: tuple                 # (w0, w1): the steps the gradient flowed through
     forward: object = None        # ForwardPass (single-pass modes)
-    backward: object = None       # BackwardPass (single-pass modes)
+    backward: object = None       # BackwardPass (single-pass modes; dinputs is None: not computed)
     dh: list | None = None        # per layer, dE/dh_t over the window (T_window, B, H); None for mode (c)
 
 
@@ -74,7 +74,7 @@ def _needs_unidirectional(net, mode: str) -> None:
 def _forward_loss_backward(net, x, targets, mask, state):
     fwd = net.forward(x, state, validate=False)
     loss, dout = compute_loss(net.loss, fwd.outputs, targets, mask)
-    bwd = net.backward(fwd, dout)
+    bwd = net.backward(fwd, dout, input_grad=False)       # training never reads dE/dx: skip its GEMM
     return loss, fwd, bwd
 
 
@@ -156,7 +156,7 @@ class TBPTT:
             loss, dout = compute_loss(net.loss, outputs, targets[start:end], weights)
             grads, dstate, dh_parts = None, None, []
             for a, b, fwd in reversed(passes):          # top of the window first: BPTT runs backwards
-                bwd = net.backward(fwd, dout[a - start:b - start], grads, dfinal_state=dstate)
+                bwd = net.backward(fwd, dout[a - start:b - start], grads, dfinal_state=dstate, input_grad=False)
                 grads, dstate = bwd.grads, bwd.dh0
                 dh_parts.insert(0, bwd.dh)
             dh = [np.concatenate([part[layer] for part in dh_parts], axis=0) for layer in range(len(dh_parts[0]))]
@@ -225,7 +225,7 @@ class PerOutputWindow:
             h0 = _stack_states([state_at[s] for s in starts[ts]])
             wf = net.forward(xw, h0, validate=False)
             loss, dout = compute_loss(net.loss, wf.outputs, yw, weights.reshape(L, len(ts) * B))
-            net.backward(wf, dout, grads)
+            net.backward(wf, dout, grads, input_grad=False)
             total += loss
         update(Piece(total, grads, (0, T), (0, T), None, None, None))
         return total, fwd.final_state

@@ -57,11 +57,14 @@ class BidirectionalLayer:
     def step(self, x_t, state):
         raise ValueError("step() needs the whole sequence for a bidirectional layer: use forward()")
 
-    def backward(self, dh: np.ndarray, dstate: tuple | None, cache: tuple, grads: dict):
+    def backward(self, dh: np.ndarray, dstate: tuple | None, cache: tuple, grads: dict, *,
+                 input_grad: bool = True, overwrite_dh: bool = False):
         """dh (T, B, 2H) = dE/dh_t; dstate per state name (2, B, H) (entries may be None) or None.
         Accumulates (+=) into grads (names with and without ``_reverse``).
 
-        Returns dx (T, B, I) or None for ids, dstate0 (per name (2, B, H)), dh_total (T, B, 2H)."""
+        Returns dx (T, B, I) or None for ids, dstate0 (per name (2, B, H)), dh_total (T, B, 2H).
+        ``input_grad=False`` skips dE/dx (returns None). ``overwrite_dh`` is accepted for the layer
+        protocol; the halves below are this layer's own copies, so the directions always reuse them."""
         H = self.hidden_size
         cache_fwd, cache_rev = cache
         grads_fwd = {name: grads[name] for name in self.forward_layer.params}
@@ -71,10 +74,13 @@ class BidirectionalLayer:
         else:
             dstate_fwd = tuple(None if d is None else d[0] for d in dstate)
             dstate_rev = tuple(None if d is None else d[1] for d in dstate)
-        dh_fwd = np.ascontiguousarray(dh[:, :, :H])
-        dh_rev = np.ascontiguousarray(dh[::-1, :, H:])               # in the reverse layer's time order
-        dx_fwd, ds0_fwd, total_fwd = self.forward_layer.backward(dh_fwd, dstate_fwd, cache_fwd, grads_fwd)
-        dx_rev, ds0_rev, total_rev = self.reverse_layer.backward(dh_rev, dstate_rev, cache_rev, grads_rev)
+        # Fresh copies (.copy(), never a view even when T = B = 1), so each direction may overwrite its own.
+        dh_fwd = dh[:, :, :H].copy()
+        dh_rev = dh[::-1, :, H:].copy()                               # in the reverse layer's time order
+        dx_fwd, ds0_fwd, total_fwd = self.forward_layer.backward(dh_fwd, dstate_fwd, cache_fwd, grads_fwd,
+                                                                 input_grad=input_grad, overwrite_dh=True)
+        dx_rev, ds0_rev, total_rev = self.reverse_layer.backward(dh_rev, dstate_rev, cache_rev, grads_rev,
+                                                                 input_grad=input_grad, overwrite_dh=True)
         dx = None if dx_fwd is None else dx_fwd + dx_rev[::-1]        # x_t feeds both directions
         dstate0 = tuple(np.stack([f, r]) for f, r in zip(ds0_fwd, ds0_rev))
         dh_total = np.concatenate([total_fwd, total_rev[::-1]], axis=2)

@@ -195,18 +195,21 @@ class GRULayer:
         self._cell(a, h_prev, extra, h)
         return h, (h,)
 
-    def backward(self, dh: np.ndarray, dstate: tuple | None, cache: GRUCache, grads: dict):
+    def backward(self, dh: np.ndarray, dstate: tuple | None, cache: GRUCache, grads: dict, *,
+                 input_grad: bool = True, overwrite_dh: bool = False):
         """dh (T, B, H): dE/dh_t from above; dstate = (dE/dh_T,) or None. Accumulates (+=) into
         grads["U"], grads["W"], grads["b"] (and grads["b_hn"] for the torch variant).
 
-        Returns dx (T, B, I) or None for ids, (dE/dh0,), and dh_total (T, B, H) = dE/dh_t."""
+        Returns dx (T, B, I) or None for ids, (dE/dh0,), and dh_total (T, B, H) = dE/dh_t.
+        ``input_grad=False`` skips dE/dx (returns None); ``overwrite_dh=True`` writes dh_total into
+        ``dh`` itself (see ``RNNLayer.backward``)."""
         x, hs, gates, extra = cache.x, cache.hs, cache.gates, cache.extra
         T, B, H = dh.shape
         W = self.params["W"]
         torch_variant = self.variant == "torch"
         if torch_variant:
-            return self._backward_torch(dh, dstate, cache, grads)
-        dh_total = np.empty_like(dh)
+            return self._backward_torch(dh, dstate, cache, grads, input_grad, overwrite_dh)
+        dh_total = dh if overwrite_dh else np.empty_like(dh)
         da = np.empty((T, B, 3 * H), self.dtype)             # dE/d(U x_t + b): [dar, daz, dan]
         # torch variant: dE/d(W h_{t-1} + [0, 0, b_hn]) = [dar, daz, dhn] with dhn = dan * r, so that
         # one GEMM per step (dgh @ W) and one after the loop (dgh^T h) cover all three gates.
@@ -267,16 +270,18 @@ class GRULayer:
             dW[2 * H:] += da2[:, 2 * H:].T @ extra.reshape(TB, H)   # sum_t dan (x) (r * h_{t-1})
         if self.bias:
             grads["b"] += da2.sum(axis=0)
+        dx = None
         if x.dtype.kind in "iu":
             scatter_add_columns(grads["U"], x.reshape(-1), da2)
-            dx = None
         else:
             I = x.shape[2]
             grads["U"] += da2.T @ x.reshape(TB, I)            # sum_t da_t (x) x_t
-            dx = (da2 @ self.params["U"]).reshape(T, B, I)
+            if input_grad:
+                dx = (da2 @ self.params["U"]).reshape(T, B, I)
         return dx, (dh_next,), dh_total
 
-    def _backward_torch(self, dh: np.ndarray, dstate: tuple | None, cache: GRUCache, grads: dict):
+    def _backward_torch(self, dh: np.ndarray, dstate: tuple | None, cache: GRUCache, grads: dict,
+                        input_grad: bool = True, overwrite_dh: bool = False):
         """BPTT of the torch variant. Every gate gradient is dE/dh_t times a factor that does
         not depend on the recursion, so the factors are computed for a chunk of steps at once:
 
@@ -290,8 +295,9 @@ class GRULayer:
         W = self.params["W"]
         ids = x.dtype.kind in "iu"
         I = None if ids else x.shape[2]
-        dh_total = np.empty_like(dh)                         # (T, B, H), returned
-        dx = None if ids else np.empty((T, B, I), np.result_type(dh, self.params["U"]))
+        dh_total = dh if overwrite_dh else np.empty_like(dh)   # (T, B, H), returned
+        want_dx = input_grad and not ids
+        dx = np.empty((T, B, I), np.result_type(dh, self.params["U"])) if want_dx else None
         dh_next = (np.zeros((B, H), self.dtype) if dstate is None or dstate[0] is None
                    else np.array(dstate[0], self.dtype))
         through_w = np.empty((B, H), self.dtype)
@@ -346,5 +352,6 @@ class GRULayer:
                 scatter_add_columns(grads["U"], x[start:stop].reshape(-1), da2)
             else:
                 accumulate_chunk(grads, "U", da2.T, x[start:stop].reshape(rows, I), scratch)   # da_t (x) x_t
-                np.dot(da2, self.params["U"], out=dx[start:stop].reshape(rows, I))            # dE/dx_t
+                if want_dx:
+                    np.dot(da2, self.params["U"], out=dx[start:stop].reshape(rows, I))        # dE/dx_t
         return dx, (dh_next,), dh_total

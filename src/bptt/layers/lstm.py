@@ -152,18 +152,22 @@ class LSTMLayer:
         h = a[:, 3 * H:] * tanh_c
         return h, (h, c)
 
-    def backward(self, dh: np.ndarray, dstate: tuple | None, cache: LSTMCache, grads: dict):
+    def backward(self, dh: np.ndarray, dstate: tuple | None, cache: LSTMCache, grads: dict, *,
+                 input_grad: bool = True, overwrite_dh: bool = False):
         """dh (T, B, H): dE/dh_t from above; dstate = (dE/dh_T, dE/dc_T) (either may be None) or None.
         Accumulates (+=) into grads["U"], grads["W"], grads["b"].
 
-        Returns dx (T, B, I) or None for ids, (dE/dh0, dE/dc0), and dh_total (T, B, H) = dE/dh_t."""
+        Returns dx (T, B, I) or None for ids, (dE/dh0, dE/dc0), and dh_total (T, B, H) = dE/dh_t.
+        ``input_grad=False`` skips dE/dx (returns None); ``overwrite_dh=True`` writes dh_total into
+        ``dh`` itself (see ``RNNLayer.backward``)."""
         x, hs, cs, gates, tanh_c = cache.x, cache.hs, cache.cs, cache.gates, cache.tanh_c
         T, B, H = dh.shape
         W = self.params["W"]
         ids = x.dtype.kind in "iu"
         I = None if ids else x.shape[2]
-        dh_total = np.empty_like(dh)                         # (T, B, H), returned
-        dx = None if ids else np.empty((T, B, I), np.result_type(dh, self.params["U"]))
+        dh_total = dh if overwrite_dh else np.empty_like(dh)   # (T, B, H), returned
+        want_dx = input_grad and not ids
+        dx = np.empty((T, B, I), np.result_type(dh, self.params["U"])) if want_dx else None
         dstate = (None, None) if dstate is None else dstate
         dh_next = np.zeros((B, H), self.dtype) if dstate[0] is None else np.array(dstate[0], self.dtype)
         dc = np.zeros((B, H), self.dtype) if dstate[1] is None else np.array(dstate[1], self.dtype)
@@ -224,5 +228,6 @@ class LSTMLayer:
                 scatter_add_columns(grads["U"], x[start:stop].reshape(-1), da2)
             else:
                 accumulate_chunk(grads, "U", da2.T, x[start:stop].reshape(n * B, I), scratch)  # da_t (x) x_t
-                np.dot(da2, self.params["U"], out=dx[start:stop].reshape(n * B, I))           # dE/dx_t
+                if want_dx:
+                    np.dot(da2, self.params["U"], out=dx[start:stop].reshape(n * B, I))       # dE/dx_t
         return dx, (dh_next, dc), dh_total

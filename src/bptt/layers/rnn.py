@@ -117,18 +117,23 @@ class RNNLayer:
         return h, (h,)
 
     # ---------------------------------------------------------------- backward
-    def backward(self, dh: np.ndarray, dstate: tuple | None, cache: RNNCache, grads: dict):
+    def backward(self, dh: np.ndarray, dstate: tuple | None, cache: RNNCache, grads: dict, *,
+                 input_grad: bool = True, overwrite_dh: bool = False):
         """dh (T, B, H): dE/dh_t arriving from above; dstate = (dE/dh_T,) from later
         chunks or None. Accumulates (+=) into grads["U"], grads["W"], grads["b"].
 
         Returns dx (T, B, I) or None for ids, (dE/dh0,), and dh_total (T, B, H) =
-        the full dE/dh_t for every t (read by the diagnostics)."""
+        the full dE/dh_t for every t (read by the diagnostics).
+        ``input_grad=False`` skips dE/dx (returns None: a first layer's caller may not need it);
+        ``overwrite_dh=True`` lets dh_total be written into ``dh`` itself (the caller owns dh
+        and gives it up: one (T, B, H) array less at the peak)."""
         x, hs = cache.x, cache.hs
         T, B, H = dh.shape
         W = self.params["W"]
-        dh_total = np.empty_like(dh)               # dE/dh_t, all paths: returned, so kept whole
+        dh_total = dh if overwrite_dh else np.empty_like(dh)   # dE/dh_t, all paths: returned, so kept whole
         ids = x.dtype.kind in "iu"
-        dx = None if ids else np.empty((T, B, x.shape[2]), np.result_type(dh, self.params["U"]))
+        want_dx = input_grad and not ids
+        dx = np.empty((T, B, x.shape[2]), np.result_type(dh, self.params["U"])) if want_dx else None
         if dstate is None or dstate[0] is None:
             dnext = np.zeros((B, H), self.dtype)
         else:
@@ -162,7 +167,8 @@ class RNNLayer:
             else:
                 I = x.shape[2]
                 accumulate_chunk(grads, "U", da2.T, x[start:stop].reshape(n * B, I), scratch)   # da_t (x) x_t
-                np.dot(da2, self.params["U"], out=dx[start:stop].reshape(n * B, I))      # dE/dx_t
+                if want_dx:
+                    np.dot(da2, self.params["U"], out=dx[start:stop].reshape(n * B, I))  # dE/dx_t
         return dx, (dnext,), dh_total
 
 
