@@ -108,3 +108,50 @@ def test_truncated_training_pieces_skip_dinputs():
     assert loss == pytest.approx(net.loss_only(x, y), rel=1e-15)
     for name in grads:
         np.testing.assert_array_equal(piece.grads[name], grads[name], err_msg=name)
+
+
+@pytest.mark.parametrize("options", CASES, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_loss_and_grads_reuses_scratch_arrays_without_changing_results(options):
+    from bptt import workspace
+
+    lean, reference = Network(4, 3, 5, seed=9, **options), Network(4, 3, 5, seed=9, **options)
+    returned = []
+    for call, (T, B, ids) in enumerate([(6, 3, False), (6, 3, False), (4, 2, True), (6, 3, False), (1, 1, False)]):
+        x, y, mask = _problem(call, T=T, B=B, ids=ids)
+        loss, grads = lean.loss_and_grads(x, y, mask)
+        expected = reference.forward_backward(x, y, mask)
+        assert loss == expected.loss
+        for name in grads:
+            np.testing.assert_array_equal(grads[name], expected.grads[name], err_msg=f"call {call}: {name}")
+        returned.append((grads, {k: v.copy() for k, v in grads.items()}))
+    for grads, snapshot in returned:                       # later calls never wrote into earlier results
+        for name in grads:
+            np.testing.assert_array_equal(grads[name], snapshot[name])
+    scratch = [a for w in lean.workspaces.values() for a in w.arrays.values()]
+    assert scratch                                         # the workspace was used ...
+    assert all(getattr(part, "workspace", None) is None for _, part in lean._scratch_owners())
+    fwd = lean.forward(_problem(0)[0])                     # ... and only inside loss_and_grads
+    reference.forward(_problem(0)[0])                      # (keeps the two dropout generators in step)
+    for array in [fwd.outputs, *fwd.hidden]:
+        assert not any(np.shares_memory(array, a) for a in scratch)
+    with workspace.LOCK:                                   # another thread stepping: fresh arrays, same numbers
+        before = {name: dict(w.arrays) for name, w in lean.workspaces.items()}
+        x, y, mask = _problem(0)
+        loss, grads = lean.loss_and_grads(x, y, mask)
+        assert all(lean.workspaces[n].arrays[k] is a for n, arrays in before.items() for k, a in arrays.items())
+    assert loss == reference.forward_backward(x, y, mask).loss
+
+
+def test_cross_entropy_in_place_gives_the_same_gradient():
+    from bptt.losses import softmax_cross_entropy
+
+    rng = np.random.default_rng(4)
+    logits = rng.standard_normal((5, 3, 7)) * 4
+    targets = rng.integers(0, 7, (5, 3))
+    for mask in (None, rng.uniform(0, 2, (5, 3))):
+        loss, grad = softmax_cross_entropy(logits, targets, mask)
+        z = logits.copy()
+        loss_in_place, grad_in_place = softmax_cross_entropy(z, targets, mask, overwrite_logits=True)
+        assert np.shares_memory(grad_in_place, z) and not np.shares_memory(grad, logits)
+        assert loss_in_place == loss
+        np.testing.assert_array_equal(grad_in_place, grad)

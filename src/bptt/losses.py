@@ -23,18 +23,21 @@ import numpy as np
 LOSSES = ("cross_entropy", "mse")
 
 
-def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None):
+def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None,
+                          overwrite_logits: bool = False):
     """logits (T, B, O), targets int (T, B), mask (T, B) or None -> (E, dE/dlogits).
 
     All T*B rows at once, with one exp per logit: the exponentials serve both the
     log-sum-exp of the loss and the softmax of the gradient, which is built in that same
-    buffer (no second exp, no (T, B, O) temporaries beyond the returned gradient)."""
+    buffer (no second exp, no (T, B, O) temporaries beyond the returned gradient).
+    ``overwrite_logits=True`` builds the gradient in the (C-contiguous) logits array itself."""
     T, B, O = logits.shape
     N = T * B
     z = logits.reshape(N, O)
     rows = np.arange(N)
     target_ids = targets.reshape(N)
-    probs = np.subtract(z, z.max(axis=1, keepdims=True))         # z - max z: stable, (N, O)
+    in_place = overwrite_logits and logits.flags.c_contiguous     # then z is a view of logits
+    probs = np.subtract(z, z.max(axis=1, keepdims=True), out=z if in_place else None)   # z - max z: stable
     picked = probs[rows, target_ids]                               # shifted z_t[y_t], (N,)
     np.exp(probs, out=probs)
     total = probs.sum(axis=1)                                     # sum exp, (N,)
@@ -60,9 +63,10 @@ def squared_error(outputs: np.ndarray, targets: np.ndarray, mask: np.ndarray | N
     return loss, diff
 
 
-def compute_loss(kind: str, outputs, targets, mask=None):
+def compute_loss(kind: str, outputs, targets, mask=None, overwrite_outputs: bool = False):
+    """(E, dE/doutputs); ``overwrite_outputs=True`` lets cross-entropy reuse the outputs' array."""
     if kind == "cross_entropy":
-        return softmax_cross_entropy(outputs, targets, mask)
+        return softmax_cross_entropy(outputs, targets, mask, overwrite_logits=overwrite_outputs)
     if kind == "mse":
         return squared_error(outputs, targets, mask)
     raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")

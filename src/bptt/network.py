@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import init
+from . import init, workspace
 from . import validation as check
 from .layers.bidirectional import BidirectionalLayer
 from .layers.gru import GRU_VARIANTS, GRULayer
@@ -187,6 +187,7 @@ class Network:
         self.readout = (None if self.output_size is None
                         else Readout(width, self.output_size, bias=self.bias, rng=rng, dtype=self.dtype))
         self.params = self._collect(lambda sub: sub.params)
+        self.workspaces: dict = {}                # scratch arrays of loss_and_grads, per layer (see workspace.py)
         self._init_recurrent(recurrent_init, spectral_radius, rng)
 
     # ------------------------------------------------------------ bookkeeping
@@ -394,9 +395,48 @@ class Network:
         return Result(loss, bwd.grads, fwd.outputs, fwd.final_state, bwd.dh, bwd.dinputs, bwd.dh0)
 
     def loss_and_grads(self, inputs, targets, mask=None, h0=None):
-        """(E, grads) with grads[name] = dE/dparams[name]."""
-        result = self.forward_backward(inputs, targets, mask, h0, input_grad=False)   # dE/dx unused here
-        return result.loss, result.grads
+        """(E, grads) with grads[name] = dE/dparams[name].
+
+        The lean training step: no dE/dx, the loss gradient built in the logits' array, and
+        the step's large scratch arrays (h_t, logits, dE/dh_t, ...) kept in a per-network
+        ``workspace.Workspace`` and reused by the next call of the same shapes -- safe because
+        only the loss and fresh gradient arrays are returned. The network holds on to those
+        arrays between calls (``net.workspaces``; ``net.workspaces.clear()`` frees them)."""
+        if not workspace.LOCK.acquire(blocking=False):          # another thread is stepping: fresh arrays
+            return self._loss_and_grads(inputs, targets, mask, h0)
+        owners = self._scratch_owners()
+        try:
+            for name, part in owners:
+                part.workspace = self.workspaces.setdefault(name, workspace.Workspace())
+            return self._loss_and_grads(inputs, targets, mask, h0)
+        finally:
+            for _, part in owners:
+                part.workspace = None                       # forward/backward called directly: fresh arrays
+            workspace.LOCK.release()
+
+    def _scratch_owners(self) -> list:
+        """(name, object) for every layer, direction and the readout: each gets its own workspace."""
+        owners = []
+        for index, layer in enumerate(self.layers):
+            if isinstance(layer, BidirectionalLayer):
+                owners += [(f"layers.{index}", layer.forward_layer), (f"layers.{index}.reverse", layer.reverse_layer)]
+            else:
+                owners.append((f"layers.{index}", layer))
+        if self.readout is not None:
+            owners.append(("readout", self.readout))
+        return owners
+
+    def _loss_and_grads(self, inputs, targets, mask, h0):
+        fwd = self.forward(inputs, h0)
+        T, B = fwd.inputs.shape[:2]
+        targets = self.check_targets(targets, T, B)
+        mask = self.check_mask(mask, T, B)
+        # The logits are not returned here, so the loss gradient may reuse their array (not
+        # without a readout: the outputs are then the top layer's h_t, which backward reads).
+        loss, doutputs = compute_loss(self.loss, fwd.outputs, targets, mask,
+                                      overwrite_outputs=self.readout is not None)
+        bwd = self.backward(fwd, doutputs, input_grad=False)                 # dE/dx unused here
+        return loss, bwd.grads
 
     def loss_only(self, inputs, targets, mask=None, h0=None) -> float:
         fwd = self.forward(inputs, h0)

@@ -50,6 +50,7 @@ import numpy as np
 
 from .. import init
 from ..functional import accumulate_chunk, chunk_steps, gate_tanh_scale, scatter_add_columns, sigmoid
+from ..workspace import empty
 
 GRU_VARIANTS = ("torch", "cho")
 
@@ -69,6 +70,7 @@ class GRULayer:
 
     cell = "gru"
     state_names = ("h",)
+    workspace = None      # a workspace.Workspace while Network.loss_and_grads runs, else None (fresh arrays)
 
     def __init__(self, input_size: int, hidden_size: int, *, variant: str = "torch", bias: bool = True,
                  rng: np.random.Generator, dtype=np.float64):
@@ -103,11 +105,12 @@ class GRULayer:
     def input_projection(self, x: np.ndarray) -> np.ndarray:
         """U x_t + b for all T steps at once: one GEMM (or a column lookup for ids). (T, B, 3H)"""
         U = self.params["U"]
-        if x.dtype.kind in "iu":
-            A = U.T[x]                            # (T, B, 3H)
+        T, B = x.shape[:2]
+        if x.dtype.kind in "iu":                  # one-hot x_t: U x_t is column x_t of U
+            A = np.take(U.T, x, axis=0, out=empty(self.workspace, "gates", (T, B, U.shape[0]), U.dtype))
         else:
-            T, B, I = x.shape
-            A = (x.reshape(T * B, I) @ U.T).reshape(T, B, U.shape[0])
+            A = empty(self.workspace, "gates", (T, B, U.shape[0]), np.result_type(x, U))
+            np.dot(x.reshape(T * B, x.shape[2]), U.T, out=A.reshape(T * B, U.shape[0]))
         if self.bias:
             A += self.params["b"]
         return A
@@ -142,9 +145,9 @@ class GRULayer:
         Returns h (T, B, H), (h_T,), cache."""
         T, B = x.shape[:2]
         H = self.hidden_size
-        hs = np.empty((T + 1, B, H), self.dtype)
+        hs = empty(self.workspace, "hs", (T + 1, B, H), self.dtype)
         hs[0] = state0[0]
-        extra = np.empty((T, B, H), self.dtype)
+        extra = empty(self.workspace, "extra", (T, B, H), self.dtype)
         gates = self.input_projection(x)                     # (T, B, 3H), hoisted; gates in place
         if self.variant == "torch":
             self._forward_torch(gates, hs, extra)
@@ -304,9 +307,9 @@ class GRULayer:
         # The gate gradients live for one chunk of time steps at a time; the weight gradients
         # are GEMMs per chunk (see functional.chunk_steps).
         steps = chunk_steps(T, B, 7 * H, 3 * H * (H + (0 if ids else I)))
-        da_buffer = np.empty((steps, B, 3 * H), dh.dtype)    # dE/d(U x_t + b): [dar, daz, dan]
-        dgh_buffer = np.empty((steps, B, 3 * H), dh.dtype)   # dE/d(W h_{t-1} + [0, 0, b_hn])
-        tmp_buffer = np.empty((steps, B, H), dh.dtype)
+        da_buffer = empty(self.workspace, "da", (steps, B, 3 * H), dh.dtype)    # dE/d(U x_t + b): [dar, daz, dan]
+        dgh_buffer = empty(self.workspace, "dgh", (steps, B, 3 * H), dh.dtype)  # dE/d(W h_{t-1} + [0, 0, b_hn])
+        tmp_buffer = empty(self.workspace, "tmp", (steps, B, H), dh.dtype)
         scratch = {}
         dot, add, multiply = np.dot, np.add, np.multiply
         for stop in range(T, 0, -steps):

@@ -43,6 +43,7 @@ import numpy as np
 
 from .. import init
 from ..functional import accumulate_chunk, chunk_steps, gate_tanh_scale, scatter_add_columns, sigmoid
+from ..workspace import empty
 
 
 @dataclass
@@ -61,6 +62,7 @@ class LSTMLayer:
 
     cell = "lstm"
     state_names = ("h", "c")
+    workspace = None      # a workspace.Workspace while Network.loss_and_grads runs, else None (fresh arrays)
 
     def __init__(self, input_size: int, hidden_size: int, *, bias: bool = True, forget_bias: float = 1.0,
                  rng: np.random.Generator, dtype=np.float64):
@@ -87,11 +89,12 @@ class LSTMLayer:
     def input_projection(self, x: np.ndarray) -> np.ndarray:
         """U x_t + b for all T steps at once: one GEMM (or a column lookup for ids). (T, B, 4H)"""
         U = self.params["U"]
+        T, B = x.shape[:2]
         if x.dtype.kind in "iu":                  # one-hot x_t: U x_t is column x_t of U
-            A = U.T[x]                            # (T, B, 4H)
+            A = np.take(U.T, x, axis=0, out=empty(self.workspace, "gates", (T, B, U.shape[0]), U.dtype))
         else:
-            T, B, I = x.shape
-            A = (x.reshape(T * B, I) @ U.T).reshape(T, B, U.shape[0])
+            A = empty(self.workspace, "gates", (T, B, U.shape[0]), np.result_type(x, U))
+            np.dot(x.reshape(T * B, x.shape[2]), U.T, out=A.reshape(T * B, U.shape[0]))
         if self.bias:
             A += self.params["b"]
         return A
@@ -112,9 +115,9 @@ class LSTMLayer:
         Returns h (T, B, H), (h_T, c_T), cache."""
         T, B = x.shape[:2]
         H = self.hidden_size
-        hs = np.empty((T + 1, B, H), self.dtype)
-        cs = np.empty((T + 1, B, H), self.dtype)
-        tanh_c = np.empty((T, B, H), self.dtype)
+        hs = empty(self.workspace, "hs", (T + 1, B, H), self.dtype)
+        cs = empty(self.workspace, "cs", (T + 1, B, H), self.dtype)
+        tanh_c = empty(self.workspace, "tanh_c", (T, B, H), self.dtype)
         hs[0], cs[0] = state0
         # One tanh call per step serves all four gates: sigmoid(a) = 1/2 + tanh(a/2)/2, so the
         # i, f, o columns of U x_t + b and of W^T are halved up front (exact in floating point,
@@ -176,8 +179,8 @@ class LSTMLayer:
         # dE/da_t (4H wide) and o (1 - tanh(c_t)^2) live for one chunk of time steps at a time;
         # the weight gradients are GEMMs per chunk (see functional.chunk_steps).
         steps = chunk_steps(T, B, 5 * H, 4 * H * (H + (0 if ids else I)))
-        da_buffer = np.empty((steps, B, 4 * H), dh.dtype)
-        dh_to_dc_buffer = np.empty((steps, B, H), dh.dtype)
+        da_buffer = empty(self.workspace, "da", (steps, B, 4 * H), dh.dtype)
+        dh_to_dc_buffer = empty(self.workspace, "dh_to_dc", (steps, B, H), dh.dtype)
         scratch = {}
         dot, add, multiply = np.dot, np.add, np.multiply
         for stop in range(T, 0, -steps):

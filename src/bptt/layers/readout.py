@@ -11,9 +11,12 @@ import numpy as np
 
 from .. import init
 from ..functional import accumulate_matmul
+from ..workspace import empty
 
 
 class Readout:
+    workspace = None      # a workspace.Workspace while Network.loss_and_grads runs, else None (fresh arrays)
+
     def __init__(self, hidden_size: int, output_size: int, *, bias: bool = True,
                  rng: np.random.Generator, dtype=np.float64):
         bound = 1.0 / np.sqrt(hidden_size)        # torch.nn.Linear's default range
@@ -25,7 +28,8 @@ class Readout:
     def forward(self, h: np.ndarray) -> np.ndarray:
         T, B, H = h.shape
         V = self.params["V"]
-        z = (h.reshape(T * B, H) @ V.T).reshape(T, B, V.shape[0])   # z_t = V h_t
+        z = empty(self.workspace, "z", (T, B, V.shape[0]), np.result_type(h, V))
+        np.dot(h.reshape(T * B, H), V.T, out=z.reshape(T * B, V.shape[0]))   # z_t = V h_t
         if self.bias:
             z += self.params["c"]
         return z
@@ -38,4 +42,6 @@ class Readout:
         accumulate_matmul(grads["V"], dz2.T, h.reshape(T * B, H))   # sum_t (y^_t - y_t) (x) h_t
         if self.bias:
             grads["c"] += dz2.sum(axis=0)
-        return (dz2 @ self.params["V"]).reshape(T, B, H)
+        dh = empty(self.workspace, "dh", (T, B, H), np.result_type(dz, self.params["V"]))
+        np.dot(dz2, self.params["V"], out=dh.reshape(T * B, H))
+        return dh

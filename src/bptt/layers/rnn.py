@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import init
 from ..functional import accumulate_chunk, activate, chunk_steps, derivative_from_output, scatter_add_columns
+from ..workspace import empty
 
 
 @dataclass
@@ -43,6 +44,7 @@ class RNNLayer:
 
     cell = "rnn"
     state_names = ("h",)
+    workspace = None      # a workspace.Workspace while Network.loss_and_grads runs, else None (fresh arrays)
 
     def __init__(self, input_size: int, hidden_size: int, *, nonlinearity: str = "tanh",
                  bias: bool = True, rng: np.random.Generator, dtype=np.float64):
@@ -87,7 +89,7 @@ class RNNLayer:
         """x (T, B, I) or ids (T, B); state0 = (h0,) with h0 (B, H).
         Returns h (T, B, H), (h_T,), cache."""
         T, B = x.shape[:2]
-        hs = np.empty((T + 1, B, self.hidden_size), self.dtype)   # hs[0] = h0, hs[t+1] = h_t
+        hs = empty(self.workspace, "hs", (T + 1, B, self.hidden_size), self.dtype)   # hs[0] = h0, hs[t+1] = h_t
         hs[0] = state0[0]
         # Hoisted: hs[1:] first holds U x_t + b for every t; step t adds W h_{t-1} and applies f
         # in place, so no separate (T, B, H) pre-activation array is ever allocated.
@@ -142,7 +144,7 @@ class RNNLayer:
         # weight-gradient GEMMs run per chunk, still large, while a full (T, B, H) dE/da is never
         # held -- one T B H array less at the peak, and the chunk stays in cache for its GEMMs.
         steps = chunk_steps(T, B, H, H * (H + (0 if ids else x.shape[2])))   # scratch: dW, dU
-        da_buffer = np.empty((steps, B, H), dh.dtype)
+        da_buffer = empty(self.workspace, "da", (steps, B, H), dh.dtype)
         scratch = {}                               # (m, n) products after the first chunk's
         dot, add, multiply = np.dot, np.add, np.multiply
         for stop in range(T, 0, -steps):
