@@ -2,7 +2,8 @@
 
 Memory: ``tracemalloc`` sees every numpy allocation (numpy reports its data buffers to
 it), so the peak traced during ``net.loss_and_grads`` plus what already existed before
-the call (parameters, inputs, targets) is the step's peak footprint. The analytic minimum
+the call (parameters, inputs, targets, the scratch arrays the network keeps between
+calls) is the step's peak footprint. The analytic minimum
 is what any exact BPTT must hold at once:
 
     parameters + gradients + inputs + targets + the activations backward needs
@@ -44,7 +45,10 @@ def measure_memory(problem: Problem) -> dict:
     x, y = problem.data()
     net.loss_and_grads(x, y)                          # first call: warm any lazy set-up
     param_bytes = sum(p.nbytes for p in net.params.values())
-    existing = param_bytes + x.nbytes + y.nbytes
+    # The scratch arrays loss_and_grads keeps between calls (net.workspaces) exist before the
+    # traced call, like the parameters, and are part of the step's footprint.
+    workspace_bytes = sum(w.nbytes for w in getattr(net, "workspaces", {}).values())
+    existing = param_bytes + x.nbytes + y.nbytes + workspace_bytes
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
