@@ -363,4 +363,4 @@ class Distributed:
 
 
 # The Trainer integration lives in its own module to keep both small; importable from here.
-from .data_parallel import DataParallel  # noqa: E402  (after Distributed: no import cycle)
+from .data_parallel import DataParallel  # noqa: E402,F401  (after Distributed: no import cycle)

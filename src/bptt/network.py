@@ -15,41 +15,16 @@ optimisers update it in place.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from . import init, workspace
 from . import validation as check
 from .layers.bidirectional import BidirectionalLayer
-from .layers.gru import GRU_VARIANTS, GRULayer
-from .layers.lstm import LSTMLayer
+from .layers.factory import CELLS, make_layer, refuse_absurd_size
+from .layers.gru import GRU_VARIANTS
 from .layers.readout import Readout
-from .layers.rnn import RNNLayer
 from .losses import LOSSES, compute_loss
-
-CELLS = ("rnn", "lstm", "gru")
-
-
-def _refuse_absurd_size(net) -> None:
-    """ValueError if the weights alone would not fit in this machine's memory (checked before allocating)."""
-    gates = {"rnn": 1, "gru": 3, "lstm": 4}[net.cell]
-    width = net.num_directions * net.hidden_size
-    per_input = net.num_directions * gates * net.hidden_size            # rows of U, W per layer
-    count = per_input * (net.input_size + net.hidden_size + 2)          # layer 0 (U, W, biases)
-    count += (net.num_layers - 1) * per_input * (width + net.hidden_size + 2)
-    count += 0 if net.output_size is None else net.output_size * (width + 1)
-    try:
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):       # pragma: no cover - platforms without sysconf
-        return
-    if count * net.dtype.itemsize > memory:
-        raise ValueError(f"a {net.cell} network with input_size={net.input_size}, hidden_size={net.hidden_size}, "
-                         f"num_layers={net.num_layers}, output_size={net.output_size} has {count:,} parameters "
-                         f"({count * net.dtype.itemsize / 2**30:,.1f} GiB), more than this machine's memory "
-                         f"({memory / 2**30:,.1f} GiB)")
-
+from .passes import BackwardPass, ForwardPass, Result
 
 def _stack(parts: list) -> np.ndarray:
     """np.stack for equally shaped (B, H) states -> (L, B, H), a new array; without np.stack's
@@ -58,58 +33,6 @@ def _stack(parts: list) -> np.ndarray:
     for index, part in enumerate(parts):
         out[index] = part
     return out
-
-
-def _make_one_direction(cell: str, input_size: int, hidden_size: int, options: dict, rng, dtype):
-    if cell == "rnn":
-        return RNNLayer(input_size, hidden_size, nonlinearity=options["nonlinearity"],
-                        bias=options["bias"], rng=rng, dtype=dtype)
-    if cell == "lstm":
-        return LSTMLayer(input_size, hidden_size, bias=options["bias"], forget_bias=options["forget_bias"],
-                         rng=rng, dtype=dtype)
-    if cell == "gru":
-        return GRULayer(input_size, hidden_size, variant=options["gru_variant"], bias=options["bias"],
-                        rng=rng, dtype=dtype)
-    raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
-
-
-def _make_layer(cell: str, input_size: int, hidden_size: int, options: dict, rng, dtype):
-    layer = _make_one_direction(cell, input_size, hidden_size, options, rng, dtype)
-    if options.get("bidirectional"):
-        reverse = _make_one_direction(cell, input_size, hidden_size, options, rng, dtype)
-        return BidirectionalLayer(layer, reverse)
-    return layer
-
-
-@dataclass
-class ForwardPass:
-    """Everything backward needs, plus what users read: outputs and the final state."""
-
-    outputs: np.ndarray          # (T, B, O): logits for cross-entropy, predictions for mse
-    final_state: object          # same format as h0
-    hidden: list                 # per layer, h (T, B, D*H), D = 2 when bidirectional (before dropout)
-    caches: list                 # per layer, the layer's cache
-    inputs: np.ndarray
-    dropout_masks: list | None = None   # per layer below the top, (T, B, D*H) scaled keep-masks, or None
-
-
-@dataclass
-class BackwardPass:
-    grads: dict                  # name -> dE/dparam, same keys as net.params
-    dh: list                     # per layer, dE/dh_t for every t, (T, B, D*H): all paths into h_t
-    dinputs: np.ndarray | None   # dE/dx (T, B, I); None for token ids
-    dh0: object                  # dE/dh0 in the format of h0
-
-
-@dataclass
-class Result:
-    loss: float
-    grads: dict
-    outputs: np.ndarray
-    final_state: object
-    dh: list = field(default_factory=list)
-    dinputs: np.ndarray | None = None
-    dh0: object = None
 
 
 class Network:
@@ -174,7 +97,7 @@ class Network:
         # Dropout masks come from their own generator so the weights drawn from `seed` do not
         # depend on whether dropout is on; seeded, so runs repeat.
         self.dropout_rng = np.random.default_rng([self.seed, 1])
-        _refuse_absurd_size(self)                 # a typo like hidden_size=10**7 is an error, not an OOM kill
+        refuse_absurd_size(self)                 # a typo like hidden_size=10**7 is an error, not an OOM kill
 
         rng = np.random.default_rng(self.seed)
         options = {"nonlinearity": self.nonlinearity, "bias": self.bias, "forget_bias": self.forget_bias,
@@ -183,7 +106,7 @@ class Network:
         self.layers = []
         for layer_index in range(self.num_layers):
             layer_input = self.input_size if layer_index == 0 else width
-            self.layers.append(_make_layer(self.cell, layer_input, self.hidden_size, options, rng, self.dtype))
+            self.layers.append(make_layer(self.cell, layer_input, self.hidden_size, options, rng, self.dtype))
         self.readout = (None if self.output_size is None
                         else Readout(width, self.output_size, bias=self.bias, rng=rng, dtype=self.dtype))
         self.params = self._collect(lambda sub: sub.params)

@@ -159,7 +159,7 @@ def jax_contestant(problem: Problem, weights: dict) -> Contestant:
     import jax
     import jax.numpy as jnp
 
-    T, B, I, H = problem.seq_len, problem.batch, problem.input_size, problem.hidden_size
+    B, H = problem.batch, problem.hidden_size
     body = _jax_cell(problem.cell, H)
 
     def loss_fn(params, x, y):
