@@ -51,6 +51,7 @@ import numpy as np
 from .. import init
 from ..functional import accumulate_chunk, chunk_steps, gate_tanh_scale, scatter_add_columns, sigmoid
 from ..workspace import empty
+from .projection import project_inputs
 
 GRU_VARIANTS = ("torch", "cho")
 
@@ -103,17 +104,8 @@ class GRULayer:
         return (np.zeros((batch, self.hidden_size), self.dtype),)
 
     def input_projection(self, x: np.ndarray) -> np.ndarray:
-        """U x_t + b for all T steps at once: one GEMM (or a column lookup for ids). (T, B, 3H)"""
-        U = self.params["U"]
-        T, B = x.shape[:2]
-        if x.dtype.kind in "iu":                  # one-hot x_t: U x_t is column x_t of U
-            A = np.take(U.T, x, axis=0, out=empty(self.workspace, "gates", (T, B, U.shape[0]), U.dtype))
-        else:
-            A = empty(self.workspace, "gates", (T, B, U.shape[0]), np.result_type(x, U))
-            np.dot(x.reshape(T * B, x.shape[2]), U.T, out=A.reshape(T * B, U.shape[0]))
-        if self.bias:
-            A += self.params["b"]
-        return A
+        """U x_t + b for all T steps at once (layers/projection.py): (T, B, 3H)."""
+        return project_inputs(self, x)
 
     def _cell(self, a: np.ndarray, h_prev: np.ndarray, extra: np.ndarray, h_out: np.ndarray) -> None:
         """One step. a (B, 3H) = U x_t + b on entry, [r, z, n] on exit; writes extra and h_t."""

@@ -44,6 +44,7 @@ import numpy as np
 from .. import init
 from ..functional import accumulate_chunk, chunk_steps, gate_tanh_scale, scatter_add_columns, sigmoid
 from ..workspace import empty
+from .projection import project_inputs
 
 
 @dataclass
@@ -87,17 +88,8 @@ class LSTMLayer:
         return np.zeros((batch, H), self.dtype), np.zeros((batch, H), self.dtype)
 
     def input_projection(self, x: np.ndarray) -> np.ndarray:
-        """U x_t + b for all T steps at once: one GEMM (or a column lookup for ids). (T, B, 4H)"""
-        U = self.params["U"]
-        T, B = x.shape[:2]
-        if x.dtype.kind in "iu":                  # one-hot x_t: U x_t is column x_t of U
-            A = np.take(U.T, x, axis=0, out=empty(self.workspace, "gates", (T, B, U.shape[0]), U.dtype))
-        else:
-            A = empty(self.workspace, "gates", (T, B, U.shape[0]), np.result_type(x, U))
-            np.dot(x.reshape(T * B, x.shape[2]), U.T, out=A.reshape(T * B, U.shape[0]))
-        if self.bias:
-            A += self.params["b"]
-        return A
+        """U x_t + b for all T steps at once (layers/projection.py): (T, B, 4H)."""
+        return project_inputs(self, x)
 
     @staticmethod
     def _cell(a: np.ndarray, c_prev: np.ndarray, H: int, c_out: np.ndarray, tanh_c_out: np.ndarray):

@@ -29,6 +29,7 @@ import numpy as np
 from .. import init
 from ..functional import accumulate_chunk, activate, chunk_steps, derivative_from_output, scatter_add_columns
 from ..workspace import empty
+from .projection import project_inputs
 
 
 @dataclass
@@ -69,21 +70,8 @@ class RNNLayer:
         return (np.zeros((batch, self.hidden_size), self.dtype),)
 
     def input_projection(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """U x_t + b for all T steps at once: one GEMM (or a column lookup for ids).
-        x (T, B, I) or ids (T, B) -> (T, B, H), written into ``out`` when given."""
-        U = self.params["U"]
-        T, B = x.shape[:2]
-        H = self.hidden_size
-        if out is None:
-            out = np.empty((T, B, H), self.dtype)
-        if x.dtype.kind in "iu":                  # token ids: U x_t with x_t one-hot is column x_t of U
-            np.take(U.T, x, axis=0, out=out)      # (T, B, H)
-        else:
-            # BLAS reads the transposed view U.T in place (no copy) and writes straight into out.
-            np.dot(x.reshape(T * B, x.shape[2]), U.T, out=out.reshape(T * B, H))
-        if self.bias:
-            out += self.params["b"]
-        return out
+        """U x_t + b for all T steps at once (layers/projection.py): (T, B, H), into ``out`` when given."""
+        return project_inputs(self, x, out)
 
     def forward(self, x: np.ndarray, state0: tuple[np.ndarray]):
         """x (T, B, I) or ids (T, B); state0 = (h0,) with h0 (B, H).
