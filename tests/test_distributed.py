@@ -587,7 +587,7 @@ def test_bptt_train_bad_input_under_mpiexec_is_one_line_not_a_hang(tmp_path, fla
     run = bptt_train(2, *text, "--steps", "2", "--out", tmp_path / "run", "--no-progress", *flags, timeout=30)
     assert run.returncode != 0
     ours = [line for line in run.stderr.splitlines() if line.startswith("[rank")]
-    assert len(ours) == 1 and fragment in ours[0], run.stderr
+    assert len(ours) == 1 and fragment in ours[0], (run.returncode, run.stdout, run.stderr)
     assert "Traceback" not in run.stderr
 
 

@@ -316,6 +316,9 @@ class Distributed:
             time.sleep(0.5)
         print(f"{prefix}{message}", file=sys.stderr, flush=True)
         if self.active:
+            # mpiexec forwards each rank's stderr through its proxy; MPI_Abort can tear the proxy
+            # down before it has read the line (seen on a loaded machine): give it a moment.
+            time.sleep(0.3)
             self.comm.Abort(code)
         raise SystemExit(code)
 
