@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import init
+from .. import init, kernels
 from ..functional import accumulate_chunk, chunk_steps, gate_tanh_scale, scatter_add_columns, sigmoid
 from ..workspace import empty
 from .projection import project_inputs
@@ -142,8 +142,11 @@ class GRULayer:
         extra = empty(self.workspace, "extra", (T, B, H), self.dtype)
         gates = self.input_projection(x)                     # (T, B, 3H), hoisted; gates in place
         if self.variant == "torch":
-            self._forward_torch(gates, hs, extra)
-        else:
+            if self._use_kernels(gates):
+                self._forward_torch_kernel(gates, hs, extra)
+            else:
+                self._forward_torch(gates, hs, extra)
+        else:                                                # Cho: numpy only (kernels/gru.py says why)
             for t in range(T):
                 self._cell(gates[t], hs[t], extra[t], hs[t + 1])
         return hs[1:], (hs[T],), GRUCache(x, hs, gates, extra)
@@ -180,6 +183,25 @@ class GRULayer:
             subtract(h_prev, n, out=h_t)
             multiply(h_t, a[:, H:2 * H], out=h_t)
             add(h_t, n, out=h_t)                             # h_t = n + z (h_{t-1} - n)
+
+    def _use_kernels(self, *arrays: np.ndarray) -> bool:
+        """The numba path (bptt.kernels) runs when it is enabled and every array the kernels
+        write or read has the layer's dtype (one compiled specialisation per dtype)."""
+        return kernels.enabled() and all(a.dtype == self.dtype for a in arrays)
+
+    def _forward_torch_kernel(self, gates: np.ndarray, hs: np.ndarray, extra: np.ndarray) -> None:
+        """The torch variant's recurrence with each step's element-wise work in one compiled pass
+        (kernels/gru.py: r, z, hn, n, h_t as in the module docstring); the GEMM stays in numpy.
+        Fills the same cache as ``_forward_torch``: gates [r, z, n], extra = hn, hs[1:]."""
+        from ..kernels import gru as gru_kernels
+        T, B, H = extra.shape
+        WT = np.ascontiguousarray(self.params["W"].T)        # (H, 3H) contiguous, as in _forward_torch
+        gh = np.empty((B, 3 * H), self.dtype)                # W h_{t-1}, all three gates
+        b_hn = self.params["b_hn"] if self.bias else np.zeros(H, self.dtype)
+        dot, step = np.dot, gru_kernels.forward_step
+        for t in range(T):
+            dot(hs[t], WT, out=gh)                           # W h_{t-1}: the only GEMM in the loop
+            step(t, gates, gh, hs, b_hn, extra)              # r, z, hn, n, h_t: gates[t], extra[t], hs[t+1]
 
     def step(self, x_t: np.ndarray, state: tuple):
         """One step for sampling: x_t (B, I) or ids (B,). Returns h_t, (h_t,)."""
@@ -284,7 +306,9 @@ class GRULayer:
             dhn = dan r = dh_t [(1-z)(1-n^2) r]        dar = dan hn r(1-r)
             dE/dh_{t-1} = dh_t z + [dar, daz, dhn] @ W
 
-        leaving 5 calls per step; dan (needed only by dU, db) is one product after the loop."""
+        leaving 5 calls per step on the numpy path; dan (needed only by dU, db) is one product
+        after the loop. With numba (bptt.kernels) one compiled pass per step computes all of it
+        from the cached gates (kernels/gru.py ``backward_step``), then the step's GEMM."""
         x, hs, gates, extra = cache.x, cache.hs, cache.gates, cache.extra
         T, B, H = dh.shape
         W = self.params["W"]
@@ -296,57 +320,80 @@ class GRULayer:
         dh_next = (np.zeros((B, H), self.dtype) if dstate is None or dstate[0] is None
                    else np.array(dstate[0], self.dtype))
         through_w = np.empty((B, H), self.dtype)
+        use_kernel = self._use_kernels(dh, gates, extra)
         # The gate gradients live for one chunk of time steps at a time; the weight gradients
-        # are GEMMs per chunk (see functional.chunk_steps).
-        steps = chunk_steps(T, B, 7 * H, 3 * H * (H + (0 if ids else I)))
+        # are GEMMs per chunk (see functional.chunk_steps). The kernel path needs no tmp rows.
+        steps = chunk_steps(T, B, (6 if use_kernel else 7) * H, 3 * H * (H + (0 if ids else I)))
         da_buffer = empty(self.workspace, "da", (steps, B, 3 * H), dh.dtype)    # dE/d(U x_t + b): [dar, daz, dan]
         dgh_buffer = empty(self.workspace, "dgh", (steps, B, 3 * H), dh.dtype)  # dE/d(W h_{t-1} + [0, 0, b_hn])
-        tmp_buffer = empty(self.workspace, "tmp", (steps, B, H), dh.dtype)
+        if use_kernel:
+            from ..kernels import gru as gru_kernels
+            step = gru_kernels.backward_step
+            through_w[...] = 0.0                             # nothing flows back through step T+1's W
+        else:
+            tmp_buffer = empty(self.workspace, "tmp", (steps, B, H), dh.dtype)
         scratch = {}
         dot, add, multiply = np.dot, np.add, np.multiply
         for stop in range(T, 0, -steps):
             start = max(0, stop - steps)
             m = stop - start                                 # steps in this chunk
-            gate = gates[start:stop].reshape(m, B, 3, H)
-            r, z, n = gate[:, :, 0], gate[:, :, 1], gate[:, :, 2]      # (m, B, H) views
             da, dgh = da_buffer[:m], dgh_buffer[:m]
-            factor = dgh.reshape(m, B, 3, H)                 # factors first, gradients in the loop
-            dan_factor = da[:, :, 2 * H:]                    # (1-z)(1-n^2), then dan after the loop
-            np.multiply(n, n, out=dan_factor)
-            np.subtract(1.0, dan_factor, out=dan_factor)
-            tmp = np.subtract(1.0, z, out=tmp_buffer[:m])    # (m, B, H)
-            dan_factor *= tmp                                # (1-z)(1-n^2)
-            np.subtract(hs[start:stop], n, out=factor[:, :, 1])
-            factor[:, :, 1] *= z
-            factor[:, :, 1] *= tmp                           # (h_{t-1} - n) z (1-z)
-            np.multiply(dan_factor, r, out=factor[:, :, 2])  # dhn factor
-            np.subtract(1.0, r, out=tmp)
-            tmp *= r                                         # r (1-r)
-            np.multiply(dan_factor, extra[start:stop], out=factor[:, :, 0])
-            factor[:, :, 0] *= tmp                           # dar factor: (1-z)(1-n^2) hn r (1-r)
-
-            for t in range(m - 1, -1, -1):
-                dht = dh_total[start + t]
-                add(dh[start + t], dh_next, out=dht)         # dE/dh_t, all paths
-                d3 = factor[t]                               # (B, 3, H)
-                multiply(d3, dht[:, None, :], out=d3)        # [dar, daz, dhn]
-                dot(dgh[t], W, out=through_w)                # through W_r, W_z, W_n: one GEMM
-                multiply(dht, z[t], out=dh_next)             # direct path h_{t-1} -> h_t
-                add(dh_next, through_w, out=dh_next)
-            dan_factor *= dh_total[start:stop]               # dan = dh_t (1-z)(1-n^2), the chunk's t
-
-            # Shared weights: sums over time as GEMMs, one each per chunk.
-            rows = m * B
-            da[:, :, :2 * H] = dgh[:, :, :2 * H]             # dar, daz also enter U and b
-            da2, dgh2 = da.reshape(rows, 3 * H), dgh.reshape(rows, 3 * H)
-            accumulate_chunk(grads, "W", dgh2.T, hs[start:stop].reshape(rows, H), scratch)  # [dar,daz,dhn] (x) h_{t-1}
-            if self.bias:
-                grads["b_hn"] += dgh2[:, 2 * H:].sum(axis=0)
-                grads["b"] += da2.sum(axis=0)
-            if ids:
-                scatter_add_columns(grads["U"], x[start:stop].reshape(-1), da2)
+            if use_kernel:
+                # One compiled pass per step (dE/dh_t, [dar, daz, dan], [dar, daz, dhn], and the
+                # direct path dh_t z into dh_next), then the step's GEMM; dE/dh_{t-1} is
+                # dh_next + through_w, summed inside the next step's kernel.
+                for t in range(m - 1, -1, -1):
+                    step(start + t, t, dh, dh_total, dh_next, through_w, gates, hs, extra, da, dgh)
+                    dot(dgh[t], W, out=through_w)            # through W_r, W_z, W_n: one GEMM
             else:
-                accumulate_chunk(grads, "U", da2.T, x[start:stop].reshape(rows, I), scratch)   # da_t (x) x_t
-                if want_dx:
-                    np.dot(da2, self.params["U"], out=dx[start:stop].reshape(rows, I))        # dE/dx_t
+                gate = gates[start:stop].reshape(m, B, 3, H)
+                r, z, n = gate[:, :, 0], gate[:, :, 1], gate[:, :, 2]      # (m, B, H) views
+                factor = dgh.reshape(m, B, 3, H)             # factors first, gradients in the loop
+                dan_factor = da[:, :, 2 * H:]                # (1-z)(1-n^2), then dan after the loop
+                np.multiply(n, n, out=dan_factor)
+                np.subtract(1.0, dan_factor, out=dan_factor)
+                tmp = np.subtract(1.0, z, out=tmp_buffer[:m])    # (m, B, H)
+                dan_factor *= tmp                            # (1-z)(1-n^2)
+                np.subtract(hs[start:stop], n, out=factor[:, :, 1])
+                factor[:, :, 1] *= z
+                factor[:, :, 1] *= tmp                       # (h_{t-1} - n) z (1-z)
+                np.multiply(dan_factor, r, out=factor[:, :, 2])  # dhn factor
+                np.subtract(1.0, r, out=tmp)
+                tmp *= r                                     # r (1-r)
+                np.multiply(dan_factor, extra[start:stop], out=factor[:, :, 0])
+                factor[:, :, 0] *= tmp                       # dar factor: (1-z)(1-n^2) hn r (1-r)
+
+                for t in range(m - 1, -1, -1):
+                    dht = dh_total[start + t]
+                    add(dh[start + t], dh_next, out=dht)     # dE/dh_t, all paths
+                    d3 = factor[t]                           # (B, 3, H)
+                    multiply(d3, dht[:, None, :], out=d3)    # [dar, daz, dhn]
+                    dot(dgh[t], W, out=through_w)            # through W_r, W_z, W_n: one GEMM
+                    multiply(dht, z[t], out=dh_next)         # direct path h_{t-1} -> h_t
+                    add(dh_next, through_w, out=dh_next)
+                dan_factor *= dh_total[start:stop]           # dan = dh_t (1-z)(1-n^2), the chunk's t
+                da[:, :, :2 * H] = dgh[:, :, :2 * H]         # dar, daz also enter U and b
+            self._accumulate_chunk(da, dgh, start, stop, x, hs, grads, dx, scratch)
+        if use_kernel:
+            add(dh_next, through_w, out=dh_next)             # dE/dh_0 = dh_1 z_1 + dgh_1 @ W
         return dx, (dh_next,), dh_total
+
+    def _accumulate_chunk(self, da, dgh, start, stop, x, hs, grads, dx, scratch) -> None:
+        """Shared weights: sums over the chunk's steps as GEMMs, one each per chunk.
+        da, dgh (m, B, 3H) = [dar, daz, dan], [dar, daz, dhn] for t in [start, stop);
+        dx (T, B, I) receives dE/dx_t for these steps when it is not None."""
+        m, B, G = da.shape
+        H = G // 3
+        rows = m * B
+        da2, dgh2 = da.reshape(rows, G), dgh.reshape(rows, G)
+        accumulate_chunk(grads, "W", dgh2.T, hs[start:stop].reshape(rows, H), scratch)  # [dar,daz,dhn] (x) h_{t-1}
+        if self.bias:
+            grads["b_hn"] += dgh2[:, 2 * H:].sum(axis=0)
+            grads["b"] += da2.sum(axis=0)
+        if x.dtype.kind in "iu":
+            scatter_add_columns(grads["U"], x[start:stop].reshape(-1), da2)
+        else:
+            I = x.shape[2]
+            accumulate_chunk(grads, "U", da2.T, x[start:stop].reshape(rows, I), scratch)   # da_t (x) x_t
+            if dx is not None:
+                np.dot(da2, self.params["U"], out=dx[start:stop].reshape(rows, I))        # dE/dx_t

@@ -1,0 +1,101 @@
+"""numba kernels for one GRU time step's element-wise work, torch variant (see bptt/layers/gru.py
+for the equations and the numpy reference). Each kernel replaces the ~13 (forward) or ~5 plus the
+per-chunk factors (backward) numpy calls of a step with one pass over the step's (B, H) units;
+the step's GEMM stays in numpy (np.dot from Python, the same BLAS either way).
+
+Layout as in the numpy path: gate rows (B, 3H) = [r, z, n], torch's order. Every product is
+formed in the numpy path's order, so float64 results differ only where libm's tanh and numpy's
+differ (an ulp), and float32 where the rational tanh of kernels/common.py does (a few ulp).
+
+The Cho variant keeps the numpy path: its reset gate sits between two GEMMs (r * h_{t-1} is the
+input of W_n), so a step would need two kernels around the second GEMM; it is not benchmarked.
+"""
+
+from __future__ import annotations
+
+import numba
+
+from .common import jit, one, sigmoid, tanh
+
+# A helper inlined into its caller at numba's IR level, so each call site is optimised with the
+# caller's own arguments (the caller's compile options, error_model included, apply).
+inline = numba.njit(inline="always")
+
+
+@jit
+def forward_step(t, gates, gh, hs, b_hn, extra):
+    """Step t (0-based) of the forward recurrence. gates (T, B, 3H): row t holds U x_t + b on
+    entry and [r, z, n] on exit (kept for backward); gh (B, 3H) = h_{t-1} W^T (all three gates,
+    one GEMM); hs (T+1, B, H): reads hs[t] = h_{t-1}, writes hs[t+1] = h_t; b_hn (H,) (zeros
+    without bias); writes extra[t] = hn = W_n h_{t-1} + b_hn (kept for backward).
+    Whole arrays and t rather than (B, .) rows: slicing in Python costs more than this kernel at B = 1."""
+    a, h_prev, h, hn = gates[t], hs[t], hs[t + 1], extra[t]
+    B, H = h.shape
+    for b in range(B):
+        # One (H,) view per gate block: LLVM's runtime overlap check then compares separate
+        # ranges and passes. Indexing a[b, H + j] instead reads and writes one array at a
+        # distance H that LLVM cannot bound, so the check fails and the scalar loop runs (~8x slower).
+        a_r, a_z, a_n = a[b, :H], a[b, H:2 * H], a[b, 2 * H:]
+        gh_r, gh_z, gh_n = gh[b, :H], gh[b, H:2 * H], gh[b, 2 * H:]
+        hp_b, hn_b, h_b = h_prev[b], hn[b], h[b]
+        for j in range(H):                      # inner loop over contiguous units: vectorised
+            r = sigmoid(a_r[j] + gh_r[j])                            # r_t = sigmoid(U_r x + W_r h + b_r)
+            z = sigmoid(a_z[j] + gh_z[j])                            # z_t = sigmoid(U_z x + W_z h + b_z)
+            hn_t = gh_n[j] + b_hn[j]                                 # hn = W_n h_{t-1} + b_hn
+            n = tanh(a_n[j] + r * hn_t)                              # n_t = tanh(U_n x + b_n + r hn)
+            a_r[j] = r
+            a_z[j] = z
+            a_n[j] = n
+            hn_b[j] = hn_t
+            h_b[j] = (hp_b[j] - n) * z + n                           # h_t = (1 - z) n + z h_{t-1}
+
+
+@jit
+def backward_step(t, k, dh, dh_total, direct, through, gates, hs, extra, da, dgh):
+    """Step t of the torch-variant GRU's BPTT, element-wise part; k is t's row in the chunk
+    buffers da, dgh (chunk, B, 3H). (T, B, .) arrays are indexed here, as in ``forward_step``.
+
+    dh[t] (B, H): dE/dh_t from the readout or the layer above. The path through step t+1
+    comes in two parts: direct (B, H) = dh_{t+1} z_{t+1} (overwritten here with this step's
+    dh_t z_t, the direct part of dE/dh_{t-1}) and through (B, H) = dgh_{t+1} @ W (the previous
+    step's GEMM). gates[t] = [r, z, n], hs[t] = h_{t-1}, extra[t] = hn = W_n h_{t-1} + b_hn.
+    Writes dh_total[t] = dE/dh_t (all paths; dh_total may be dh itself), da[k] = dE/d(U x_t + b)
+    = [dar, daz, dan] and dgh[k] = dE/d(W h_{t-1} + [0, 0, b_hn]) = [dar, daz, dhn]; the caller
+    then computes ``through = dgh[k] @ W`` for step t-1."""
+    total, gate, h_prev, hn, da_t, dgh_t = dh_total[t], gates[t], hs[t], extra[t], da[k], dgh[k]
+    in_place = dh.ctypes.data == dh_total.ctypes.data       # overwrite_dh: dh_total is dh
+    B, H = total.shape
+    for b in range(B):
+        r_b, z_b, n_b = gate[b, :H], gate[b, H:2 * H], gate[b, 2 * H:]        # (H,) views: see forward_step
+        dar_b, daz_b, dan_b = da_t[b, :H], da_t[b, H:2 * H], da_t[b, 2 * H:]
+        dgr_b, dgz_b, dhn_b = dgh_t[b, :H], dgh_t[b, H:2 * H], dgh_t[b, 2 * H:]
+        if in_place:
+            # dh_total is dh: pass the one view twice, so LLVM sees a single pointer updated in
+            # place (two views of the same memory would fail its overlap check: scalar loop, ~2x slower).
+            _backward_row(total[b], direct[b], through[b], total[b], r_b, z_b, n_b, h_prev[b], hn[b],
+                          dar_b, daz_b, dan_b, dgr_b, dgz_b, dhn_b)
+        else:
+            _backward_row(dh[t, b], direct[b], through[b], total[b], r_b, z_b, n_b, h_prev[b], hn[b],
+                          dar_b, daz_b, dan_b, dgr_b, dgz_b, dhn_b)
+
+
+@inline
+def _backward_row(above, direct, through, total, r_b, z_b, n_b, hp_b, hn_b,
+                  dar_b, daz_b, dan_b, dgr_b, dgz_b, dhn_b):
+    """backward_step for one batch row: every argument is an (H,) view. Products in the numpy
+    path's order (layers/gru.py ``_backward_torch``)."""
+    for j in range(total.shape[0]):
+        dht = above[j] + (direct[j] + through[j])                    # dE/dh_t, all paths
+        total[j] = dht
+        r, z, n = r_b[j], z_b[j], n_b[j]
+        one_z = one(z) - z
+        dan_factor = (one(n) - n * n) * one_z                        # dn = dh_t (1 - z); dan = dn (1 - n^2)
+        dar = ((dan_factor * hn_b[j]) * ((one(r) - r) * r)) * dht    # dar = dan hn r (1 - r)
+        daz = (((hp_b[j] - n) * z) * one_z) * dht                    # daz = dh_t (h_{t-1} - n) z (1 - z)
+        dar_b[j] = dar
+        daz_b[j] = daz
+        dan_b[j] = dan_factor * dht
+        dgr_b[j] = dar
+        dgz_b[j] = daz
+        dhn_b[j] = (dan_factor * r) * dht                            # dhn = dan r
+        direct[j] = dht * z                                          # dh_prev = dh_t z (direct path)
