@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import init
+from .. import init, kernels
 from ..functional import accumulate_chunk, chunk_steps, gate_tanh_scale, scatter_add_columns, sigmoid
 from ..workspace import empty
 from .projection import project_inputs
@@ -111,11 +111,21 @@ class LSTMLayer:
         cs = empty(self.workspace, "cs", (T + 1, B, H), self.dtype)
         tanh_c = empty(self.workspace, "tanh_c", (T, B, H), self.dtype)
         hs[0], cs[0] = state0
+        gates = self.input_projection(x)           # (T, B, 4H), hoisted; becomes the gates in place
+        if kernels.enabled():
+            self._forward_kernel(gates, hs, cs, tanh_c)
+        else:
+            self._forward_numpy(gates, hs, cs, tanh_c)
+        return hs[1:], (hs[T], cs[T]), LSTMCache(x, hs, cs, gates, tanh_c)
+
+    def _forward_numpy(self, gates: np.ndarray, hs: np.ndarray, cs: np.ndarray, tanh_c: np.ndarray) -> None:
+        """The time loop in numpy calls (the reference path): gates (T, B, 4H) holds U x_t + b on
+        entry and [i, f, g, o] on exit; fills hs[1:], cs[1:], tanh_c."""
+        T, B, H = tanh_c.shape
         # One tanh call per step serves all four gates: sigmoid(a) = 1/2 + tanh(a/2)/2, so the
         # i, f, o columns of U x_t + b and of W^T are halved up front (exact in floating point,
         # the same bits as functional.sigmoid), and tanh's output is mapped by t * scale + shift.
         scale, shift = gate_tanh_scale("ssts", H, self.dtype)               # (4H,) each
-        gates = self.input_projection(x)           # (T, B, 4H), hoisted; becomes the gates in place
         gates *= scale
         WT = np.multiply(self.params["W"].T, scale, out=np.empty((H, 4 * H), self.dtype))   # contiguous
         recurrent = np.empty((B, 4 * H), self.dtype)
@@ -134,7 +144,18 @@ class LSTMLayer:
             add(c_t, ig, out=c_t)                                            # + i * g
             tanh(c_t, out=tanh_c[t])
             multiply(a[:, 3 * H:], tanh_c[t], out=hs[t + 1])                 # h_t = o * tanh(c_t)
-        return hs[1:], (hs[T], cs[T]), LSTMCache(x, hs, cs, gates, tanh_c)
+
+    def _forward_kernel(self, gates: np.ndarray, hs: np.ndarray, cs: np.ndarray, tanh_c: np.ndarray) -> None:
+        """The same loop with the element-wise work of each step in one compiled pass
+        (bptt/kernels/lstm.py); the GEMM stays in numpy."""
+        from ..kernels import lstm as lstm_kernels
+        T, B, H = tanh_c.shape
+        WT = np.ascontiguousarray(self.params["W"].T)      # (H, 4H): see RNNLayer.forward for why contiguous
+        recurrent = np.empty((B, 4 * H), self.dtype)
+        dot, step = np.dot, lstm_kernels.forward_step
+        for t in range(T):
+            dot(hs[t], WT, out=recurrent)          # W h_{t-1}: the only GEMM in the loop, all 4 gates
+            step(gates[t], recurrent, cs[t], cs[t + 1], tanh_c[t], hs[t + 1])
 
     def step(self, x_t: np.ndarray, state: tuple):
         """One step for sampling: x_t (B, I) or ids (B,). Returns h_t, (h_t, c_t)."""
@@ -146,6 +167,54 @@ class LSTMLayer:
         self._cell(a, c_prev, H, c, tanh_c)
         h = a[:, 3 * H:] * tanh_c
         return h, (h, c)
+
+    def _backward_chunk_numpy(self, dh, dh_total, dh_next, dc, cache: LSTMCache, start: int, stop: int,
+                              da: np.ndarray, dh_to_dc: np.ndarray, tmp: np.ndarray) -> np.ndarray:
+        """BPTT through steps start..stop-1 in numpy calls (the reference path). dh_next, dc (B, H):
+        dE/dh_t and dE/dc_t through step ``stop`` on entry; dc is updated in place to dE/dc_{start-1}.
+        Fills da (n, B, 4H) with dE/da_t and dh_total[start:stop]; returns dE/dh_{start-1}."""
+        gates, cs, tanh_c = cache.gates, cache.cs, cache.tanh_c
+        n = stop - start
+        B, H = dc.shape
+        W = self.params["W"]
+        dc_wide = dc[:, None, :]                             # (B, 1, H): broadcasts over i, f, g
+        dot, add, multiply = np.dot, np.add, np.multiply
+        gate = gates[start:stop].reshape(n, B, 4, H)
+        i, f, g, o = gate[:, :, 0], gate[:, :, 1], gate[:, :, 2], gate[:, :, 3]   # (n, B, H) views
+        # Every factor of dE/da_t that does not depend on the recursion, for the chunk at once
+        # (a few long vectorised passes instead of ~20 small ones per step):
+        #   da_i = dc_t [g i (1-i)]   da_f = dc_t [c_{t-1} f (1-f)]   da_g = dc_t [i (1-g^2)]
+        #   da_o = dh_t [tanh(c_t) o (1-o)]       and  dc_t gets dh_t [o (1 - tanh(c_t)^2)].
+        factor = da.reshape(n, B, 4, H)
+        f_i, f_f, f_g, f_o = factor[:, :, 0], factor[:, :, 1], factor[:, :, 2], factor[:, :, 3]
+        np.subtract(1.0, i, out=f_i)
+        f_i *= i
+        f_i *= g                                         # g i (1-i)
+        np.subtract(1.0, f, out=f_f)
+        f_f *= f
+        f_f *= cs[start:stop]                            # c_{t-1} f (1-f)
+        np.multiply(g, g, out=f_g)
+        np.subtract(1.0, f_g, out=f_g)
+        f_g *= i                                         # i (1-g^2)
+        np.subtract(1.0, o, out=f_o)
+        f_o *= o
+        f_o *= tanh_c[start:stop]                        # tanh(c_t) o (1-o)
+        np.multiply(tanh_c[start:stop], tanh_c[start:stop], out=dh_to_dc)
+        np.subtract(1.0, dh_to_dc, out=dh_to_dc)
+        dh_to_dc *= o                                    # o (1 - tanh(c_t)^2)
+
+        for t in range(n - 1, -1, -1):
+            dht = dh_total[start + t]
+            add(dh[start + t], dh_next, out=dht)         # dE/dh_t, all paths
+            multiply(dht, dh_to_dc[t], out=tmp)
+            add(dc, tmp, out=dc)                         # dE/dc_t = dc_next + dh_t o (1 - tanh^2)
+            ifg = factor[t, :, :3]                       # (B, 3, H)
+            multiply(ifg, dc_wide, out=ifg)              # da_i, da_f, da_g
+            multiply(factor[t, :, 3], dht, out=factor[t, :, 3])   # da_o
+            multiply(dc, f[t], out=dc)                   # dE/dc_{t-1}
+            dot(da[t], W, out=dh_next)                   # dE/dh_{t-1} through all four gates
+
+        return dh_next
 
     def backward(self, dh: np.ndarray, dstate: tuple | None, cache: LSTMCache, grads: dict, *,
                  input_grad: bool = True, overwrite_dh: bool = False):
@@ -166,53 +235,31 @@ class LSTMLayer:
         dstate = (None, None) if dstate is None else dstate
         dh_next = np.zeros((B, H), self.dtype) if dstate[0] is None else np.array(dstate[0], self.dtype)
         dc = np.zeros((B, H), self.dtype) if dstate[1] is None else np.array(dstate[1], self.dtype)
-        tmp = np.empty((B, H), self.dtype)
-        dc_wide = dc[:, None, :]                             # (B, 1, H): broadcasts over i, f, g
-        # dE/da_t (4H wide) and o (1 - tanh(c_t)^2) live for one chunk of time steps at a time;
-        # the weight gradients are GEMMs per chunk (see functional.chunk_steps).
-        steps = chunk_steps(T, B, 5 * H, 4 * H * (H + (0 if ids else I)))
+        use_kernel = kernels.enabled()
+        # dE/da_t (4H wide) -- and on the numpy path o (1 - tanh(c_t)^2) -- live for one chunk of
+        # time steps at a time; the weight gradients are GEMMs per chunk (see functional.chunk_steps).
+        steps = chunk_steps(T, B, (4 if use_kernel else 5) * H, 4 * H * (H + (0 if ids else I)))
         da_buffer = empty(self.workspace, "da", (steps, B, 4 * H), dh.dtype)
-        dh_to_dc_buffer = empty(self.workspace, "dh_to_dc", (steps, B, H), dh.dtype)
+        if use_kernel:
+            from ..kernels import lstm as lstm_kernels
+        else:
+            dh_to_dc_buffer = empty(self.workspace, "dh_to_dc", (steps, B, H), dh.dtype)
+            tmp = np.empty((B, H), self.dtype)
         scratch = {}
-        dot, add, multiply = np.dot, np.add, np.multiply
+        dot = np.dot
         for stop in range(T, 0, -steps):
             start = max(0, stop - steps)
             n = stop - start
-            gate = gates[start:stop].reshape(n, B, 4, H)
-            i, f, g, o = gate[:, :, 0], gate[:, :, 1], gate[:, :, 2], gate[:, :, 3]   # (n, B, H) views
-            # Every factor of dE/da_t that does not depend on the recursion, for the chunk at once
-            # (a few long vectorised passes instead of ~20 small ones per step):
-            #   da_i = dc_t [g i (1-i)]   da_f = dc_t [c_{t-1} f (1-f)]   da_g = dc_t [i (1-g^2)]
-            #   da_o = dh_t [tanh(c_t) o (1-o)]       and  dc_t gets dh_t [o (1 - tanh(c_t)^2)].
-            da = da_buffer[:n]                               # factors first, dE/da_t after the loop
-            factor = da.reshape(n, B, 4, H)
-            f_i, f_f, f_g, f_o = factor[:, :, 0], factor[:, :, 1], factor[:, :, 2], factor[:, :, 3]
-            np.subtract(1.0, i, out=f_i)
-            f_i *= i
-            f_i *= g                                         # g i (1-i)
-            np.subtract(1.0, f, out=f_f)
-            f_f *= f
-            f_f *= cs[start:stop]                            # c_{t-1} f (1-f)
-            np.multiply(g, g, out=f_g)
-            np.subtract(1.0, f_g, out=f_g)
-            f_g *= i                                         # i (1-g^2)
-            np.subtract(1.0, o, out=f_o)
-            f_o *= o
-            f_o *= tanh_c[start:stop]                        # tanh(c_t) o (1-o)
-            dh_to_dc = np.multiply(tanh_c[start:stop], tanh_c[start:stop], out=dh_to_dc_buffer[:n])
-            np.subtract(1.0, dh_to_dc, out=dh_to_dc)
-            dh_to_dc *= o                                    # o (1 - tanh(c_t)^2)
-
-            for t in range(n - 1, -1, -1):
-                dht = dh_total[start + t]
-                add(dh[start + t], dh_next, out=dht)         # dE/dh_t, all paths
-                multiply(dht, dh_to_dc[t], out=tmp)
-                add(dc, tmp, out=dc)                         # dE/dc_t = dc_next + dh_t o (1 - tanh^2)
-                ifg = factor[t, :, :3]                       # (B, 3, H)
-                multiply(ifg, dc_wide, out=ifg)              # da_i, da_f, da_g
-                multiply(factor[t, :, 3], dht, out=factor[t, :, 3])   # da_o
-                multiply(dc, f[t], out=dc)                   # dE/dc_{t-1}
-                dot(da[t], W, out=dh_next)                   # dE/dh_{t-1} through all four gates
+            da = da_buffer[:n]                               # dE/da_t for the chunk's steps
+            if use_kernel:
+                step = lstm_kernels.backward_step            # one compiled pass per step, then the GEMM
+                for t in range(n - 1, -1, -1):
+                    s = start + t
+                    step(dh[s], dh_next, dc, gates[s], cs[s], tanh_c[s], dh_total[s], da[t])
+                    dot(da[t], W, out=dh_next)               # dE/dh_{t-1} through all four gates
+            else:
+                dh_next = self._backward_chunk_numpy(dh, dh_total, dh_next, dc, cache, start, stop, da,
+                                                     dh_to_dc_buffer[:n], tmp)
 
             # Shared weights: sum over time of the per-step gradients, one GEMM each per chunk.
             da2 = da.reshape(n * B, 4 * H)

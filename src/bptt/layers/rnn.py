@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import init
+from .. import init, kernels
 from ..functional import accumulate_chunk, activate, chunk_steps, derivative_from_output, scatter_add_columns
 from ..workspace import empty
 from .projection import project_inputs
@@ -86,6 +86,10 @@ class RNNLayer:
         # transposed operand runs up to 2x slower than with a plain one (B=32, H=128 here), and
         # this GEMM runs T times. (W is updated in place by optimisers, so no caching across calls.)
         WT = np.ascontiguousarray(self.params["W"].T)   # (H, H)
+        if _small_kernel(B, self.hidden_size):    # the same loop, compiled (bptt/kernels/rnn.py)
+            from ..kernels import rnn as rnn_kernels
+            rnn_kernels.forward_sequence(hs, WT, self.nonlinearity == "relu")
+            return hs[1:], (hs[T],), RNNCache(x, hs)
         recurrent = np.empty((B, self.hidden_size), self.dtype)   # W h_{t-1}, reused every step
         f = np.tanh if self.nonlinearity == "tanh" else _relu
         dot, add = np.dot, np.add                  # local names: this loop is the hot path at small sizes
@@ -135,17 +139,25 @@ class RNNLayer:
         da_buffer = empty(self.workspace, "da", (steps, B, H), dh.dtype)
         scratch = {}                               # (m, n) products after the first chunk's
         dot, add, multiply = np.dot, np.add, np.multiply
+        small_kernel = _small_kernel(B, H)
+        if small_kernel:                           # the same loop, compiled (bptt/kernels/rnn.py)
+            from ..kernels import rnn as rnn_kernels
+            W = np.ascontiguousarray(W)
         for stop in range(T, 0, -steps):
             start = max(0, stop - steps)
             n = stop - start
-            # da starts as f'(a_t) for the chunk's steps at once (one vectorised pass, not n
-            # small ones); the loop multiplies in dE/dh_t, turning it into dE/da_t in place.
-            da = derivative_from_output(hs[start + 1:stop + 1], self.nonlinearity, out=da_buffer[:n])
-            for t in range(n - 1, -1, -1):
-                dh_t, da_t = dh_total[start + t], da[t]
-                add(dh[start + t], dnext, out=dh_t)        # dE/dh_t = from above + from step t+1
-                multiply(da_t, dh_t, out=da_t)             # da_t = dE/dh_t * f'(a_t)
-                dot(da_t, W, out=dnext)                    # dE/dh_{t-1} through W
+            if small_kernel:                       # the whole chunk in one call, da_t W included
+                da = da_buffer[:n]
+                rnn_kernels.backward_chunk(dh, dh_total, hs, W, dnext, da, start, stop, self.nonlinearity == "relu")
+            else:
+                # da starts as f'(a_t) for the chunk's steps at once (one vectorised pass, not n
+                # small ones); the loop multiplies in dE/dh_t, turning it into dE/da_t in place.
+                da = derivative_from_output(hs[start + 1:stop + 1], self.nonlinearity, out=da_buffer[:n])
+                for t in range(n - 1, -1, -1):
+                    dh_t, da_t = dh_total[start + t], da[t]
+                    add(dh[start + t], dnext, out=dh_t)        # dE/dh_t = from above + from step t+1
+                    multiply(da_t, dh_t, out=da_t)             # da_t = dE/dh_t * f'(a_t)
+                    dot(da_t, W, out=dnext)                    # dE/dh_{t-1} through W
 
             # Weights are shared across time: sum_t of the per-step gradients, one GEMM each per chunk.
             da2 = da.reshape(n * B, H)
@@ -160,6 +172,16 @@ class RNNLayer:
                 if want_dx:
                     np.dot(da2, self.params["U"], out=dx[start:stop].reshape(n * B, I))  # dE/dx_t
         return dx, (dnext,), dh_total
+
+
+def _small_kernel(batch: int, hidden: int) -> bool:
+    """Run the whole recurrence as one numba call? Only at small sizes (B H^2 <= SMALL_GEMM), where
+    numpy's per-call overhead is most of a step; above that, per-step numpy GEMMs are as fast as a
+    fused kernel (bench/ab_kernels.py measured 1.00-1.02x), so the numpy path runs."""
+    return batch * hidden * hidden <= _SMALL_GEMM and kernels.enabled()
+
+
+_SMALL_GEMM = 16384   # = kernels.rnn.SMALL_GEMM (not imported here: that would import numba)
 
 
 def _relu(a: np.ndarray, out: np.ndarray) -> np.ndarray:
