@@ -2,8 +2,8 @@
 forward outputs, final state, cache, every gradient, dE/dh_t (all paths), dE/dx and dE/dh0,
 with random upstream gradients on every output and on the final state.
 
-float64: the two paths form every product in the same order; only tanh differs (libm in the
-kernels, numpy's SIMD tanh on the numpy path, each within an ulp), so they agree to 1e-12.
+float64: the two paths form every product in the same order and the float64 forward keeps
+numpy's tanh, so the forward is bit-identical and the rest agrees to rounding (1e-12).
 float32: the kernels' tanh is a rational approximation (kernels/common.py, up to ~6 ulp where
 numpy's is ~1.4), so each step's gates may differ by a few ulp = a few 6e-8 relative. Measured
 max-norm differences: at most 3.4e-7 over every float32 case here, 3.7e-7 for a T = 200 layer;
@@ -128,30 +128,47 @@ def test_caches_are_interchangeable():
             assert_close(a, b, F64_RTOL, str(key))
 
 
-def test_kernels_really_run(monkeypatch):
-    """The numba path calls the kernels once per step (so the comparisons above compare two
-    different code paths), and the numpy path never does."""
+@pytest.mark.parametrize("dtype, forward_kernels", [(np.float32, ("forward_step",)),
+                                                     (np.float64, ("forward_gates", "forward_state"))])
+def test_kernels_really_run(monkeypatch, dtype, forward_kernels):
+    """The numba path calls its kernels once per step (so the comparisons above compare two
+    different code paths), and the numpy path never does. float32 runs one forward kernel per
+    step, float64 two around np.tanh (kernels/gru.py says why)."""
     from bptt.kernels import gru as gru_kernels
-    calls = {"forward": 0, "backward": 0}
-    forward_step, backward_step = gru_kernels.forward_step, gru_kernels.backward_step
+    names = ("forward_step", "forward_gates", "forward_state", "backward_step")
+    calls = dict.fromkeys(names, 0)
 
-    def count_forward(*args):
-        calls["forward"] += 1
-        return forward_step(*args)
+    def counting(name, kernel):
+        def count(*args):
+            calls[name] += 1
+            return kernel(*args)
+        return count
 
-    def count_backward(*args):
-        calls["backward"] += 1
-        return backward_step(*args)
-
-    monkeypatch.setattr(gru_kernels, "forward_step", count_forward)
-    monkeypatch.setattr(gru_kernels, "backward_step", count_backward)
-    layer, x, state0, dh, dstate = random_layer_problem(5, 2, 3, 4, np.float64)
+    for name in names:
+        monkeypatch.setattr(gru_kernels, name, counting(name, getattr(gru_kernels, name)))
+    T = 5
+    layer, x, state0, dh, dstate = random_layer_problem(T, 2, 3, 4, dtype)
     with kernels.using("numpy"):
         layer_pass(layer, x, state0, dh, dstate)
-    assert calls == {"forward": 0, "backward": 0}
+    assert calls == dict.fromkeys(names, 0)
     with kernels.using("numba"):
         layer_pass(layer, x, state0, dh, dstate)
-    assert calls == {"forward": 5, "backward": 5}
+    assert calls == {name: T if name in forward_kernels + ("backward_step",) else 0 for name in names}
+
+
+@pytest.mark.parametrize("ids", [False, True])
+def test_float64_forward_is_bit_identical(ids):
+    """float64 keeps numpy's tanh between its two forward kernels and forms every other
+    operation in the numpy path's order: the forward cache is the same bits on both paths."""
+    layer, x, state0, dh, dstate = random_layer_problem(6, 3, 4, 9, np.float64, ids=ids, seed=21)
+
+    def run():
+        h, (hT,), cache = layer.forward(x, state0)
+        return {"h": h, "hT": hT, "gates": cache.gates, "extra": cache.extra, "hs": cache.hs}
+
+    reference, fused = both_paths(run)
+    for name in reference:
+        np.testing.assert_array_equal(fused[name], reference[name], err_msg=name)
 
 
 NETWORK_CASES = [dict(num_layers=2), dict(num_layers=2, bidirectional=True), dict(bias=False),

@@ -1,14 +1,23 @@
 """numba kernels for one GRU time step's element-wise work, torch variant (see bptt/layers/gru.py
-for the equations and the numpy reference). Each kernel replaces the ~13 (forward) or ~5 plus the
-per-chunk factors (backward) numpy calls of a step with one pass over the step's (B, H) units;
-the step's GEMM stays in numpy (np.dot from Python, the same BLAS either way).
+for the equations and the numpy reference). They replace the ~13 numpy calls of a forward step,
+and the ~5 per step plus per-chunk factors of a backward step, by one pass over the step's
+(B, H) units; the step's GEMM stays in numpy (np.dot from Python, the same BLAS either way).
 
-Layout as in the numpy path: gate rows (B, 3H) = [r, z, n], torch's order. Every product is
-formed in the numpy path's order, so float64 results differ only where libm's tanh and numpy's
-differ (an ulp), and float32 where the rational tanh of kernels/common.py does (a few ulp).
+Layout as in the numpy path: gate rows (B, 3H) = [r, z, n], torch's order; every product is
+formed in the numpy path's order.
+
+Forward, by dtype (GRULayer._forward_torch_kernel picks):
+  float32  ``forward_step``: everything in one pass, with kernels/common.py's rational tanh
+           (vectorised; a few ulp from numpy's, so results agree to a few ulp per step).
+  float64  ``forward_gates`` and ``forward_state`` around two np.tanh calls: common.py's float64
+           tanh is libm's, a scalar call ~6x slower per element than numpy's SIMD tanh, which
+           made a one-pass float64 step slower than the numpy path (19.0 vs 12.9 ms for a forward
+           at (I, H, B, T) = (65, 128, 32, 64)); this way it is 8.3 ms and bit-identical to numpy.
+Backward (``backward_step``) has no tanh: one pass for both dtypes.
 
 The Cho variant keeps the numpy path: its reset gate sits between two GEMMs (r * h_{t-1} is the
-input of W_n), so a step would need two kernels around the second GEMM; it is not benchmarked.
+input of W_n), so a step would need kernels on both sides of the second GEMM; it is not the
+default and not benchmarked.
 """
 
 from __future__ import annotations
@@ -48,6 +57,39 @@ def forward_step(t, gates, gh, hs, b_hn, extra):
             a_n[j] = n
             hn_b[j] = hn_t
             h_b[j] = (hp_b[j] - n) * z + n                           # h_t = (1 - z) n + z h_{t-1}
+
+
+@jit
+def forward_gates(t, gates, gh, b_hn, extra):
+    """float64 forward, middle of step t, between the two np.tanh calls (see the module docstring).
+    gates[t] (B, 3H) on entry: [tanh(a_r/2 + (W_r h)/2), tanh(a_z/2 + (W_z h)/2), U_n x + b_n]
+    (the numpy path's halved pre-activations); on exit [r, z, U_n x + b_n + r hn], the last
+    block still to go through tanh. gh (B, 3H) = h_{t-1} W'^T; writes extra[t] = hn (B, H)."""
+    a, hn = gates[t], extra[t]
+    B, H = hn.shape
+    for b in range(B):
+        a_r, a_z, a_n = a[b, :H], a[b, H:2 * H], a[b, 2 * H:]              # (H,) views: see forward_step
+        gh_n, hn_b = gh[b, 2 * H:], hn[b]
+        for j in range(H):
+            r = a_r[j] * 0.5 + 0.5                                   # r = sigmoid(.) = tanh(./2)/2 + 1/2
+            a_r[j] = r
+            a_z[j] = a_z[j] * 0.5 + 0.5                              # z, likewise
+            hn_t = gh_n[j] + b_hn[j]                                 # hn = W_n h_{t-1} + b_hn
+            hn_b[j] = hn_t
+            a_n[j] = a_n[j] + r * hn_t                               # U_n x + b_n + r hn
+
+
+@jit
+def forward_state(t, gates, hs):
+    """float64 forward, end of step t: h_t = (1 - z) n + z h_{t-1}, computed as (h_{t-1} - n) z + n
+    from gates[t] = [r, z, n]; reads hs[t] = h_{t-1}, writes hs[t+1] = h_t."""
+    a, h_prev, h = gates[t], hs[t], hs[t + 1]
+    B, H = h.shape
+    for b in range(B):
+        z_b, n_b, hp_b, h_b = a[b, H:2 * H], a[b, 2 * H:], h_prev[b], h[b]
+        for j in range(H):
+            n = n_b[j]
+            h_b[j] = (hp_b[j] - n) * z_b[j] + n
 
 
 @jit

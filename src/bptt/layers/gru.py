@@ -190,18 +190,43 @@ class GRULayer:
         return kernels.enabled() and all(a.dtype == self.dtype for a in arrays)
 
     def _forward_torch_kernel(self, gates: np.ndarray, hs: np.ndarray, extra: np.ndarray) -> None:
-        """The torch variant's recurrence with each step's element-wise work in one compiled pass
-        (kernels/gru.py: r, z, hn, n, h_t as in the module docstring); the GEMM stays in numpy.
-        Fills the same cache as ``_forward_torch``: gates [r, z, n], extra = hn, hs[1:]."""
+        """The torch variant's recurrence with each step's element-wise work compiled
+        (kernels/gru.py); the GEMM stays in numpy. Fills the same cache as ``_forward_torch``:
+        gates [r, z, n], extra = hn, hs[1:].
+
+        float32: one pass per step (r, z, hn, n, h_t). float64: kernels/common.py's tanh is
+        libm's, a scalar call, so a step keeps numpy's SIMD np.tanh and fuses the rest into two
+        passes around it (the kernels/gru.py docstring has the timings); it matches
+        ``_forward_torch`` bit for bit."""
         from ..kernels import gru as gru_kernels
         T, B, H = extra.shape
-        WT = np.ascontiguousarray(self.params["W"].T)        # (H, 3H) contiguous, as in _forward_torch
-        gh = np.empty((B, 3 * H), self.dtype)                # W h_{t-1}, all three gates
         b_hn = self.params["b_hn"] if self.bias else np.zeros(H, self.dtype)
-        dot, step = np.dot, gru_kernels.forward_step
+        gh = np.empty((B, 3 * H), self.dtype)                # W h_{t-1}, all three gates
+        dot = np.dot
+        if self.dtype == np.float32:
+            WT = np.ascontiguousarray(self.params["W"].T)    # (H, 3H) contiguous, as in _forward_torch
+            step = gru_kernels.forward_step
+            for t in range(T):
+                dot(hs[t], WT, out=gh)                       # W h_{t-1}: the only GEMM in the loop
+                step(t, gates, gh, hs, b_hn, extra)          # r, z, hn, n, h_t: gates[t], extra[t], hs[t+1]
+            return
+        # float64: _forward_torch's halved r, z columns (sigmoid(a) = 1/2 + tanh(a/2)/2, exact)
+        scale, _ = gate_tanh_scale("ss", H, self.dtype)
+        gates[:, :, :2 * H] *= scale
+        WT = np.empty((H, 3 * H), self.dtype)
+        np.multiply(self.params["W"][:2 * H].T, scale, out=WT[:, :2 * H])  # halved W_r^T, W_z^T
+        WT[:, 2 * H:] = self.params["W"][2 * H:].T                          # W_n^T as is
+        add, tanh = np.add, np.tanh
+        finish_gates, new_state = gru_kernels.forward_gates, gru_kernels.forward_state
         for t in range(T):
-            dot(hs[t], WT, out=gh)                           # W h_{t-1}: the only GEMM in the loop
-            step(t, gates, gh, hs, b_hn, extra)              # r, z, hn, n, h_t: gates[t], extra[t], hs[t+1]
+            a = gates[t]
+            rz, n = a[:, :2 * H], a[:, 2 * H:]
+            dot(hs[t], WT, out=gh)
+            add(rz, gh[:, :2 * H], out=rz)
+            tanh(rz, out=rz)
+            finish_gates(t, gates, gh, b_hn, extra)          # r, z; hn; U_n x + b_n + r hn
+            tanh(n, out=n)                                   # n = tanh(U_n x + b_n + r * hn)
+            new_state(t, gates, hs)                          # h_t = n + z (h_{t-1} - n)
 
     def step(self, x_t: np.ndarray, state: tuple):
         """One step for sampling: x_t (B, I) or ids (B,). Returns h_t, (h_t,)."""
