@@ -41,9 +41,10 @@ def forward_step(t, gates, gh, hs, b_hn, extra):
     a, h_prev, h, hn = gates[t], hs[t], hs[t + 1], extra[t]
     B, H = h.shape
     for b in range(B):
-        # One (H,) view per gate block: LLVM's runtime overlap check then compares separate
-        # ranges and passes. Indexing a[b, H + j] instead reads and writes one array at a
-        # distance H that LLVM cannot bound, so the check fails and the scalar loop runs (~8x slower).
+        # One (H,) view per gate block, so each store goes to its own pointer, whose ranges LLVM's
+        # runtime overlap check compares and finds disjoint. Stores into one array at a[b, j],
+        # a[b, H + j], ... (offsets a run-time H apart) fail that check: the scalar loop runs,
+        # ~9x slower (65 vs 7 us at B = 32, H = 128 float32; reads at such offsets are harmless).
         a_r, a_z, a_n = a[b, :H], a[b, H:2 * H], a[b, 2 * H:]
         gh_r, gh_z, gh_n = gh[b, :H], gh[b, H:2 * H], gh[b, 2 * H:]
         hp_b, hn_b, h_b = h_prev[b], hn[b], h[b]
