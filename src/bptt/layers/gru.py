@@ -156,11 +156,7 @@ class GRULayer:
         numbers as ``_cell``): r and z share one tanh via sigmoid(a) = 1/2 + tanh(a/2)/2, their
         columns of U x_t + b and W^T halved up front (exact), and W^T is a contiguous copy."""
         T, B, H = extra.shape
-        scale, shift = gate_tanh_scale("ss", H, self.dtype)                # (2H,) for [r, z]
-        gates[:, :, :2 * H] *= scale
-        WT = np.empty((H, 3 * H), self.dtype)
-        np.multiply(self.params["W"][:2 * H].T, scale, out=WT[:, :2 * H])  # halved W_r^T, W_z^T
-        WT[:, 2 * H:] = self.params["W"][2 * H:].T                          # W_n^T as is
+        scale, shift, WT = self._halve_sigmoid_columns(gates)
         gh = np.empty((B, 3 * H), self.dtype)                # W h_{t-1}, all three gates
         rn = np.empty((B, H), self.dtype)
         b_hn = self.params["b_hn"] if self.bias else None
@@ -183,6 +179,18 @@ class GRULayer:
             subtract(h_prev, n, out=h_t)
             multiply(h_t, a[:, H:2 * H], out=h_t)
             add(h_t, n, out=h_t)                             # h_t = n + z (h_{t-1} - n)
+
+    def _halve_sigmoid_columns(self, gates: np.ndarray):
+        """For one tanh per step over r and z: sigmoid(a) = 1/2 + tanh(a/2)/2, so the r, z columns
+        of gates (T, B, 3H) = U x_t + b are halved in place (exact) and so is a contiguous copy of
+        W_r^T, W_z^T. Returns scale, shift (2H,) (tanh's output t -> t * scale + shift) and WT (H, 3H)."""
+        H = self.hidden_size
+        scale, shift = gate_tanh_scale("ss", H, self.dtype)                # (2H,) for [r, z]
+        gates[:, :, :2 * H] *= scale
+        WT = np.empty((H, 3 * H), self.dtype)
+        np.multiply(self.params["W"][:2 * H].T, scale, out=WT[:, :2 * H])  # halved W_r^T, W_z^T
+        WT[:, 2 * H:] = self.params["W"][2 * H:].T                          # W_n^T as is
+        return scale, shift, WT
 
     def _use_kernels(self, *arrays: np.ndarray) -> bool:
         """The numba path (bptt.kernels) runs when it is enabled and every array the kernels
@@ -210,20 +218,15 @@ class GRULayer:
                 dot(hs[t], WT, out=gh)                       # W h_{t-1}: the only GEMM in the loop
                 step(t, gates, gh, hs, b_hn, extra)          # r, z, hn, n, h_t: gates[t], extra[t], hs[t+1]
             return
-        # float64: _forward_torch's halved r, z columns (sigmoid(a) = 1/2 + tanh(a/2)/2, exact)
-        scale, _ = gate_tanh_scale("ss", H, self.dtype)
-        gates[:, :, :2 * H] *= scale
-        WT = np.empty((H, 3 * H), self.dtype)
-        np.multiply(self.params["W"][:2 * H].T, scale, out=WT[:, :2 * H])  # halved W_r^T, W_z^T
-        WT[:, 2 * H:] = self.params["W"][2 * H:].T                          # W_n^T as is
+        _, _, WT = self._halve_sigmoid_columns(gates)        # as _forward_torch: one tanh for r and z
         add, tanh = np.add, np.tanh
         finish_gates, new_state = gru_kernels.forward_gates, gru_kernels.forward_state
         for t in range(T):
             a = gates[t]
             rz, n = a[:, :2 * H], a[:, 2 * H:]
-            dot(hs[t], WT, out=gh)
-            add(rz, gh[:, :2 * H], out=rz)
-            tanh(rz, out=rz)
+            dot(hs[t], WT, out=gh)                           # W h_{t-1} (r, z columns halved)
+            add(rz, gh[:, :2 * H], out=rz)                   # a/2 for r, z
+            tanh(rz, out=rz)                                 # tanh(a/2): sigmoid(a) = 1/2 + tanh(a/2)/2
             finish_gates(t, gates, gh, b_hn, extra)          # r, z; hn; U_n x + b_n + r hn
             tanh(n, out=n)                                   # n = tanh(U_n x + b_n + r * hn)
             new_state(t, gates, hs)                          # h_t = n + z (h_{t-1} - n)
