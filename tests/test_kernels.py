@@ -113,8 +113,8 @@ def test_lstm_kernel_really_runs_and_a_broken_one_is_caught(monkeypatch):
     from bptt.kernels import lstm as lstm_kernels
     good = lstm_kernels.backward_step
 
-    def forgetful(dh_above, dh_next, dc, gates, c_prev, tanh_c, dh_total, da):
-        good(dh_above, dh_next, dc, gates, c_prev, tanh_c, dh_total, da)
+    def forgetful(t, k, dh, dh_total, dh_next, dc, gates, cs, tanh_c, da):
+        good(t, k, dh, dh_total, dh_next, dc, gates, cs, tanh_c, da)
         dc[...] = 0                                       # cut the cell-state path back in time
 
     monkeypatch.setattr(lstm_kernels, "backward_step", forgetful)

@@ -55,7 +55,9 @@ def environment() -> dict:
     info = {"python": platform.python_version(), "numpy": np.__version__, "machine": platform.machine(),
             "cpu_count": os.cpu_count(),
             "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
-                                                   "XLA_FLAGS")}}
+                                                   "XLA_FLAGS", "BPTT_KERNELS")}}
+    from .. import kernels
+    info["bptt_path"] = kernels.describe()      # numpy calls or the numba kernels (bptt.kernels)
     try:
         from threadpoolctl import threadpool_info
         info["blas"] = [{k: pool.get(k) for k in ("internal_api", "version", "architecture", "num_threads",

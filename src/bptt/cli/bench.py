@@ -86,7 +86,7 @@ def _print_summary(report: dict) -> None:
         blas = run["environment"].get("blas")
         kernel = ", ".join(" ".join(str(b[k]) for k in ("internal_api", "version", "architecture") if b.get(k))
                            for b in blas) if isinstance(blas, list) else blas
-        print(f"threads={run['threads']}: BLAS {kernel}; GEMM peak {run['gemm_peak_gflops']:.1f} GFLOP/s; "
+        print(f"threads={run['threads']}: bptt on {run['environment'].get('bptt_path')}; BLAS {kernel}; GEMM peak {run['gemm_peak_gflops']:.1f} GFLOP/s; "
               f"torch {run['environment'].get('torch')}, jax {run['environment'].get('jax')}; "
               f"load average {run.get('load_average_start')} -> {run.get('load_average_end')} on {os.cpu_count()} cores")
         for note in run["skipped"]:

@@ -2,27 +2,40 @@
 equations and the numpy reference). Each kernel replaces ~10 numpy calls per step with one
 pass over the step's (B, H) units; the step's GEMM stays in numpy.
 
-Layout as in the numpy path: gate rows (B, 4H) = [i, f, g, o], torch's order. Each row is cut
-into one 1-D view per gate and the inner loop indexes those views with the loop counter alone:
-with computed offsets (``a[b, H + j]``) numba's negative-index check stopped LLVM from
-vectorising, and the step ran 4x slower than numpy.
+Layout as in the numpy path: gate rows (B, 4H) = [i, f, g, o], torch's order. Two things keep
+the inner loops vectorised (measured; see also kernels/gru.py):
+
+* every row is cut into one (H,) view per gate, so each store goes to its own pointer: stores
+  at run-time offsets into one array (``a[b, H + j]``) fail LLVM's run-time overlap check and
+  the scalar loop runs (4x slower here);
+* when dE/dh_t is written over the incoming dh (``overwrite_dh``), the same view is passed for
+  both, so LLVM sees one pointer; two views of the same memory also fail the overlap check.
+
+The kernels take whole (T, B, .) arrays and the step t: slicing six views per step in Python
+costs about as much as a kernel call at B = 1.
 """
 
 from __future__ import annotations
 
+import numba
+
 from .common import jit, one, sigmoid, tanh
+
+inline = numba.njit(inline="always")    # inlined at numba's IR level, so the caller's options apply
 
 
 @jit
-def forward_step(a, recurrent, c_prev, c, tanh_c, h):
-    """a (B, 4H): U x_t + b on entry, the gates [i, f, g, o] on exit (kept for backward);
-    recurrent (B, 4H) = h_{t-1} W^T; c_prev (B, H) = c_{t-1}. Writes c_t, tanh(c_t), h_t (B, H)."""
+def forward_step(t, gates, recurrent, hs, cs, tanh_c):
+    """Step t: gates[t] (B, 4H) holds U x_t + b on entry and [i, f, g, o] on exit (kept for
+    backward); recurrent (B, 4H) = h_{t-1} W^T; reads cs[t] = c_{t-1}; writes cs[t+1] = c_t,
+    tanh_c[t] = tanh(c_t) and hs[t+1] = h_t."""
+    a, c_prev, c, tc_t, h = gates[t], cs[t], cs[t + 1], tanh_c[t], hs[t + 1]
     B, H = c.shape
     for b in range(B):
         a_i, a_f, a_g, a_o = a[b, :H], a[b, H:2 * H], a[b, 2 * H:3 * H], a[b, 3 * H:]
         r_i, r_f, r_g, r_o = (recurrent[b, :H], recurrent[b, H:2 * H], recurrent[b, 2 * H:3 * H],
                               recurrent[b, 3 * H:])
-        c_prev_b, c_b, tanh_c_b, h_b = c_prev[b], c[b], tanh_c[b], h[b]
+        c_prev_b, c_b, tanh_c_b, h_b = c_prev[b], c[b], tc_t[b], h[b]
         for j in range(H):                      # contiguous units: LLVM vectorises this loop
             i = sigmoid(a_i[j] + r_i[j])        # input gate
             f = sigmoid(a_f[j] + r_f[j])        # forget gate
@@ -37,26 +50,38 @@ def forward_step(a, recurrent, c_prev, c, tanh_c, h):
 
 
 @jit
-def backward_step(dh_above, dh_next, dc, gates, c_prev, tanh_c, dh_total, da):
-    """One step of the LSTM's BPTT, element-wise part.
+def backward_step(t, k, dh, dh_total, dh_next, dc, gates, cs, tanh_c, da):
+    """Step t of the LSTM's BPTT, element-wise part; k is t's row in the chunk buffer da.
 
-    dh_above (B, H): dE/dh_t from the readout or the layer above; dh_next (B, H): dE/dh_t
-    through step t+1 (the previous step's ``da @ W``); dc (B, H): dE/dc_t through step t+1 on
-    entry, dE/dc_{t-1} on exit. Writes dh_total = dE/dh_t (all paths) and da (B, 4H) = dE/da_t
-    for [i, f, g, o]; the caller then computes dE/dh_{t-1} = da @ W."""
+    dh[t] (B, H): dE/dh_t from the readout or the layer above; dh_next (B, H): dE/dh_t through
+    step t+1 (the previous step's ``da @ W``); dc (B, H): dE/dc_t through step t+1 on entry,
+    dE/dc_{t-1} on exit. Writes dh_total[t] = dE/dh_t, all paths (dh_total may be dh itself), and
+    da[k] (B, 4H) = dE/da_t for [i, f, g, o]; the caller then computes dE/dh_{t-1} = da[k] @ W."""
+    total, gate, c_prev, tc_t, da_t = dh_total[t], gates[t], cs[t], tanh_c[t], da[k]
+    in_place = dh.ctypes.data == dh_total.ctypes.data
     B, H = dc.shape
     for b in range(B):
-        i_, f_, g_, o_ = gates[b, :H], gates[b, H:2 * H], gates[b, 2 * H:3 * H], gates[b, 3 * H:]
-        da_i, da_f, da_g, da_o = da[b, :H], da[b, H:2 * H], da[b, 2 * H:3 * H], da[b, 3 * H:]
-        above, through_next, dc_b, total = dh_above[b], dh_next[b], dc[b], dh_total[b]
-        c_prev_b, tanh_c_b = c_prev[b], tanh_c[b]
-        for j in range(H):
-            dht = above[j] + through_next[j]                    # dE/dh_t, all paths
-            total[j] = dht
-            i, f, g, o, tc = i_[j], f_[j], g_[j], o_[j], tanh_c_b[j]
-            dct = dc_b[j] + dht * ((one(tc) - tc * tc) * o)     # dE/dc_t = dc_next + dh_t o (1 - tanh^2 c_t)
-            da_i[j] = ((one(i) - i) * i * g) * dct              # da_i = dc_t g i (1 - i)
-            da_f[j] = ((one(f) - f) * f * c_prev_b[j]) * dct    # da_f = dc_t c_{t-1} f (1 - f)
-            da_g[j] = ((one(g) - g * g) * i) * dct              # da_g = dc_t i (1 - g^2)
-            da_o[j] = ((one(o) - o) * o * tc) * dht             # da_o = dh_t tanh(c_t) o (1 - o)
-            dc_b[j] = dct * f                                   # dE/dc_{t-1} = dc_t f
+        g_i, g_f, g_g, g_o = gate[b, :H], gate[b, H:2 * H], gate[b, 2 * H:3 * H], gate[b, 3 * H:]
+        d_i, d_f, d_g, d_o = da_t[b, :H], da_t[b, H:2 * H], da_t[b, 2 * H:3 * H], da_t[b, 3 * H:]
+        if in_place:
+            _backward_row(total[b], total[b], dh_next[b], dc[b], g_i, g_f, g_g, g_o, c_prev[b], tc_t[b],
+                          d_i, d_f, d_g, d_o)
+        else:
+            _backward_row(dh[t, b], total[b], dh_next[b], dc[b], g_i, g_f, g_g, g_o, c_prev[b], tc_t[b],
+                          d_i, d_f, d_g, d_o)
+
+
+@inline
+def _backward_row(above, total, through_next, dc, g_i, g_f, g_g, g_o, c_prev, tanh_c, d_i, d_f, d_g, d_o):
+    """backward_step for one batch row; every argument is an (H,) view. Products in the numpy
+    path's order (layers/lstm.py ``_backward_chunk_numpy``)."""
+    for j in range(total.shape[0]):
+        dht = above[j] + through_next[j]                        # dE/dh_t, all paths
+        total[j] = dht
+        i, f, g, o, tc = g_i[j], g_f[j], g_g[j], g_o[j], tanh_c[j]
+        dct = dc[j] + dht * ((one(tc) - tc * tc) * o)           # dE/dc_t = dc_next + dh_t o (1 - tanh^2 c_t)
+        d_i[j] = ((one(i) - i) * i * g) * dct                   # da_i = dc_t g i (1 - i)
+        d_f[j] = ((one(f) - f) * f * c_prev[j]) * dct           # da_f = dc_t c_{t-1} f (1 - f)
+        d_g[j] = ((one(g) - g * g) * i) * dct                   # da_g = dc_t i (1 - g^2)
+        d_o[j] = ((one(o) - o) * o * tc) * dht                  # da_o = dh_t tanh(c_t) o (1 - o)
+        dc[j] = dct * f                                         # dE/dc_{t-1} = dc_t f

@@ -153,9 +153,9 @@ class LSTMLayer:
         WT = np.ascontiguousarray(self.params["W"].T)      # (H, 4H): see RNNLayer.forward for why contiguous
         recurrent = np.empty((B, 4 * H), self.dtype)
         dot, step = np.dot, lstm_kernels.forward_step
-        for t in range(T):
-            dot(hs[t], WT, out=recurrent)          # W h_{t-1}: the only GEMM in the loop, all 4 gates
-            step(gates[t], recurrent, cs[t], cs[t + 1], tanh_c[t], hs[t + 1])
+        for t, h_prev in enumerate(hs[:-1]):
+            dot(h_prev, WT, out=recurrent)         # W h_{t-1}: the only GEMM in the loop, all 4 gates
+            step(t, gates, recurrent, hs, cs, tanh_c)
 
     def step(self, x_t: np.ndarray, state: tuple):
         """One step for sampling: x_t (B, I) or ids (B,). Returns h_t, (h_t, c_t)."""
@@ -253,10 +253,9 @@ class LSTMLayer:
             da = da_buffer[:n]                               # dE/da_t for the chunk's steps
             if use_kernel:
                 step = lstm_kernels.backward_step            # one compiled pass per step, then the GEMM
-                for t in range(n - 1, -1, -1):
-                    s = start + t
-                    step(dh[s], dh_next, dc, gates[s], cs[s], tanh_c[s], dh_total[s], da[t])
-                    dot(da[t], W, out=dh_next)               # dE/dh_{t-1} through all four gates
+                for k in range(n - 1, -1, -1):
+                    step(start + k, k, dh, dh_total, dh_next, dc, gates, cs, tanh_c, da)
+                    dot(da[k], W, out=dh_next)               # dE/dh_{t-1} through all four gates
             else:
                 dh_next = self._backward_chunk_numpy(dh, dh_total, dh_next, dc, cache, start, stop, da,
                                                      dh_to_dc_buffer[:n], tmp)
