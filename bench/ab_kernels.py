@@ -1,7 +1,7 @@
 """A/B: the same training step (``net.loss_and_grads``) on the numpy path and on the numba
 kernels (bptt.kernels), interleaved in one process, one BLAS thread by default, float32.
 
-    python bench/ab_kernels.py --cells rnn lstm gru [--repeats 31] [--threads 1]
+    python bench/ab_kernels.py --cells rnn lstm gru [--repeats 31] [--threads 1] [--dtype float64]
 
 Prints, per cell and size, the median time of each path and their ratio (kernels / numpy:
 below 1, the kernels are faster), and checks the two paths' losses agree.
@@ -26,18 +26,19 @@ def main():
     p.add_argument("--repeats", type=int, default=31)
     p.add_argument("--budget", type=float, default=20.0, help="seconds per row before fewer repeats (min 5)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     args = p.parse_args()
     pinned = harness.pin_threads(args.threads)  # noqa: F841  (keeps the thread limits alive)
     from bptt.network import Network
 
     sizes = SIZES if args.sizes is None else [SIZES[i] for i in args.sizes]
-    print(f"float32, {args.threads} thread(s), numpy path vs {kernels.describe()}; medians, interleaved")
+    print(f"{args.dtype}, {args.threads} thread(s), numpy path vs {kernels.describe()}; medians, interleaved")
     print(f"{'cell':5s} {'(I=O, H, B, T)':22s} {'numpy ms':>10s} {'kernels ms':>11s} {'ratio':>7s}  repeats")
     for cell in args.cells:
         for I, H, B, T in sizes:
-            net = Network(I, H, I, cell=cell, dtype="float32")
+            net = Network(I, H, I, cell=cell, dtype=args.dtype)
             rng = np.random.default_rng(0)
-            x = rng.standard_normal((T, B, I)).astype(np.float32)
+            x = rng.standard_normal((T, B, I)).astype(args.dtype)
             y = rng.integers(0, I, (T, B))
             times = {"numpy": [], "numba": []}
             losses = {}

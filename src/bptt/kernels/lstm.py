@@ -13,6 +13,14 @@ the inner loops vectorised (measured; see also kernels/gru.py):
 
 The kernels take whole (T, B, .) arrays and the step t: slicing six views per step in Python
 costs about as much as a kernel call at B = 1.
+
+Forward, by dtype (LSTMLayer._forward_kernel picks):
+  float32  ``forward_step``: everything in one pass, with kernels/common.py's rational tanh.
+  float64  ``forward_cell`` between numpy's np.tanh calls: common.py's float64 tanh is libm's, a
+           scalar call several times slower per element than numpy's SIMD tanh, and a step needs
+           five per unit (a one-pass float64 step took 1.24x the numpy path's time at
+           (I, H, B, T) = (65, 128, 32, 64)). Split this way the float64 path is bit-identical to
+           the numpy path (the same halved-sigmoid trick, the same products in the same order).
 """
 
 from __future__ import annotations
@@ -47,6 +55,25 @@ def forward_step(t, gates, recurrent, hs, cs, tanh_c):
             tc = tanh(c_t)
             tanh_c_b[j] = tc
             h_b[j] = o * tc                     # h_t = o tanh(c_t)
+
+
+@jit
+def forward_cell(t, gates, cs):
+    """float64 forward, middle of step t (see the module docstring). gates[t] (B, 4H) on entry:
+    tanh of the numpy path's halved pre-activations [a_i/2, a_f/2, a_g, a_o/2]; on exit the gates
+    [i, f, g, o] (sigmoid(a) = tanh(a/2)/2 + 1/2). Writes cs[t+1] = c_t = f c_{t-1} + i g from
+    cs[t]; the caller then takes tanh(c_t) and h_t = o tanh(c_t) with numpy."""
+    a, c_prev, c = gates[t], cs[t], cs[t + 1]
+    B, H = c.shape
+    for b in range(B):
+        a_i, a_f, a_g, a_o = a[b, :H], a[b, H:2 * H], a[b, 2 * H:3 * H], a[b, 3 * H:]
+        c_prev_b, c_b = c_prev[b], c[b]
+        for j in range(H):
+            i = a_i[j] * 0.5 + 0.5              # input gate
+            f = a_f[j] * 0.5 + 0.5              # forget gate
+            a_i[j], a_f[j] = i, f               # (g is tanh already)
+            a_o[j] = a_o[j] * 0.5 + 0.5         # output gate
+            c_b[j] = f * c_prev_b[j] + i * a_g[j]   # c_t = f c_{t-1} + i g
 
 
 @jit
