@@ -33,17 +33,17 @@ inline = numba.njit(inline="always")    # inlined at numba's IR level, so the ca
 
 
 @jit
-def forward_step(t, gates, recurrent, hs, cs, tanh_c):
+def forward_step(t, gates, recurrent, hs, cs):
     """Step t: gates[t] (B, 4H) holds U x_t + b on entry and [i, f, g, o] on exit (kept for
-    backward); recurrent (B, 4H) = h_{t-1} W^T; reads cs[t] = c_{t-1}; writes cs[t+1] = c_t,
-    tanh_c[t] = tanh(c_t) and hs[t+1] = h_t."""
-    a, c_prev, c, tc_t, h = gates[t], cs[t], cs[t + 1], tanh_c[t], hs[t + 1]
+    backward); recurrent (B, 4H) = h_{t-1} W^T; reads cs[t] = c_{t-1}; writes cs[t+1] = c_t and
+    hs[t+1] = h_t (tanh(c_t) is not kept: backward recomputes it with ``tanh_into``)."""
+    a, c_prev, c, h = gates[t], cs[t], cs[t + 1], hs[t + 1]
     B, H = c.shape
     for b in range(B):
         a_i, a_f, a_g, a_o = a[b, :H], a[b, H:2 * H], a[b, 2 * H:3 * H], a[b, 3 * H:]
         r_i, r_f, r_g, r_o = (recurrent[b, :H], recurrent[b, H:2 * H], recurrent[b, 2 * H:3 * H],
                               recurrent[b, 3 * H:])
-        c_prev_b, c_b, tanh_c_b, h_b = c_prev[b], c[b], tc_t[b], h[b]
+        c_prev_b, c_b, h_b = c_prev[b], c[b], h[b]
         for j in range(H):                      # contiguous units: LLVM vectorises this loop
             i = sigmoid(a_i[j] + r_i[j])        # input gate
             f = sigmoid(a_f[j] + r_f[j])        # forget gate
@@ -52,9 +52,7 @@ def forward_step(t, gates, recurrent, hs, cs, tanh_c):
             a_i[j], a_f[j], a_g[j], a_o[j] = i, f, g, o
             c_t = f * c_prev_b[j] + i * g       # c_t = f c_{t-1} + i g
             c_b[j] = c_t
-            tc = tanh(c_t)
-            tanh_c_b[j] = tc
-            h_b[j] = o * tc                     # h_t = o tanh(c_t)
+            h_b[j] = o * tanh(c_t)              # h_t = o tanh(c_t)
 
 
 @jit
@@ -77,14 +75,24 @@ def forward_cell(t, gates, cs):
 
 
 @jit
+def tanh_into(c, out):
+    """out = tanh(c) element-wise with the kernels' tanh (what forward_step used), for arrays of
+    any shape: backward's recomputation of tanh(c_t) for a chunk of steps."""
+    flat_c, flat_out = c.reshape(-1), out.reshape(-1)
+    for j in range(flat_c.shape[0]):
+        flat_out[j] = tanh(flat_c[j])
+    return out
+
+
+@jit
 def backward_step(t, k, dh, dh_total, dh_next, dc, gates, cs, tanh_c, da):
     """Step t of the LSTM's BPTT, element-wise part; k is t's row in the chunk buffer da.
 
     dh[t] (B, H): dE/dh_t from the readout or the layer above; dh_next (B, H): dE/dh_t through
     step t+1 (the previous step's ``da @ W``); dc (B, H): dE/dc_t through step t+1 on entry,
-    dE/dc_{t-1} on exit. Writes dh_total[t] = dE/dh_t, all paths (dh_total may be dh itself), and
+    dE/dc_{t-1} on exit; tanh_c[k] = tanh(c_t) (a chunk buffer, like da). Writes dh_total[t] = dE/dh_t, all paths (dh_total may be dh itself), and
     da[k] (B, 4H) = dE/da_t for [i, f, g, o]; the caller then computes dE/dh_{t-1} = da[k] @ W."""
-    total, gate, c_prev, tc_t, da_t = dh_total[t], gates[t], cs[t], tanh_c[t], da[k]
+    total, gate, c_prev, tc_t, da_t = dh_total[t], gates[t], cs[t], tanh_c[k], da[k]
     in_place = dh.ctypes.data == dh_total.ctypes.data
     B, H = dc.shape
     for b in range(B):

@@ -55,7 +55,8 @@ class LSTMCache:
     hs: np.ndarray      # (T+1, B, H): hs[0] = h0, hs[t+1] = h_t
     cs: np.ndarray      # (T+1, B, H): cs[0] = c0, cs[t+1] = c_t
     gates: np.ndarray   # (T, B, 4H): [i, f, g, o] after their nonlinearities
-    tanh_c: np.ndarray  # (T, B, H): tanh(c_t)
+    # tanh(c_t) is not kept: backward recomputes it from c_t a chunk of steps at a time (one
+    # vectorised pass), which saves a (T, B, H) array at the peak (issue 7's memory goal).
 
 
 class LSTMLayer:
@@ -109,19 +110,19 @@ class LSTMLayer:
         H = self.hidden_size
         hs = empty(self.workspace, "hs", (T + 1, B, H), self.dtype)
         cs = empty(self.workspace, "cs", (T + 1, B, H), self.dtype)
-        tanh_c = empty(self.workspace, "tanh_c", (T, B, H), self.dtype)
+        tanh_c = np.empty((B, H), self.dtype)      # tanh(c_t) for the current step only
         hs[0], cs[0] = state0
         gates = self.input_projection(x)           # (T, B, 4H), hoisted; becomes the gates in place
         if kernels.enabled():
             self._forward_kernel(gates, hs, cs, tanh_c)
         else:
             self._forward_numpy(gates, hs, cs, tanh_c)
-        return hs[1:], (hs[T], cs[T]), LSTMCache(x, hs, cs, gates, tanh_c)
+        return hs[1:], (hs[T], cs[T]), LSTMCache(x, hs, cs, gates)
 
     def _forward_numpy(self, gates: np.ndarray, hs: np.ndarray, cs: np.ndarray, tanh_c: np.ndarray) -> None:
         """The time loop in numpy calls (the reference path): gates (T, B, 4H) holds U x_t + b on
-        entry and [i, f, g, o] on exit; fills hs[1:], cs[1:], tanh_c."""
-        T, B, H = tanh_c.shape
+        entry and [i, f, g, o] on exit; fills hs[1:], cs[1:]; tanh_c (B, H) is scratch."""
+        T, B, H = gates.shape[0], tanh_c.shape[0], tanh_c.shape[1]
         # One tanh call per step serves all four gates: sigmoid(a) = 1/2 + tanh(a/2)/2, so the
         # i, f, o columns of U x_t + b and of W^T are halved up front (exact in floating point,
         # the same bits as functional.sigmoid), and tanh's output is mapped by t * scale + shift.
@@ -142,14 +143,14 @@ class LSTMLayer:
             multiply(a[:, H:2 * H], cs[t], out=c_t)                         # f * c_{t-1}
             multiply(a[:, :H], a[:, 2 * H:3 * H], out=ig)
             add(c_t, ig, out=c_t)                                            # + i * g
-            tanh(c_t, out=tanh_c[t])
-            multiply(a[:, 3 * H:], tanh_c[t], out=hs[t + 1])                 # h_t = o * tanh(c_t)
+            tanh(c_t, out=tanh_c)
+            multiply(a[:, 3 * H:], tanh_c, out=hs[t + 1])                    # h_t = o * tanh(c_t)
 
     def _forward_kernel(self, gates: np.ndarray, hs: np.ndarray, cs: np.ndarray, tanh_c: np.ndarray) -> None:
         """The same loop with the element-wise work of each step in one compiled pass
         (bptt/kernels/lstm.py); the GEMM stays in numpy."""
         from ..kernels import lstm as lstm_kernels
-        T, B, H = tanh_c.shape
+        T, B, H = gates.shape[0], tanh_c.shape[0], tanh_c.shape[1]
         if self.dtype != np.float32:
             self._forward_kernel_split(gates, hs, cs, tanh_c)
             return
@@ -158,13 +159,13 @@ class LSTMLayer:
         dot, step = np.dot, lstm_kernels.forward_step
         for t, h_prev in enumerate(hs[:-1]):
             dot(h_prev, WT, out=recurrent)         # W h_{t-1}: the only GEMM in the loop, all 4 gates
-            step(t, gates, recurrent, hs, cs, tanh_c)
+            step(t, gates, recurrent, hs, cs)
 
     def _forward_kernel_split(self, gates: np.ndarray, hs: np.ndarray, cs: np.ndarray, tanh_c: np.ndarray) -> None:
         """float64 with kernels: numpy's tanh (SIMD) around one compiled pass for the gates and c_t
         (kernels/lstm.py explains why); 6 calls a step instead of 10, bit-identical to _forward_numpy."""
         from ..kernels import lstm as lstm_kernels
-        T, B, H = tanh_c.shape
+        T, B, H = gates.shape[0], tanh_c.shape[0], tanh_c.shape[1]
         scale, _ = gate_tanh_scale("ssts", H, self.dtype)    # halve the sigmoid gates' columns, as there
         gates *= scale
         WT = np.multiply(self.params["W"].T, scale, out=np.empty((H, 4 * H), self.dtype))
@@ -176,8 +177,8 @@ class LSTMLayer:
             add(a, recurrent, out=a)
             tanh(a, out=a)
             cell(t, gates, cs)                                      # [i, f, g, o] and c_t
-            tanh(cs[t + 1], out=tanh_c[t])
-            multiply(a[:, 3 * H:], tanh_c[t], out=hs[t + 1])        # h_t = o * tanh(c_t)
+            tanh(cs[t + 1], out=tanh_c)
+            multiply(a[:, 3 * H:], tanh_c, out=hs[t + 1])           # h_t = o * tanh(c_t)
 
     def step(self, x_t: np.ndarray, state: tuple):
         """One step for sampling: x_t (B, I) or ids (B,). Returns h_t, (h_t, c_t)."""
@@ -191,11 +192,12 @@ class LSTMLayer:
         return h, (h, c)
 
     def _backward_chunk_numpy(self, dh, dh_total, dh_next, dc, cache: LSTMCache, start: int, stop: int,
-                              da: np.ndarray, dh_to_dc: np.ndarray, tmp: np.ndarray) -> np.ndarray:
+                              da: np.ndarray, tanh_c: np.ndarray, dh_to_dc: np.ndarray, tmp: np.ndarray) -> np.ndarray:
         """BPTT through steps start..stop-1 in numpy calls (the reference path). dh_next, dc (B, H):
         dE/dh_t and dE/dc_t through step ``stop`` on entry; dc is updated in place to dE/dc_{start-1}.
-        Fills da (n, B, 4H) with dE/da_t and dh_total[start:stop]; returns dE/dh_{start-1}."""
-        gates, cs, tanh_c = cache.gates, cache.cs, cache.tanh_c
+        tanh_c (n, B, H) = tanh(c_t) for the chunk's steps. Fills da (n, B, 4H) with dE/da_t and
+        dh_total[start:stop]; returns dE/dh_{start-1}."""
+        gates, cs = cache.gates, cache.cs
         n = stop - start
         B, H = dc.shape
         W = self.params["W"]
@@ -220,8 +222,8 @@ class LSTMLayer:
         f_g *= i                                         # i (1-g^2)
         np.subtract(1.0, o, out=f_o)
         f_o *= o
-        f_o *= tanh_c[start:stop]                        # tanh(c_t) o (1-o)
-        np.multiply(tanh_c[start:stop], tanh_c[start:stop], out=dh_to_dc)
+        f_o *= tanh_c                                    # tanh(c_t) o (1-o)
+        np.multiply(tanh_c, tanh_c, out=dh_to_dc)
         np.subtract(1.0, dh_to_dc, out=dh_to_dc)
         dh_to_dc *= o                                    # o (1 - tanh(c_t)^2)
 
@@ -246,7 +248,7 @@ class LSTMLayer:
         Returns dx (T, B, I) or None for ids, (dE/dh0, dE/dc0), and dh_total (T, B, H) = dE/dh_t.
         ``input_grad=False`` skips dE/dx (returns None); ``overwrite_dh=True`` writes dh_total into
         ``dh`` itself (see ``RNNLayer.backward``)."""
-        x, hs, cs, gates, tanh_c = cache.x, cache.hs, cache.cs, cache.gates, cache.tanh_c
+        x, hs, cs, gates = cache.x, cache.hs, cache.cs, cache.gates
         T, B, H = dh.shape
         W = self.params["W"]
         ids = x.dtype.kind in "iu"
@@ -258,13 +260,18 @@ class LSTMLayer:
         dh_next = np.zeros((B, H), self.dtype) if dstate[0] is None else np.array(dstate[0], self.dtype)
         dc = np.zeros((B, H), self.dtype) if dstate[1] is None else np.array(dstate[1], self.dtype)
         use_kernel = kernels.enabled()
-        # dE/da_t (4H wide) -- and on the numpy path o (1 - tanh(c_t)^2) -- live for one chunk of
-        # time steps at a time; the weight gradients are GEMMs per chunk (see functional.chunk_steps).
-        steps = chunk_steps(T, B, (4 if use_kernel else 5) * H, 4 * H * (H + (0 if ids else I)))
+        # dE/da_t (4H wide), tanh(c_t) -- and on the numpy path o (1 - tanh(c_t)^2) -- live for one
+        # chunk of time steps at a time; the weight gradients are GEMMs per chunk (functional.chunk_steps).
+        steps = chunk_steps(T, B, (5 if use_kernel else 6) * H, 4 * H * (H + (0 if ids else I)))
         da_buffer = empty(self.workspace, "da", (steps, B, 4 * H), dh.dtype)
+        tanh_c_buffer = empty(self.workspace, "tanh_c", (steps, B, H), dh.dtype)
         if use_kernel:
             from ..kernels import lstm as lstm_kernels
+            # float32: the kernels' own tanh, the same function forward used, so the derivative
+            # is that of the h_t forward computed; float64 forward used np.tanh (see _forward_kernel).
+            recompute_tanh = lstm_kernels.tanh_into if self.dtype == np.float32 else np.tanh
         else:
+            recompute_tanh = np.tanh
             dh_to_dc_buffer = empty(self.workspace, "dh_to_dc", (steps, B, H), dh.dtype)
             tmp = np.empty((B, H), self.dtype)
         scratch = {}
@@ -273,13 +280,14 @@ class LSTMLayer:
             start = max(0, stop - steps)
             n = stop - start
             da = da_buffer[:n]                               # dE/da_t for the chunk's steps
+            tanh_c = recompute_tanh(cs[start + 1:stop + 1], out=tanh_c_buffer[:n])   # tanh(c_t), not cached
             if use_kernel:
                 step = lstm_kernels.backward_step            # one compiled pass per step, then the GEMM
                 for k in range(n - 1, -1, -1):
                     step(start + k, k, dh, dh_total, dh_next, dc, gates, cs, tanh_c, da)
                     dot(da[k], W, out=dh_next)               # dE/dh_{t-1} through all four gates
             else:
-                dh_next = self._backward_chunk_numpy(dh, dh_total, dh_next, dc, cache, start, stop, da,
+                dh_next = self._backward_chunk_numpy(dh, dh_total, dh_next, dc, cache, start, stop, da, tanh_c,
                                                      dh_to_dc_buffer[:n], tmp)
 
             # Shared weights: sum over time of the per-step gradients, one GEMM each per chunk.
