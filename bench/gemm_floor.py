@@ -1,0 +1,85 @@
+"""The GEMM floor of a training step: the time of the matrix products alone that a bptt step
+must do, with bptt's own shapes and operand layouts, timed with numpy's BLAS on this machine.
+Divided by a peer's time (from a ``bptt bench --json`` report) it is the best ratio any code
+calling this BLAS could reach -- a goal below it cannot be met by better element-wise code.
+
+    python bench/gemm_floor.py docs/performance/threads1-kernels.json [--repeats 15]
+
+Products per step (G = 1 rnn, 3 gru, 4 lstm; N = T B rows; float features, as `bptt bench`):
+  forward   x U^T (N, I)(I, GH);  T x  h_{t-1} W^T (B, H)(H, GH);  h V^T (N, H)(H, O)
+  backward  dV = dz^T h;  dh = dz V;  T x  da_t W (B, GH)(GH, H);  dW = da^T h_prev;  dU = da^T x
+(no dE/dx: neither bptt's lean step nor the peers compute it). Element-wise work, the loss and
+Python are left out, so the floor is below any real step.
+"""
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from bptt.benchmark import harness
+
+
+def _median_time(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def gemm_floor(cell: str, I: int, H: int, B: int, T: int, repeats: int) -> float:
+    """Seconds for the step's GEMMs, each timed alone (median), summed."""
+    G = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
+    O, N = I, T * B
+    rng = np.random.default_rng(0)
+    f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)   # noqa: E731
+    x, U, W, V = f32(N, I), f32(G * H, I), f32(G * H, H), f32(O, H)
+    WT = np.ascontiguousarray(W.T)                       # bptt copies W^T once per sequence
+    h, da, dz = f32(N, H), f32(N, G * H), f32(N, O)
+    hB, daB = f32(B, H), f32(B, G * H)
+    outs = {"proj": np.empty((N, G * H), np.float32), "rec": np.empty((B, G * H), np.float32),
+            "z": np.empty((N, O), np.float32), "dV": np.empty((O, H), np.float32),
+            "dh": np.empty((N, H), np.float32), "back": np.empty((B, H), np.float32),
+            "dW": np.empty((G * H, H), np.float32), "dU": np.empty((G * H, I), np.float32)}
+    parts = {
+        "input projection": lambda: np.dot(x, U.T, out=outs["proj"]),
+        "T recurrent (forward)": lambda: [np.dot(hB, WT, out=outs["rec"]) for _ in range(T)],
+        "readout": lambda: np.dot(h, V.T, out=outs["z"]),
+        "dV": lambda: np.dot(dz.T, h, out=outs["dV"]),
+        "dh from readout": lambda: np.dot(dz, V, out=outs["dh"]),
+        "T recurrent (backward)": lambda: [np.dot(daB, W, out=outs["back"]) for _ in range(T)],
+        "dW": lambda: np.dot(da.T, h, out=outs["dW"]),
+        "dU": lambda: np.dot(da.T, x, out=outs["dU"]),
+    }
+    return sum(_median_time(fn, repeats) for fn in parts.values())
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("report", help="a `bptt bench --json` report (its 1-thread run is used)")
+    p.add_argument("--repeats", type=int, default=15)
+    args = p.parse_args()
+    with open(args.report) as handle:
+        report = json.load(handle)
+    run = next(r for r in report["runs"] if r["threads"] == 1)
+    pinned = harness.pin_threads(1)  # noqa: F841  (keeps the thread limits alive)
+    print("1 thread, float32; floor = the step's GEMMs alone; ratios = time / peer's time from the report")
+    print(f"{'cell':5s} {'(I=O, H, B, T)':22s} {'floor ms':>9s} {'bptt ms':>9s} {'bptt/floor':>10s} "
+          f"{'floor/torch':>11s} {'bptt/torch':>10s} {'floor/JAX':>9s} {'bptt/JAX':>8s}")
+    for row in run["rows"]:
+        cell, size = row["cell"], (row["input_size"], row["hidden_size"], row["batch"], row["seq_len"])
+        floor = gemm_floor(cell, *size, repeats=args.repeats)
+        peers = row["peers"]
+        bptt = peers["bptt"]["median_s"]
+        torch_s = next((v["median_s"] for k, v in peers.items() if k.startswith("torch")), float("nan"))
+        jax_s = next((v["median_s"] for k, v in peers.items() if k.startswith("jax")), float("nan"))
+        print(f"{cell:5s} {str(size):22s} {floor * 1e3:9.3f} {bptt * 1e3:9.3f} {bptt / floor:10.2f} "
+              f"{floor / torch_s:11.2f} {bptt / torch_s:10.2f} {floor / jax_s:9.2f} {bptt / jax_s:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
