@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import init, kernels
-from ..functional import accumulate_chunk, chunk_steps, gate_tanh_scale, scatter_add_columns, sigmoid
+from ..functional import accumulate_chunk, chunk_steps, column_sums, gate_tanh_scale, scatter_add_columns, sigmoid
 from ..workspace import empty
 from .projection import project_inputs
 
@@ -309,12 +309,12 @@ class GRULayer:
             dgh2 = dgh.reshape(TB, 3 * H)
             dW += dgh2.T @ h_prev2                            # sum_t [dar, daz, dhn] (x) h_{t-1}
             if self.bias:
-                grads["b_hn"] += dgh2[:, 2 * H:].sum(axis=0)
+                grads["b_hn"] += column_sums(dgh2[:, 2 * H:])
         else:
             dW[:2 * H] += da2[:, :2 * H].T @ h_prev2          # sum_t [dar, daz] (x) h_{t-1}
             dW[2 * H:] += da2[:, 2 * H:].T @ extra.reshape(TB, H)   # sum_t dan (x) (r * h_{t-1})
         if self.bias:
-            grads["b"] += da2.sum(axis=0)
+            grads["b"] += column_sums(da2)
         dx = None
         if x.dtype.kind in "iu":
             scatter_add_columns(grads["U"], x.reshape(-1), da2)
@@ -416,8 +416,8 @@ class GRULayer:
         da2, dgh2 = da.reshape(rows, G), dgh.reshape(rows, G)
         accumulate_chunk(grads, "W", dgh2.T, hs[start:stop].reshape(rows, H), scratch)  # [dar,daz,dhn] (x) h_{t-1}
         if self.bias:
-            grads["b_hn"] += dgh2[:, 2 * H:].sum(axis=0)
-            grads["b"] += da2.sum(axis=0)
+            grads["b_hn"] += column_sums(dgh2[:, 2 * H:])
+            grads["b"] += column_sums(da2)
         if x.dtype.kind in "iu":
             scatter_add_columns(grads["U"], x[start:stop].reshape(-1), da2)
         else:

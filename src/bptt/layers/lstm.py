@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import init, kernels
-from ..functional import accumulate_chunk, chunk_steps, gate_tanh_scale, scatter_add_columns, sigmoid
+from ..functional import accumulate_chunk, chunk_steps, column_sums, gate_tanh_scale, scatter_add_columns, sigmoid
 from ..workspace import empty
 from .projection import project_inputs
 
@@ -294,7 +294,7 @@ class LSTMLayer:
             da2 = da.reshape(n * B, 4 * H)
             accumulate_chunk(grads, "W", da2.T, hs[start:stop].reshape(n * B, H), scratch)   # da_t (x) h_{t-1}
             if self.bias:
-                grads["b"] += da2.sum(axis=0)
+                grads["b"] += column_sums(da2)
             if ids:
                 scatter_add_columns(grads["U"], x[start:stop].reshape(-1), da2)
             else:
