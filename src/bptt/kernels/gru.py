@@ -33,15 +33,17 @@ inline = numba.njit(inline="always")
 
 
 @jit
-def forward_step(t, gates, gh, hs, b_hn, extra):
-    """Step t (0-based) of the forward recurrence. gates (T, B, 3H): row t holds U x_t + b on
-    entry and [r, z, n] on exit (kept for backward); gh (B, 3H) = h_{t-1} W^T (all three gates,
+def forward_step(t, gates, bias, gh, hs, b_hn, extra):
+    """Step t (0-based) of the forward recurrence. gates (T, B, 3H): row t holds U x_t on
+    entry (b, the (3H,) ``bias``, is added here: (U x_t + b) + W h_{t-1}, the numpy path's order)
+    and [r, z, n] on exit (kept for backward); gh (B, 3H) = h_{t-1} W^T (all three gates,
     one GEMM); hs (T+1, B, H): reads hs[t] = h_{t-1}, writes hs[t+1] = h_t; b_hn (H,) (zeros
     without bias); writes extra[t] = hn = W_n h_{t-1} + b_hn (kept for backward).
     Whole arrays and t rather than (B, .) rows: at B = 1 slicing them in Python costs as much as
     the kernel call itself (~0.8 us a step)."""
     a, h_prev, h, hn = gates[t], hs[t], hs[t + 1], extra[t]
     B, H = h.shape
+    b_r, b_z, b_n = bias[:H], bias[H:2 * H], bias[2 * H:]
     for b in range(B):
         # One (H,) view per gate block, so each store goes to its own pointer, whose ranges LLVM's
         # runtime overlap check compares and finds disjoint. Stores into one array at a[b, j],
@@ -51,10 +53,10 @@ def forward_step(t, gates, gh, hs, b_hn, extra):
         gh_r, gh_z, gh_n = gh[b, :H], gh[b, H:2 * H], gh[b, 2 * H:]
         hp_b, hn_b, h_b = h_prev[b], hn[b], h[b]
         for j in range(H):                      # inner loop over contiguous units: vectorised
-            r = sigmoid(a_r[j] + gh_r[j])                            # r_t = sigmoid(U_r x + W_r h + b_r)
-            z = sigmoid(a_z[j] + gh_z[j])                            # z_t = sigmoid(U_z x + W_z h + b_z)
+            r = sigmoid((a_r[j] + b_r[j]) + gh_r[j])                 # r_t = sigmoid(U_r x + W_r h + b_r)
+            z = sigmoid((a_z[j] + b_z[j]) + gh_z[j])                 # z_t = sigmoid(U_z x + W_z h + b_z)
             hn_t = gh_n[j] + b_hn[j]                                 # hn = W_n h_{t-1} + b_hn
-            n = tanh(a_n[j] + r * hn_t)                              # n_t = tanh(U_n x + b_n + r hn)
+            n = tanh((a_n[j] + b_n[j]) + r * hn_t)                   # n_t = tanh(U_n x + b_n + r hn)
             a_r[j] = r
             a_z[j] = z
             a_n[j] = n

@@ -33,22 +33,24 @@ inline = numba.njit(inline="always")    # inlined at numba's IR level, so the ca
 
 
 @jit
-def forward_step(t, gates, recurrent, hs, cs):
-    """Step t: gates[t] (B, 4H) holds U x_t + b on entry and [i, f, g, o] on exit (kept for
-    backward); recurrent (B, 4H) = h_{t-1} W^T; reads cs[t] = c_{t-1}; writes cs[t+1] = c_t and
-    hs[t+1] = h_t (tanh(c_t) is not kept: backward recomputes it with ``tanh_into``)."""
+def forward_step(t, gates, bias, recurrent, hs, cs):
+    """Step t: gates[t] (B, 4H) holds U x_t on entry and [i, f, g, o] on exit (kept for
+    backward); bias (4H,) = b; recurrent (B, 4H) = h_{t-1} W^T; reads cs[t] = c_{t-1}; writes
+    cs[t+1] = c_t and hs[t+1] = h_t (tanh(c_t) is not kept: backward recomputes it with
+    ``tanh_into``). a_t = (U x_t + b) + W h_{t-1}, added in that order, as the numpy path does."""
     a, c_prev, c, h = gates[t], cs[t], cs[t + 1], hs[t + 1]
     B, H = c.shape
+    b_i, b_f, b_g, b_o = bias[:H], bias[H:2 * H], bias[2 * H:3 * H], bias[3 * H:]
     for b in range(B):
         a_i, a_f, a_g, a_o = a[b, :H], a[b, H:2 * H], a[b, 2 * H:3 * H], a[b, 3 * H:]
         r_i, r_f, r_g, r_o = (recurrent[b, :H], recurrent[b, H:2 * H], recurrent[b, 2 * H:3 * H],
                               recurrent[b, 3 * H:])
         c_prev_b, c_b, h_b = c_prev[b], c[b], h[b]
         for j in range(H):                      # contiguous units: LLVM vectorises this loop
-            i = sigmoid(a_i[j] + r_i[j])        # input gate
-            f = sigmoid(a_f[j] + r_f[j])        # forget gate
-            g = tanh(a_g[j] + r_g[j])           # candidate cell
-            o = sigmoid(a_o[j] + r_o[j])        # output gate
+            i = sigmoid((a_i[j] + b_i[j]) + r_i[j])     # input gate
+            f = sigmoid((a_f[j] + b_f[j]) + r_f[j])     # forget gate
+            g = tanh((a_g[j] + b_g[j]) + r_g[j])        # candidate cell
+            o = sigmoid((a_o[j] + b_o[j]) + r_o[j])     # output gate
             a_i[j], a_f[j], a_g[j], a_o[j] = i, f, g, o
             c_t = f * c_prev_b[j] + i * g       # c_t = f c_{t-1} + i g
             c_b[j] = c_t

@@ -140,9 +140,14 @@ class GRULayer:
         hs = empty(self.workspace, "hs", (T + 1, B, H), self.dtype)
         hs[0] = state0[0]
         extra = empty(self.workspace, "extra", (T, B, H), self.dtype)
-        gates = self.input_projection(x)                     # (T, B, 3H), hoisted; gates in place
+        # U x_t for all t, hoisted: (T, B, 3H), becomes the gates in place. The bias b is added
+        # here, or inside the float32 kernel's pass (which reads every entry anyway).
+        gates = project_inputs(self, x, bias=False)
+        use_kernels = self.variant == "torch" and self._use_kernels(gates)
+        if self.bias and not (use_kernels and self.dtype == np.float32):
+            gates += self.params["b"]                        # the same addition project_inputs would do
         if self.variant == "torch":
-            if self._use_kernels(gates):
+            if use_kernels:
                 self._forward_torch_kernel(gates, hs, extra)
             else:
                 self._forward_torch(gates, hs, extra)
@@ -213,10 +218,11 @@ class GRULayer:
         dot = np.dot
         if self.dtype == np.float32:
             WT = np.ascontiguousarray(self.params["W"].T)    # (H, 3H) contiguous, as in _forward_torch
+            b = self.params["b"] if self.bias else np.zeros(3 * H, self.dtype)   # added in the kernel
             step = gru_kernels.forward_step
             for t in range(T):
                 dot(hs[t], WT, out=gh)                       # W h_{t-1}: the only GEMM in the loop
-                step(t, gates, gh, hs, b_hn, extra)          # r, z, hn, n, h_t: gates[t], extra[t], hs[t+1]
+                step(t, gates, b, gh, hs, b_hn, extra)       # r, z, hn, n, h_t: gates[t], extra[t], hs[t+1]
             return
         _, _, WT = self._halve_sigmoid_columns(gates)        # as _forward_torch: one tanh for r and z
         add, tanh = np.add, np.tanh

@@ -112,7 +112,12 @@ class LSTMLayer:
         cs = empty(self.workspace, "cs", (T + 1, B, H), self.dtype)
         tanh_c = np.empty((B, H), self.dtype)      # tanh(c_t) for the current step only
         hs[0], cs[0] = state0
-        gates = self.input_projection(x)           # (T, B, 4H), hoisted; becomes the gates in place
+        # U x_t for all t, hoisted: (T, B, 4H), becomes the gates in place. The bias b is added
+        # here, or inside the float32 kernel's pass (which reads every entry anyway).
+        gates = project_inputs(self, x, bias=False)
+        fused_bias = kernels.enabled() and self.dtype == np.float32 and gates.dtype == self.dtype
+        if self.bias and not fused_bias:
+            gates += self.params["b"]                # the same addition project_inputs would do
         if kernels.enabled():
             self._forward_kernel(gates, hs, cs, tanh_c)
         else:
@@ -156,10 +161,11 @@ class LSTMLayer:
             return
         WT = np.ascontiguousarray(self.params["W"].T)      # (H, 4H): see RNNLayer.forward for why contiguous
         recurrent = np.empty((B, 4 * H), self.dtype)
+        b = self.params["b"] if self.bias else np.zeros(4 * H, self.dtype)   # added in the kernel (forward)
         dot, step = np.dot, lstm_kernels.forward_step
         for t, h_prev in enumerate(hs[:-1]):
             dot(h_prev, WT, out=recurrent)         # W h_{t-1}: the only GEMM in the loop, all 4 gates
-            step(t, gates, recurrent, hs, cs)
+            step(t, gates, b, recurrent, hs, cs)
 
     def _forward_kernel_split(self, gates: np.ndarray, hs: np.ndarray, cs: np.ndarray, tanh_c: np.ndarray) -> None:
         """float64 with kernels: numpy's tanh (SIMD) around one compiled pass for the gates and c_t

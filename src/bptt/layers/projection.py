@@ -14,10 +14,12 @@ import numpy as np
 from ..workspace import empty
 
 
-def project_inputs(layer, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def project_inputs(layer, x: np.ndarray, out: np.ndarray | None = None, *, bias: bool = True) -> np.ndarray:
     """U x_t + b for every t, with ``layer.params["U"]`` (G*H, I) and ``layer.params["b"]``.
     x (T, B, I) features or (T, B) ids -> (T, B, G*H), written into ``out`` when given,
-    else into the layer's "gates" scratch array (a fresh one outside ``loss_and_grads``)."""
+    else into the layer's "gates" scratch array (a fresh one outside ``loss_and_grads``).
+    ``bias=False`` leaves b out: a compiled kernel that reads every entry anyway adds it for free
+    (one pass over a (T, B, G*H) array saved)."""
     U = layer.params["U"]
     T, B = x.shape[:2]
     ids = x.dtype.kind in "iu"
@@ -29,6 +31,6 @@ def project_inputs(layer, x: np.ndarray, out: np.ndarray | None = None) -> np.nd
     else:
         # BLAS reads the transposed view U.T in place (no copy) and writes straight into out.
         np.dot(x.reshape(T * B, x.shape[2]), U.T, out=out.reshape(T * B, U.shape[0]))
-    if layer.bias:
+    if bias and layer.bias:
         out += layer.params["b"]
     return out
