@@ -192,3 +192,19 @@ def test_bad_environment_value_is_named():
     done = _run_python(code, BPTT_KERNELS="gpu")
     assert done.returncode != 0
     assert "BPTT_KERNELS must be one of" in done.stderr and "'gpu'" in done.stderr
+
+
+def test_cli_names_the_path_and_rejects_a_bad_one(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("a small text to train on, a small text to train on. " * 40)
+    base = [sys.executable, "-m", "bptt", "train", "--text", str(text), "--steps", "2", "--hidden", "8",
+            "--cell", "lstm", "--batch", "4", "--seq-len", "16", "--no-progress"]
+    bad = subprocess.run(base + ["--out", str(tmp_path / "bad")], capture_output=True, text=True,
+                         env=dict(os.environ, BPTT_KERNELS="gpu"), timeout=120)
+    assert bad.returncode == 2
+    assert "BPTT_KERNELS must be one of" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad").exists()
+    good = subprocess.run(base[:-1] + ["--out", str(tmp_path / "good")], capture_output=True, text=True,
+                          env=dict(os.environ, BPTT_KERNELS="numpy"), timeout=120)
+    assert good.returncode == 0, good.stderr
+    assert "numpy (BPTT_KERNELS=numpy)" in good.stderr

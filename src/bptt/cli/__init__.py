@@ -12,6 +12,8 @@ import importlib
 import os
 import sys
 
+from .. import kernels
+
 # Subcommand modules in bptt.cli, in the order --help lists them.
 COMMANDS = ["train", "sample", "evaluate", "demo", "gradcheck", "diagnose", "experiment", "bench"]
 
@@ -48,6 +50,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        kernels.check_setting()           # a bad BPTT_KERNELS fails here, before anything is written
         code = args.run(args)
     except KeyboardInterrupt:
         print(f"bptt {args.command}: interrupted", file=sys.stderr)

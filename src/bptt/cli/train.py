@@ -9,6 +9,7 @@ import hashlib
 import os
 import sys
 
+from .. import kernels
 from ..clip import CLIP_MODES, make_clipper
 from ..network import CELLS, Network
 from ..optim import OPTIMIZERS, make_optimizer
@@ -321,7 +322,7 @@ def train(args, dist) -> int:
         print(f"bptt train{ranks}: {net.cell} {net.num_layers}x{net.hidden_size} ({net.num_parameters:,} parameters, "
               f"{net.dtype.name}), vocabulary {len(vocab)} {unit}s, {len(train_ids):,} training tokens from "
               f"{source}; step {trainer.step} -> {'?' if steps is None else trainer.step + steps}; "
-              f"output {out}", file=sys.stderr)
+              f"{kernels.describe()}; output {out}", file=sys.stderr)
         progress = Progress(steps, every=max(1, args.log_every * 5), time_limit=args.time)
     # Ctrl-C/SIGTERM: finish the step, save below, exit 130/143 (bptt.interrupt). Under MPI a signal on
     # any rank is a stop vote carried in the gradient buffer, so every rank stops after the same step

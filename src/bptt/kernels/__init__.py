@@ -70,6 +70,13 @@ def enabled() -> bool:
     return _enabled
 
 
+def check_setting() -> None:
+    """Raise now (ValueError / ImportError naming the value) if BPTT_KERNELS is not a mode, or asks
+    for numba where it is missing; "auto" and "numpy" do not import numba here."""
+    if mode() == "numba":
+        enabled()
+
+
 def use(new_mode: str) -> str:
     """Choose the path for this process ("auto", "numba" or "numpy"); returns the previous setting."""
     global _mode, _enabled
