@@ -279,11 +279,21 @@ class Network:
         adds a gradient arriving at the last state. Accumulates into ``grads`` (+=).
         ``input_grad=False`` skips dE/dx of the first layer (``dinputs`` is then None): a
         (T B, G H) x (G H, I) GEMM that training does not need."""
+        return self._backward(fwd, doutputs, grads, dfinal_state, input_grad=input_grad)
+
+    def _backward(self, fwd: ForwardPass, doutputs: np.ndarray, grads: dict | None = None,
+                  dfinal_state=None, *, input_grad: bool = True, lean: bool = False) -> BackwardPass:
+        """``backward``; with ``lean=True`` (loss_and_grads only) the top layer may take dE/dh_t
+        from the readout a chunk of steps at a time (readout.ChunkedReadoutGrad) when it accepts
+        that: no (T, B, H) dE/dh array, and its ``BackwardPass.dh`` entry is None -- which is
+        why only the lean step, which returns the loss and grads alone, asks for it."""
         grads = self.zero_grads() if grads is None else grads
         T, B = doutputs.shape[:2]
         if self.readout is not None:
             readout_grads = {k: grads[k] for k in self.readout.params}
-            dtop = self.readout.backward(doutputs, fwd.hidden[-1], readout_grads)
+            # Bidirectional, LSTM and GRU layers take the whole (T, B, H) array as before.
+            chunked = lean and getattr(self.layers[-1], "accepts_chunked_dh", False)
+            dtop = self.readout.backward(doutputs, fwd.hidden[-1], readout_grads, chunked=chunked)
         else:
             dtop = doutputs
         # dtop is ours to overwrite (each layer then writes dE/dh_t into it in place, one
@@ -358,7 +368,8 @@ class Network:
         # without a readout: the outputs are then the top layer's h_t, which backward reads).
         loss, doutputs = compute_loss(self.loss, fwd.outputs, targets, mask,
                                       overwrite_outputs=self.readout is not None)
-        bwd = self.backward(fwd, doutputs, input_grad=False)                 # dE/dx unused here
+        # dE/dx unused here; nor is dE/dh_t, so the top layer may take it a chunk at a time (lean)
+        bwd = self._backward(fwd, doutputs, input_grad=False, lean=True)
         return loss, bwd.grads
 
     def loss_only(self, inputs, targets, mask=None, h0=None) -> float:

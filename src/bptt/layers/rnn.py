@@ -111,7 +111,11 @@ class RNNLayer:
         return h, (h,)
 
     # ---------------------------------------------------------------- backward
-    def backward(self, dh: np.ndarray, dstate: tuple | None, cache: RNNCache, grads: dict, *,
+    # backward also takes dE/dh_t from above as a readout.ChunkedReadoutGrad (Network.loss_and_grads):
+    # it then asks for one chunk of steps at a time and never holds all T steps of dE/dh.
+    accepts_chunked_dh = True
+
+    def backward(self, dh, dstate: tuple | None, cache: RNNCache, grads: dict, *,
                  input_grad: bool = True, overwrite_dh: bool = False):
         """dh (T, B, H): dE/dh_t arriving from above; dstate = (dE/dh_T,) from later
         chunks or None. Accumulates (+=) into grads["U"], grads["W"], grads["b"].
@@ -120,14 +124,25 @@ class RNNLayer:
         the full dE/dh_t for every t (read by the diagnostics).
         ``input_grad=False`` skips dE/dx (returns None: a first layer's caller may not need it);
         ``overwrite_dh=True`` lets dh_total be written into ``dh`` itself (the caller owns dh
-        and gives it up: one (T, B, H) array less at the peak)."""
+        and gives it up: one (T, B, H) array less at the peak).
+
+        ``dh`` may instead be a ``readout.ChunkedReadoutGrad`` (anything with ``shape``, ``dtype``
+        and ``fill(start, stop, out)``): each chunk's dE/dh_t is then filled into a (steps, B, H)
+        buffer just before that chunk's steps run, dE/dh_t (all paths) overwrites it there (and
+        then dE/da_t too, on the numpy path from B H^2 = _ONE_BUFFER_GEMM on), and dh_total is
+        returned as None -- nothing of size T B H for dE/dh. The numbers (dx, dE/dh0, every
+        gradient) are bit for bit those of the array path."""
         x, hs = cache.x, cache.hs
         T, B, H = dh.shape
         W = self.params["W"]
-        dh_total = dh if overwrite_dh else np.empty_like(dh)   # dE/dh_t, all paths: returned, so kept whole
+        chunked = not isinstance(dh, np.ndarray)
+        if chunked:
+            dh_total = None                        # not kept: each chunk's dE/dh_t is dropped after use
+        else:
+            dh_total = dh if overwrite_dh else np.empty_like(dh)   # dE/dh_t, all paths: returned, so kept whole
         ids = x.dtype.kind in "iu"
         want_dx = input_grad and not ids
-        dx = np.empty((T, B, x.shape[2]), np.result_type(dh, self.params["U"])) if want_dx else None
+        dx = np.empty((T, B, x.shape[2]), np.result_type(dh.dtype, self.params["U"])) if want_dx else None
         if dstate is None or dstate[0] is None:
             dnext = np.zeros((B, H), self.dtype)
         else:
@@ -135,27 +150,64 @@ class RNNLayer:
         # dE/da_t lives only for a chunk of `steps` time steps (~functional.CHUNK_ROWS rows): its
         # weight-gradient GEMMs run per chunk, still large, while a full (T, B, H) dE/da is never
         # held -- one T B H array less at the peak, and the chunk stays in cache for its GEMMs.
+        # (The same `steps` in both modes: the chunks' partial sums of dW, dU, db, and so the
+        # rounding, must not depend on how dE/dh arrives.)
         steps = chunk_steps(T, B, H, H * (H + (0 if ids else x.shape[2])))   # scratch: dW, dU
-        da_buffer = empty(self.workspace, "da", (steps, B, H), dh.dtype)
-        scratch = {}                               # (m, n) products after the first chunk's
-        dot, add, multiply = np.dot, np.add, np.multiply
         small_kernel = _small_kernel(B, H)
+        # chunked: dE/dh_t for the current chunk's steps only, (steps, B, H), overwritten in place.
+        # `one_buffer`: at sizes where the per-step GEMM dwarfs a few (B, H) passes, that same
+        # buffer then becomes dE/da_t in place, f'(a_t) being computed a step at a time -- one
+        # (steps, B, H) array less again (see _ONE_BUFFER_GEMM).
+        one_buffer = chunked and not small_kernel and B * H * H >= _ONE_BUFFER_GEMM
+        da_buffer = empty(self.workspace, "da", (steps, B, H), dh.dtype)
+        if one_buffer:
+            dh_chunk, fprime = da_buffer, np.empty((B, H), dh.dtype)     # fprime: f'(a_t), one step
+        elif chunked:
+            dh_chunk = empty(self.workspace, "dh", (steps, B, H), dh.dtype)
+        scratch = {}                               # (m, n) products after the first chunk's
+        dot, add, multiply, subtract, greater = np.dot, np.add, np.multiply, np.subtract, np.greater
+        tanh, one, zero = self.nonlinearity == "tanh", dh.dtype.type(1), dh.dtype.type(0)
         if small_kernel:                           # the same loop, compiled (bptt/kernels/rnn.py)
             from ..kernels import rnn as rnn_kernels
             W = np.ascontiguousarray(W)
         for stop in range(T, 0, -steps):
             start = max(0, stop - steps)
             n = stop - start
-            if small_kernel:                       # the whole chunk in one call, da_t W included
+            if chunked:
+                # Chunk-local time: row k of the buffer is step start + k. The loops below index
+                # dh and dh_total by absolute t, so hand them the buffer shifted back by `start`
+                # -- the kernel through its own start/stop and hs[start:], numpy through `offset`.
+                above = total = dh.fill(start, stop, dh_chunk)    # dE/dh_t from above, t in the chunk
+                offset = start
+            else:
+                above, total, offset = dh, dh_total, 0
+            if one_buffer:
+                # da_t = f'(a_t) * dE/dh_t overwrites dE/dh_t in the chunk buffer. The same operations
+                # on the same numbers as the loop below (which takes f' for the chunk at once), so
+                # the same bits; f' * dE/dh_t = dE/dh_t * f' exactly (IEEE products commute).
+                da = above
+                for t in range(n - 1, -1, -1):
+                    da_t, h_t = da[t], hs[start + t + 1]
+                    add(da_t, dnext, out=da_t)                 # dE/dh_t = from above + from step t+1
+                    if tanh:
+                        multiply(h_t, h_t, out=fprime)         # tanh' = 1 - h_t^2, as in
+                        subtract(one, fprime, out=fprime)      # functional.derivative_from_output
+                    else:
+                        greater(h_t, zero, out=fprime)         # relu' = 1[h_t > 0]
+                    multiply(fprime, da_t, out=da_t)           # da_t = f'(a_t) * dE/dh_t
+                    dot(da_t, W, out=dnext)                    # dE/dh_{t-1} through W
+            elif small_kernel:                     # the whole chunk in one call, da_t W included
                 da = da_buffer[:n]
-                rnn_kernels.backward_chunk(dh, dh_total, hs, W, dnext, da, start, stop, self.nonlinearity == "relu")
+                rnn_kernels.backward_chunk(above, total, hs[offset:], W, dnext, da, start - offset,
+                                           stop - offset, self.nonlinearity == "relu")
             else:
                 # da starts as f'(a_t) for the chunk's steps at once (one vectorised pass, not n
                 # small ones); the loop multiplies in dE/dh_t, turning it into dE/da_t in place.
                 da = derivative_from_output(hs[start + 1:stop + 1], self.nonlinearity, out=da_buffer[:n])
                 for t in range(n - 1, -1, -1):
-                    dh_t, da_t = dh_total[start + t], da[t]
-                    add(dh[start + t], dnext, out=dh_t)        # dE/dh_t = from above + from step t+1
+                    row = start - offset + t                   # step start + t in above/total
+                    dh_t, da_t = total[row], da[t]
+                    add(above[row], dnext, out=dh_t)           # dE/dh_t = from above + from step t+1
                     multiply(da_t, dh_t, out=da_t)             # da_t = dE/dh_t * f'(a_t)
                     dot(da_t, W, out=dnext)                    # dE/dh_{t-1} through W
 
@@ -182,6 +234,13 @@ def _small_kernel(batch: int, hidden: int) -> bool:
 
 
 _SMALL_GEMM = 16384   # = kernels.rnn.SMALL_GEMM (not imported here: that would import numba)
+
+# B * H * H from which the lean step's chunked backward (numpy path) keeps dE/dh_t and dE/da_t in one
+# (steps, B, H) buffer: f'(a_t) is then computed per step, 1-2 more (B, H) ufunc calls a step.
+# Measured (float32, OPENBLAS_NUM_THREADS=1, loss_and_grads, T=64, vs the two-buffer loop): +0.8% at
+# B=32, H=128 (B H^2 = 2^19); noise from B=32, H=256 (2^21: 0.996-1.017x) and B=64, H=512 (2^24),
+# where the buffer saved is 2 MiB.
+_ONE_BUFFER_GEMM = 1 << 21
 
 
 def _relu(a: np.ndarray, out: np.ndarray) -> np.ndarray:
