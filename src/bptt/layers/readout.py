@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import init
-from ..functional import accumulate_matmul
+from ..functional import accumulate_matmul, column_sums
 from ..workspace import empty
 
 
@@ -48,7 +48,7 @@ class Readout:
         dz2 = dz.reshape(T * B, O)
         accumulate_matmul(grads["V"], dz2.T, h.reshape(T * B, H))   # sum_t (y^_t - y_t) (x) h_t
         if self.bias:
-            grads["c"] += dz2.sum(axis=0)
+            grads["c"] += column_sums(dz2)
         if chunked:
             return ChunkedReadoutGrad(dz, self.params["V"], H)
         dh = empty(self.workspace, "dh", (T, B, H), np.result_type(dz, self.params["V"]))

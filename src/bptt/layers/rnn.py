@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import init, kernels
-from ..functional import accumulate_chunk, activate, chunk_steps, derivative_from_output, scatter_add_columns
+from ..functional import accumulate_chunk, activate, chunk_steps, column_sums, derivative_from_output, scatter_add_columns
 from ..workspace import empty
 from .projection import project_inputs
 
@@ -215,7 +215,7 @@ class RNNLayer:
             da2 = da.reshape(n * B, H)
             accumulate_chunk(grads, "W", da2.T, hs[start:stop].reshape(n * B, H), scratch)   # da_t (x) h_{t-1}
             if self.bias:
-                grads["b"] += da2.sum(axis=0)
+                grads["b"] += column_sums(da2)
             if ids:
                 scatter_add_columns(grads["U"], x[start:stop].reshape(-1), da2)  # da_t (x) onehot(x_t)
             else:
