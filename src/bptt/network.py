@@ -291,7 +291,8 @@ class Network:
         T, B = doutputs.shape[:2]
         if self.readout is not None:
             readout_grads = {k: grads[k] for k in self.readout.params}
-            # Bidirectional, LSTM and GRU layers take the whole (T, B, H) array as before.
+            # RNN, LSTM and torch-variant GRU layers accept it; bidirectional and Cho-GRU layers
+            # take the whole (T, B, H) array as before.
             chunked = lean and getattr(self.layers[-1], "accepts_chunked_dh", False)
             dtop = self.readout.backward(doutputs, fwd.hidden[-1], readout_grads, chunked=chunked)
         else:

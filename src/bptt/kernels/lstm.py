@@ -12,7 +12,9 @@ the inner loops vectorised (measured; see also kernels/gru.py):
   both, so LLVM sees one pointer; two views of the same memory also fail the overlap check.
 
 The kernels take whole (T, B, .) arrays and the step t: slicing six views per step in Python
-costs about as much as a kernel call at B = 1.
+costs about as much as a kernel call at B = 1. (The lean step's chunked dE/dh, LSTMLayer.backward,
+passes its (steps, B, H) chunk buffer as dh and dh_total and gates, cs shifted back to the chunk's
+first step, so that t is the chunk row k: views of the same layout, the same specialisation.)
 
 Forward, by dtype (LSTMLayer._forward_kernel picks):
   float32  ``forward_step``: everything in one pass, with kernels/common.py's rational tanh.
@@ -21,6 +23,10 @@ Forward, by dtype (LSTMLayer._forward_kernel picks):
            five per unit (a one-pass float64 step took 1.24x the numpy path's time at
            (I, H, B, T) = (65, 128, 32, 64)). Split this way the float64 path is bit-identical to
            the numpy path (the same halved-sigmoid trick, the same products in the same order).
+
+Backward, by dtype: float32 ``backward_step_tanh`` computes tanh(c_t) inside the step with the
+tanh forward_step used (no (steps, B, H) tanh(c_t) buffer, one pass less per chunk); float64
+``backward_step`` reads tanh(c_t) from a chunk buffer filled with np.tanh, as forward used.
 """
 
 from __future__ import annotations
@@ -36,8 +42,8 @@ inline = numba.njit(inline="always")    # inlined at numba's IR level, so the ca
 def forward_step(t, gates, bias, recurrent, hs, cs):
     """Step t: gates[t] (B, 4H) holds U x_t on entry and [i, f, g, o] on exit (kept for
     backward); bias (4H,) = b; recurrent (B, 4H) = h_{t-1} W^T; reads cs[t] = c_{t-1}; writes
-    cs[t+1] = c_t and hs[t+1] = h_t (tanh(c_t) is not kept: backward recomputes it with
-    ``tanh_into``). a_t = (U x_t + b) + W h_{t-1}, added in that order, as the numpy path does."""
+    cs[t+1] = c_t and hs[t+1] = h_t (tanh(c_t) is not kept: ``backward_step_tanh``
+    recomputes it). a_t = (U x_t + b) + W h_{t-1}, added in that order, as the numpy path does."""
     a, c_prev, c, h = gates[t], cs[t], cs[t + 1], hs[t + 1]
     B, H = c.shape
     b_i, b_f, b_g, b_o = bias[:H], bias[H:2 * H], bias[2 * H:3 * H], bias[3 * H:]
@@ -79,7 +85,8 @@ def forward_cell(t, gates, cs):
 @jit
 def tanh_into(c, out):
     """out = tanh(c) element-wise with the kernels' tanh (what forward_step used), for arrays of
-    any shape: backward's recomputation of tanh(c_t) for a chunk of steps."""
+    any shape (backward used it to recompute tanh(c_t) for a chunk of steps before
+    ``backward_step_tanh`` did so inside the step; kept as the reference the tests compare to)."""
     flat_c, flat_out = c.reshape(-1), out.reshape(-1)
     for j in range(flat_c.shape[0]):
         flat_out[j] = tanh(flat_c[j])
@@ -92,7 +99,8 @@ def backward_step(t, k, dh, dh_total, dh_next, dc, gates, cs, tanh_c, da):
 
     dh[t] (B, H): dE/dh_t from the readout or the layer above; dh_next (B, H): dE/dh_t through
     step t+1 (the previous step's ``da @ W``); dc (B, H): dE/dc_t through step t+1 on entry,
-    dE/dc_{t-1} on exit; tanh_c[k] = tanh(c_t) (a chunk buffer, like da). Writes dh_total[t] = dE/dh_t, all paths (dh_total may be dh itself), and
+    dE/dc_{t-1} on exit; tanh_c[k] = tanh(c_t) (a chunk buffer, like da). Writes dh_total[t] =
+    dE/dh_t, all paths (dh_total may be dh itself), and
     da[k] (B, 4H) = dE/da_t for [i, f, g, o]; the caller then computes dE/dh_{t-1} = da[k] @ W."""
     total, gate, c_prev, tc_t, da_t = dh_total[t], gates[t], cs[t], tanh_c[k], da[k]
     in_place = dh.ctypes.data == dh_total.ctypes.data
@@ -116,6 +124,41 @@ def _backward_row(above, total, through_next, dc, g_i, g_f, g_g, g_o, c_prev, ta
         dht = above[j] + through_next[j]                        # dE/dh_t, all paths
         total[j] = dht
         i, f, g, o, tc = g_i[j], g_f[j], g_g[j], g_o[j], tanh_c[j]
+        dct = dc[j] + dht * ((one(tc) - tc * tc) * o)           # dE/dc_t = dc_next + dh_t o (1 - tanh^2 c_t)
+        d_i[j] = ((one(i) - i) * i * g) * dct                   # da_i = dc_t g i (1 - i)
+        d_f[j] = ((one(f) - f) * f * c_prev[j]) * dct           # da_f = dc_t c_{t-1} f (1 - f)
+        d_g[j] = ((one(g) - g * g) * i) * dct                   # da_g = dc_t i (1 - g^2)
+        d_o[j] = ((one(o) - o) * o * tc) * dht                  # da_o = dh_t tanh(c_t) o (1 - o)
+        dc[j] = dct * f                                         # dE/dc_{t-1} = dc_t f
+
+
+@jit
+def backward_step_tanh(t, k, dh, dh_total, dh_next, dc, gates, cs, da):
+    """``backward_step`` that computes tanh(c_t) itself, from cs[t+1] with the kernels' tanh --
+    the function ``tanh_into`` applies, so the same bits -- instead of reading it from a chunk
+    buffer: for float32 (whose forward used that tanh), one (steps, B, H) array less in backward
+    and one pass less per chunk. Same arguments as ``backward_step`` without tanh_c."""
+    total, gate, c_prev, c, da_t = dh_total[t], gates[t], cs[t], cs[t + 1], da[k]
+    in_place = dh.ctypes.data == dh_total.ctypes.data
+    B, H = dc.shape
+    for b in range(B):
+        g_i, g_f, g_g, g_o = gate[b, :H], gate[b, H:2 * H], gate[b, 2 * H:3 * H], gate[b, 3 * H:]
+        d_i, d_f, d_g, d_o = da_t[b, :H], da_t[b, H:2 * H], da_t[b, 2 * H:3 * H], da_t[b, 3 * H:]
+        if in_place:
+            _backward_row_tanh(total[b], total[b], dh_next[b], dc[b], g_i, g_f, g_g, g_o, c_prev[b], c[b],
+                               d_i, d_f, d_g, d_o)
+        else:
+            _backward_row_tanh(dh[t, b], total[b], dh_next[b], dc[b], g_i, g_f, g_g, g_o, c_prev[b], c[b],
+                               d_i, d_f, d_g, d_o)
+
+
+@inline
+def _backward_row_tanh(above, total, through_next, dc, g_i, g_f, g_g, g_o, c_prev, c, d_i, d_f, d_g, d_o):
+    """_backward_row with tc = tanh(c_t) computed from c (H,) = c_t; the rest line for line the same."""
+    for j in range(total.shape[0]):
+        dht = above[j] + through_next[j]                        # dE/dh_t, all paths
+        total[j] = dht
+        i, f, g, o, tc = g_i[j], g_f[j], g_g[j], g_o[j], tanh(c[j])
         dct = dc[j] + dht * ((one(tc) - tc * tc) * o)           # dE/dc_t = dc_next + dh_t o (1 - tanh^2 c_t)
         d_i[j] = ((one(i) - i) * i * g) * dct                   # da_i = dc_t g i (1 - i)
         d_f[j] = ((one(f) - f) * f * c_prev[j]) * dct           # da_f = dc_t c_{t-1} f (1 - f)

@@ -246,14 +246,22 @@ class GRULayer:
         self._cell(a, h_prev, extra, h)
         return h, (h,)
 
-    def backward(self, dh: np.ndarray, dstate: tuple | None, cache: GRUCache, grads: dict, *,
+    @property
+    def accepts_chunked_dh(self) -> bool:
+        """Whether backward takes dE/dh_t from above as a readout.ChunkedReadoutGrad (Network.loss_and_grads,
+        as RNNLayer.backward): the torch variant does (_backward_torch); the Cho variant takes the
+        whole (T, B, H) array."""
+        return self.variant == "torch"
+
+    def backward(self, dh, dstate: tuple | None, cache: GRUCache, grads: dict, *,
                  input_grad: bool = True, overwrite_dh: bool = False):
         """dh (T, B, H): dE/dh_t from above; dstate = (dE/dh_T,) or None. Accumulates (+=) into
         grads["U"], grads["W"], grads["b"] (and grads["b_hn"] for the torch variant).
 
         Returns dx (T, B, I) or None for ids, (dE/dh0,), and dh_total (T, B, H) = dE/dh_t.
         ``input_grad=False`` skips dE/dx (returns None); ``overwrite_dh=True`` writes dh_total into
-        ``dh`` itself (see ``RNNLayer.backward``)."""
+        ``dh`` itself (see ``RNNLayer.backward``). The torch variant also takes a
+        ``readout.ChunkedReadoutGrad`` for dh (see _backward_torch; dh_total is then None)."""
         x, hs, gates, extra = cache.x, cache.hs, cache.gates, cache.extra
         T, B, H = dh.shape
         W = self.params["W"]
@@ -331,7 +339,7 @@ class GRULayer:
                 dx = (da2 @ self.params["U"]).reshape(T, B, I)
         return dx, (dh_next,), dh_total
 
-    def _backward_torch(self, dh: np.ndarray, dstate: tuple | None, cache: GRUCache, grads: dict,
+    def _backward_torch(self, dh, dstate: tuple | None, cache: GRUCache, grads: dict,
                         input_grad: bool = True, overwrite_dh: bool = False):
         """BPTT of the torch variant. Every gate gradient is dE/dh_t times a factor that does
         not depend on the recursion, so the factors are computed for a chunk of steps at once:
@@ -342,21 +350,34 @@ class GRULayer:
 
         leaving 5 calls per step on the numpy path; dan (needed only by dU, db) is one product
         after the loop. With numba (bptt.kernels) one compiled pass per step computes all of it
-        from the cached gates (kernels/gru.py ``backward_step``), then the step's GEMM."""
+        from the cached gates (kernels/gru.py ``backward_step``), then the step's GEMM.
+
+        ``dh`` may be a ``readout.ChunkedReadoutGrad`` (``shape``, ``dtype``, ``fill(start, stop,
+        out)``; Network.loss_and_grads): each chunk's dE/dh_t from above is then filled into a
+        (steps, B, H) buffer just before that chunk's steps run, dE/dh_t (all paths) overwrites
+        it there, and dh_total is returned as None -- nothing of size T B H for dE/dh. On the numpy
+        path that buffer is the tmp one, free once the chunk's factors are computed; the kernel
+        path has no tmp and keeps a buffer of its own. Bit for bit the array path's numbers."""
         x, hs, gates, extra = cache.x, cache.hs, cache.gates, cache.extra
         T, B, H = dh.shape
         W = self.params["W"]
         ids = x.dtype.kind in "iu"
         I = None if ids else x.shape[2]
-        dh_total = dh if overwrite_dh else np.empty_like(dh)   # (T, B, H), returned
+        chunked = not isinstance(dh, np.ndarray)
+        if chunked:
+            dh_total = None                        # not kept: each chunk's dE/dh_t is dropped after use
+        else:
+            dh_total = dh if overwrite_dh else np.empty_like(dh)   # (T, B, H), returned
         want_dx = input_grad and not ids
-        dx = np.empty((T, B, I), np.result_type(dh, self.params["U"])) if want_dx else None
+        dx = np.empty((T, B, I), np.result_type(dh.dtype, self.params["U"])) if want_dx else None
         dh_next = (np.zeros((B, H), self.dtype) if dstate is None or dstate[0] is None
                    else np.array(dstate[0], self.dtype))
         through_w = np.empty((B, H), self.dtype)
         use_kernel = self._use_kernels(dh, gates, extra)
         # The gate gradients live for one chunk of time steps at a time; the weight gradients
         # are GEMMs per chunk (see functional.chunk_steps). The kernel path needs no tmp rows.
+        # (The same `steps` whether dh arrives chunked or not: the chunks' partial sums of dW, dU, db,
+        # and so the rounding, must not depend on how dE/dh arrives.)
         steps = chunk_steps(T, B, (6 if use_kernel else 7) * H, 3 * H * (H + (0 if ids else I)))
         da_buffer = empty(self.workspace, "da", (steps, B, 3 * H), dh.dtype)    # dE/d(U x_t + b): [dar, daz, dan]
         dgh_buffer = empty(self.workspace, "dgh", (steps, B, 3 * H), dh.dtype)  # dE/d(W h_{t-1} + [0, 0, b_hn])
@@ -364,6 +385,8 @@ class GRULayer:
             from ..kernels import gru as gru_kernels
             step = gru_kernels.backward_step
             through_w[...] = 0.0                             # nothing flows back through step T+1's W
+            if chunked:                                      # dE/dh_t for the current chunk's steps only
+                dh_chunk = empty(self.workspace, "dh", (steps, B, H), dh.dtype)
         else:
             tmp_buffer = empty(self.workspace, "tmp", (steps, B, H), dh.dtype)
         scratch = {}
@@ -376,9 +399,20 @@ class GRULayer:
                 # One compiled pass per step (dE/dh_t, [dar, daz, dan], [dar, daz, dhn], and the
                 # direct path dh_t z into dh_next), then the step's GEMM; dE/dh_{t-1} is
                 # dh_next + through_w, summed inside the next step's kernel.
-                for t in range(m - 1, -1, -1):
-                    step(start + t, t, dh, dh_total, dh_next, through_w, gates, hs, extra, da, dgh)
-                    dot(dgh[t], W, out=through_w)            # through W_r, W_z, W_n: one GEMM
+                if chunked:
+                    # The kernel indexes dh, dh_total, gates, hs and extra by its t: hand it the
+                    # chunk buffer (row k = step start + k) as both -- one view, so the in-place
+                    # loop -- and the cache's arrays shifted back by `start`, so that t = k
+                    # throughout (whole-array views, no copies: the same compiled specialisation).
+                    chunk = dh.fill(start, stop, dh_chunk)   # dE/dh_t from above, t in the chunk
+                    gates_from, hs_from, extra_from = gates[start:], hs[start:], extra[start:]
+                    for t in range(m - 1, -1, -1):
+                        step(t, t, chunk, chunk, dh_next, through_w, gates_from, hs_from, extra_from, da, dgh)
+                        dot(dgh[t], W, out=through_w)        # through W_r, W_z, W_n: one GEMM
+                else:
+                    for t in range(m - 1, -1, -1):
+                        step(start + t, t, dh, dh_total, dh_next, through_w, gates, hs, extra, da, dgh)
+                        dot(dgh[t], W, out=through_w)        # through W_r, W_z, W_n: one GEMM
             else:
                 gate = gates[start:stop].reshape(m, B, 3, H)
                 r, z, n = gate[:, :, 0], gate[:, :, 1], gate[:, :, 2]      # (m, B, H) views
@@ -397,15 +431,21 @@ class GRULayer:
                 np.multiply(dan_factor, extra[start:stop], out=factor[:, :, 0])
                 factor[:, :, 0] *= tmp                       # dar factor: (1-z)(1-n^2) hn r (1-r)
 
+                if chunked:                                  # tmp is free from here on
+                    above = total = dh.fill(start, stop, tmp_buffer)   # dE/dh_t from above, row t = step start + t
+                    offset = start
+                else:
+                    above, total, offset = dh, dh_total, 0
                 for t in range(m - 1, -1, -1):
-                    dht = dh_total[start + t]
-                    add(dh[start + t], dh_next, out=dht)     # dE/dh_t, all paths
+                    row = start - offset + t                 # step start + t in above/total
+                    dht = total[row]
+                    add(above[row], dh_next, out=dht)        # dE/dh_t, all paths
                     d3 = factor[t]                           # (B, 3, H)
                     multiply(d3, dht[:, None, :], out=d3)    # [dar, daz, dhn]
                     dot(dgh[t], W, out=through_w)            # through W_r, W_z, W_n: one GEMM
                     multiply(dht, z[t], out=dh_next)         # direct path h_{t-1} -> h_t
                     add(dh_next, through_w, out=dh_next)
-                dan_factor *= dh_total[start:stop]           # dan = dh_t (1-z)(1-n^2), the chunk's t
+                dan_factor *= total[start - offset:stop - offset]   # dan = dh_t (1-z)(1-n^2), the chunk's t
                 da[:, :, :2 * H] = dgh[:, :, :2 * H]         # dar, daz also enter U and b
             self._accumulate_chunk(da, dgh, start, stop, x, hs, grads, dx, scratch)
         if use_kernel:

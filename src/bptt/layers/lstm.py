@@ -202,7 +202,12 @@ class LSTMLayer:
         """BPTT through steps start..stop-1 in numpy calls (the reference path). dh_next, dc (B, H):
         dE/dh_t and dE/dc_t through step ``stop`` on entry; dc is updated in place to dE/dc_{start-1}.
         tanh_c (n, B, H) = tanh(c_t) for the chunk's steps. Fills da (n, B, 4H) with dE/da_t and
-        dh_total[start:stop]; returns dE/dh_{start-1}."""
+        dh_total[start:stop]; returns dE/dh_{start-1}.
+
+        ``dh`` may be a readout.ChunkedReadoutGrad (dh_total is then None): tanh(c_t) is read only
+        by the factors computed before the time loop, so the chunk's dE/dh_t from above is filled
+        into the tanh_c buffer after them and dE/dh_t, all paths, overwrites it there -- no buffer
+        of its own for dE/dh on this path."""
         gates, cs = cache.gates, cache.cs
         n = stop - start
         B, H = dc.shape
@@ -233,9 +238,15 @@ class LSTMLayer:
         np.subtract(1.0, dh_to_dc, out=dh_to_dc)
         dh_to_dc *= o                                    # o (1 - tanh(c_t)^2)
 
+        if dh_total is None:                             # chunked: tanh_c is free from here on
+            above = total = dh.fill(start, stop, tanh_c)  # dE/dh_t from above, row t = step start + t
+            offset = start
+        else:
+            above, total, offset = dh, dh_total, 0
         for t in range(n - 1, -1, -1):
-            dht = dh_total[start + t]
-            add(dh[start + t], dh_next, out=dht)         # dE/dh_t, all paths
+            row = start - offset + t                     # step start + t in above/total
+            dht = total[row]
+            add(above[row], dh_next, out=dht)            # dE/dh_t, all paths
             multiply(dht, dh_to_dc[t], out=tmp)
             add(dc, tmp, out=dc)                         # dE/dc_t = dc_next + dh_t o (1 - tanh^2)
             ifg = factor[t, :, :3]                       # (B, 3, H)
@@ -246,38 +257,60 @@ class LSTMLayer:
 
         return dh_next
 
-    def backward(self, dh: np.ndarray, dstate: tuple | None, cache: LSTMCache, grads: dict, *,
+    # backward also takes dE/dh_t from above as a readout.ChunkedReadoutGrad (Network.loss_and_grads,
+    # as RNNLayer.backward): it then asks for one chunk of steps at a time and never holds all T steps.
+    accepts_chunked_dh = True
+
+    def backward(self, dh, dstate: tuple | None, cache: LSTMCache, grads: dict, *,
                  input_grad: bool = True, overwrite_dh: bool = False):
         """dh (T, B, H): dE/dh_t from above; dstate = (dE/dh_T, dE/dc_T) (either may be None) or None.
         Accumulates (+=) into grads["U"], grads["W"], grads["b"].
 
         Returns dx (T, B, I) or None for ids, (dE/dh0, dE/dc0), and dh_total (T, B, H) = dE/dh_t.
         ``input_grad=False`` skips dE/dx (returns None); ``overwrite_dh=True`` writes dh_total into
-        ``dh`` itself (see ``RNNLayer.backward``)."""
+        ``dh`` itself (see ``RNNLayer.backward``).
+
+        ``dh`` may instead be a ``readout.ChunkedReadoutGrad`` (``shape``, ``dtype``,
+        ``fill(start, stop, out)``): each chunk's dE/dh_t from above is filled into a (steps, B, H)
+        buffer just before that chunk's steps run, dE/dh_t (all paths) overwrites it there, and
+        dh_total is returned as None -- nothing of size T B H for dE/dh. On the numpy path that
+        buffer is the tanh(c_t) one (see _backward_chunk_numpy); the kernel path keeps one of its own
+        (its float32 step computes tanh(c_t) itself, so it holds no tanh(c_t) buffer either way).
+        The numbers are bit for bit the array path's."""
         x, hs, cs, gates = cache.x, cache.hs, cache.cs, cache.gates
         T, B, H = dh.shape
         W = self.params["W"]
         ids = x.dtype.kind in "iu"
         I = None if ids else x.shape[2]
-        dh_total = dh if overwrite_dh else np.empty_like(dh)   # (T, B, H), returned
+        chunked = not isinstance(dh, np.ndarray)
+        if chunked:
+            dh_total = None                        # not kept: each chunk's dE/dh_t is dropped after use
+        else:
+            dh_total = dh if overwrite_dh else np.empty_like(dh)   # (T, B, H), returned
         want_dx = input_grad and not ids
-        dx = np.empty((T, B, I), np.result_type(dh, self.params["U"])) if want_dx else None
+        dx = np.empty((T, B, I), np.result_type(dh.dtype, self.params["U"])) if want_dx else None
         dstate = (None, None) if dstate is None else dstate
         dh_next = np.zeros((B, H), self.dtype) if dstate[0] is None else np.array(dstate[0], self.dtype)
         dc = np.zeros((B, H), self.dtype) if dstate[1] is None else np.array(dstate[1], self.dtype)
         use_kernel = kernels.enabled()
+        # float32 kernels: the step kernel computes tanh(c_t) itself (kernels/lstm.py
+        # backward_step_tanh, the same tanh forward used): no tanh(c_t) buffer. float64 forward
+        # used np.tanh (see _forward_kernel), so its backward recomputes tanh(c_t) a chunk at a time
+        # with it, as the numpy path does.
+        fused_tanh = use_kernel and self.dtype == np.float32
         # dE/da_t (4H wide), tanh(c_t) -- and on the numpy path o (1 - tanh(c_t)^2) -- live for one
         # chunk of time steps at a time; the weight gradients are GEMMs per chunk (functional.chunk_steps).
+        # (The same `steps` whether dh arrives chunked or not, and with or without the tanh(c_t)
+        # buffer: the chunks' partial sums of dW, dU, db, and so the rounding, must not depend on it.)
         steps = chunk_steps(T, B, (5 if use_kernel else 6) * H, 4 * H * (H + (0 if ids else I)))
         da_buffer = empty(self.workspace, "da", (steps, B, 4 * H), dh.dtype)
-        tanh_c_buffer = empty(self.workspace, "tanh_c", (steps, B, H), dh.dtype)
+        if not fused_tanh:
+            tanh_c_buffer = empty(self.workspace, "tanh_c", (steps, B, H), dh.dtype)
         if use_kernel:
             from ..kernels import lstm as lstm_kernels
-            # float32: the kernels' own tanh, the same function forward used, so the derivative
-            # is that of the h_t forward computed; float64 forward used np.tanh (see _forward_kernel).
-            recompute_tanh = lstm_kernels.tanh_into if self.dtype == np.float32 else np.tanh
+            if chunked:                            # dE/dh_t for the current chunk's steps only
+                dh_chunk = empty(self.workspace, "dh", (steps, B, H), dh.dtype)
         else:
-            recompute_tanh = np.tanh
             dh_to_dc_buffer = empty(self.workspace, "dh_to_dc", (steps, B, H), dh.dtype)
             tmp = np.empty((B, H), self.dtype)
         scratch = {}
@@ -286,12 +319,29 @@ class LSTMLayer:
             start = max(0, stop - steps)
             n = stop - start
             da = da_buffer[:n]                               # dE/da_t for the chunk's steps
-            tanh_c = recompute_tanh(cs[start + 1:stop + 1], out=tanh_c_buffer[:n])   # tanh(c_t), not cached
+            if not fused_tanh:
+                tanh_c = np.tanh(cs[start + 1:stop + 1], out=tanh_c_buffer[:n])   # tanh(c_t), not cached
             if use_kernel:
-                step = lstm_kernels.backward_step            # one compiled pass per step, then the GEMM
-                for k in range(n - 1, -1, -1):
-                    step(start + k, k, dh, dh_total, dh_next, dc, gates, cs, tanh_c, da)
-                    dot(da[k], W, out=dh_next)               # dE/dh_{t-1} through all four gates
+                # One compiled pass per step, then the GEMM. The kernel indexes dh, dh_total, gates
+                # and cs by its t and the chunk buffers (da, tanh_c) by k. Chunked, it gets the chunk
+                # buffer (row k = step start + k) as both dh and dh_total -- one view, so the in-place
+                # loop -- and gates, cs shifted back by `start`, so that t = k (whole-array views,
+                # no copies: the same compiled specialisation).
+                if chunked:
+                    above = total = dh.fill(start, stop, dh_chunk)   # dE/dh_t from above, t in the chunk
+                    first, gates_from, cs_from = 0, gates[start:], cs[start:]
+                else:
+                    above, total, first, gates_from, cs_from = dh, dh_total, start, gates, cs
+                if fused_tanh:
+                    step = lstm_kernels.backward_step_tanh
+                    for k in range(n - 1, -1, -1):
+                        step(first + k, k, above, total, dh_next, dc, gates_from, cs_from, da)
+                        dot(da[k], W, out=dh_next)           # dE/dh_{t-1} through all four gates
+                else:
+                    step = lstm_kernels.backward_step
+                    for k in range(n - 1, -1, -1):
+                        step(first + k, k, above, total, dh_next, dc, gates_from, cs_from, tanh_c, da)
+                        dot(da[k], W, out=dh_next)           # dE/dh_{t-1} through all four gates
             else:
                 dh_next = self._backward_chunk_numpy(dh, dh_total, dh_next, dc, cache, start, stop, da, tanh_c,
                                                      dh_to_dc_buffer[:n], tmp)
