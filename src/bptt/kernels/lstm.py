@@ -102,34 +102,7 @@ def backward_step(t, k, dh, dh_total, dh_next, dc, gates, cs, tanh_c, da):
     dE/dc_{t-1} on exit; tanh_c[k] = tanh(c_t) (a chunk buffer, like da). Writes dh_total[t] =
     dE/dh_t, all paths (dh_total may be dh itself), and
     da[k] (B, 4H) = dE/da_t for [i, f, g, o]; the caller then computes dE/dh_{t-1} = da[k] @ W."""
-    total, gate, c_prev, tc_t, da_t = dh_total[t], gates[t], cs[t], tanh_c[k], da[k]
-    in_place = dh.ctypes.data == dh_total.ctypes.data
-    B, H = dc.shape
-    for b in range(B):
-        g_i, g_f, g_g, g_o = gate[b, :H], gate[b, H:2 * H], gate[b, 2 * H:3 * H], gate[b, 3 * H:]
-        d_i, d_f, d_g, d_o = da_t[b, :H], da_t[b, H:2 * H], da_t[b, 2 * H:3 * H], da_t[b, 3 * H:]
-        if in_place:
-            _backward_row(total[b], total[b], dh_next[b], dc[b], g_i, g_f, g_g, g_o, c_prev[b], tc_t[b],
-                          d_i, d_f, d_g, d_o)
-        else:
-            _backward_row(dh[t, b], total[b], dh_next[b], dc[b], g_i, g_f, g_g, g_o, c_prev[b], tc_t[b],
-                          d_i, d_f, d_g, d_o)
-
-
-@inline
-def _backward_row(above, total, through_next, dc, g_i, g_f, g_g, g_o, c_prev, tanh_c, d_i, d_f, d_g, d_o):
-    """backward_step for one batch row; every argument is an (H,) view. Products in the numpy
-    path's order (layers/lstm.py ``_backward_chunk_numpy``)."""
-    for j in range(total.shape[0]):
-        dht = above[j] + through_next[j]                        # dE/dh_t, all paths
-        total[j] = dht
-        i, f, g, o, tc = g_i[j], g_f[j], g_g[j], g_o[j], tanh_c[j]
-        dct = dc[j] + dht * ((one(tc) - tc * tc) * o)           # dE/dc_t = dc_next + dh_t o (1 - tanh^2 c_t)
-        d_i[j] = ((one(i) - i) * i * g) * dct                   # da_i = dc_t g i (1 - i)
-        d_f[j] = ((one(f) - f) * f * c_prev[j]) * dct           # da_f = dc_t c_{t-1} f (1 - f)
-        d_g[j] = ((one(g) - g * g) * i) * dct                   # da_g = dc_t i (1 - g^2)
-        d_o[j] = ((one(o) - o) * o * tc) * dht                  # da_o = dh_t tanh(c_t) o (1 - o)
-        dc[j] = dct * f                                         # dE/dc_{t-1} = dc_t f
+    _backward(t, k, dh, dh_total, dh_next, dc, gates, cs, tanh_c[k], _stored, da)
 
 
 @jit
@@ -138,27 +111,48 @@ def backward_step_tanh(t, k, dh, dh_total, dh_next, dc, gates, cs, da):
     the function ``tanh_into`` applies, so the same bits -- instead of reading it from a chunk
     buffer: for float32 (whose forward used that tanh), one (steps, B, H) array less in backward
     and one pass less per chunk. Same arguments as ``backward_step`` without tanh_c."""
-    total, gate, c_prev, c, da_t = dh_total[t], gates[t], cs[t], cs[t + 1], da[k]
+    _backward(t, k, dh, dh_total, dh_next, dc, gates, cs, cs[t + 1], _recomputed, da)
+
+
+@inline
+def _stored(tanh_c, j):
+    """tanh(c_t)[j] read from a buffer that holds it."""
+    return tanh_c[j]
+
+
+@inline
+def _recomputed(c, j):
+    """tanh(c_t)[j] computed from c_t with the kernels' tanh."""
+    return tanh(c[j])
+
+
+@inline
+def _backward(t, k, dh, dh_total, dh_next, dc, gates, cs, tanh_source, tanh_of, da):
+    """Both backward kernels: tanh(c_t)[b, j] is ``tanh_of(tanh_source[b], j)`` (a function argument,
+    so each kernel compiles its own loop with no branch inside)."""
+    total, gate, c_prev, da_t = dh_total[t], gates[t], cs[t], da[k]
     in_place = dh.ctypes.data == dh_total.ctypes.data
     B, H = dc.shape
     for b in range(B):
         g_i, g_f, g_g, g_o = gate[b, :H], gate[b, H:2 * H], gate[b, 2 * H:3 * H], gate[b, 3 * H:]
         d_i, d_f, d_g, d_o = da_t[b, :H], da_t[b, H:2 * H], da_t[b, 2 * H:3 * H], da_t[b, 3 * H:]
         if in_place:
-            _backward_row_tanh(total[b], total[b], dh_next[b], dc[b], g_i, g_f, g_g, g_o, c_prev[b], c[b],
-                               d_i, d_f, d_g, d_o)
+            _backward_row(total[b], total[b], dh_next[b], dc[b], g_i, g_f, g_g, g_o, c_prev[b],
+                          tanh_source[b], tanh_of, d_i, d_f, d_g, d_o)
         else:
-            _backward_row_tanh(dh[t, b], total[b], dh_next[b], dc[b], g_i, g_f, g_g, g_o, c_prev[b], c[b],
-                               d_i, d_f, d_g, d_o)
+            _backward_row(dh[t, b], total[b], dh_next[b], dc[b], g_i, g_f, g_g, g_o, c_prev[b],
+                          tanh_source[b], tanh_of, d_i, d_f, d_g, d_o)
 
 
 @inline
-def _backward_row_tanh(above, total, through_next, dc, g_i, g_f, g_g, g_o, c_prev, c, d_i, d_f, d_g, d_o):
-    """_backward_row with tc = tanh(c_t) computed from c (H,) = c_t; the rest line for line the same."""
+def _backward_row(above, total, through_next, dc, g_i, g_f, g_g, g_o, c_prev, tanh_source, tanh_of,
+                  d_i, d_f, d_g, d_o):
+    """One batch row; every array argument is an (H,) view. Products in the numpy path's order
+    (layers/lstm.py ``_backward_chunk_numpy``)."""
     for j in range(total.shape[0]):
         dht = above[j] + through_next[j]                        # dE/dh_t, all paths
         total[j] = dht
-        i, f, g, o, tc = g_i[j], g_f[j], g_g[j], g_o[j], tanh(c[j])
+        i, f, g, o, tc = g_i[j], g_f[j], g_g[j], g_o[j], tanh_of(tanh_source, j)
         dct = dc[j] + dht * ((one(tc) - tc * tc) * o)           # dE/dc_t = dc_next + dh_t o (1 - tanh^2 c_t)
         d_i[j] = ((one(i) - i) * i * g) * dct                   # da_i = dc_t g i (1 - i)
         d_f[j] = ((one(f) - f) * f * c_prev[j]) * dct           # da_f = dc_t c_{t-1} f (1 - f)
