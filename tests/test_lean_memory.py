@@ -5,7 +5,6 @@ buffer also becomes dE/da_t in place (``rnn._ONE_BUFFER_GEMM``). It must not cha
 of the loss or any gradient, on both compute paths, and it must really lower the step's peak memory.
 """
 
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from bptt.layers import rnn
 from bptt.layers.readout import ChunkedReadoutGrad
 from bptt.layers.rnn import RNNLayer
 from bptt.network import Network
+from bptt.benchmark.extras import step_footprint_bytes
 
 
 def _problem(seed, T, B, I, O, ids, dtype="float64"):
@@ -151,20 +151,8 @@ def test_full_api_still_returns_dh_and_gated_cells_keep_the_array():
 
 
 def _step_peak_bytes(net, x, y) -> int:
-    """What benchmark/extras.py measures: the bytes existing before a lean step that the step
-    relies on (parameters, data, the network's kept scratch arrays) + the traced peak during it."""
-    net.loss_and_grads(x, y)                                          # fills the workspaces
-    existing = sum(p.nbytes for p in net.params.values()) + x.nbytes + y.nbytes
-    existing += sum(w.nbytes for w in net.workspaces.values())
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        result = net.loss_and_grads(x, y)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    del result
-    return existing + peak
+    """What benchmark/extras.py measures for a lean step (its step_footprint_bytes)."""
+    return step_footprint_bytes(net, x, y)
 
 
 def test_lean_step_peak_memory_drops_by_a_dh_array(monkeypatch):

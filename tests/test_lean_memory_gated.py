@@ -19,6 +19,7 @@ from bptt.layers.gru import GRULayer
 from bptt.layers.lstm import LSTMLayer
 from bptt.layers.readout import ChunkedReadoutGrad
 from bptt.network import Network
+from bptt.benchmark.extras import step_footprint_bytes
 
 CELLS = {"lstm": LSTMLayer, "gru": GRULayer}
 # rows per unit of H that chunk_steps is told each chunk saves, by cell and path (the layers' own
@@ -226,20 +227,8 @@ def test_cho_gru_and_bidirectional_keep_the_array():
 
 
 def _step_peak_bytes(net, x, y) -> int:
-    """What benchmark/extras.py measures: the bytes existing before a lean step that the step
-    relies on (parameters, data, the network's kept scratch arrays) + the traced peak during it."""
-    net.loss_and_grads(x, y)                                          # fills the workspaces
-    existing = sum(p.nbytes for p in net.params.values()) + x.nbytes + y.nbytes
-    existing += sum(w.nbytes for w in net.workspaces.values())
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        result = net.loss_and_grads(x, y)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    del result
-    return existing + peak
+    """What benchmark/extras.py measures for a lean step (its step_footprint_bytes)."""
+    return step_footprint_bytes(net, x, y)
 
 
 @pytest.mark.parametrize("path", ["numba", "numpy"])

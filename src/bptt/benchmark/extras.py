@@ -36,19 +36,13 @@ def _activation_floats(cell: str, T: int, B: int, H: int) -> int:
     return 2 * (T + 1) * B * H + 4 * T * B * H
 
 
-def measure_memory(problem: Problem) -> dict:
-    """Peak bytes of one float32 training step vs the analytic minimum."""
-    from ..network import Network
-
-    net = Network(problem.input_size, problem.hidden_size, problem.input_size, cell=problem.cell,
-                  seed=problem.seed, dtype="float32")
-    x, y = problem.data()
-    net.loss_and_grads(x, y)                          # first call: warm any lazy set-up
-    param_bytes = sum(p.nbytes for p in net.params.values())
-    # The scratch arrays loss_and_grads keeps between calls (net.workspaces) exist before the
-    # traced call, like the parameters, and are part of the step's footprint.
-    workspace_bytes = sum(w.nbytes for w in getattr(net, "workspaces", {}).values())
-    existing = param_bytes + x.nbytes + y.nbytes + workspace_bytes
+def step_footprint_bytes(net, x, y) -> int:
+    """Bytes of one ``net.loss_and_grads(x, y)``: what exists before the step and the step relies on
+    (parameters, data, and the scratch arrays loss_and_grads keeps between calls in
+    ``net.workspaces``) plus tracemalloc's peak during it. A first call warms any lazy set-up."""
+    net.loss_and_grads(x, y)
+    existing = sum(p.nbytes for p in net.params.values()) + x.nbytes + y.nbytes
+    existing += sum(w.nbytes for w in getattr(net, "workspaces", {}).values())
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
@@ -57,10 +51,22 @@ def measure_memory(problem: Problem) -> dict:
     finally:
         tracemalloc.stop()
     del result
+    return existing + peak
+
+
+def measure_memory(problem: Problem) -> dict:
+    """Peak bytes of one float32 training step vs the analytic minimum."""
+    from ..network import Network
+
+    net = Network(problem.input_size, problem.hidden_size, problem.input_size, cell=problem.cell,
+                  seed=problem.seed, dtype="float32")
+    x, y = problem.data()
+    param_bytes = sum(p.nbytes for p in net.params.values())
+    footprint = step_footprint_bytes(net, x, y)
     T, B, H = problem.seq_len, problem.batch, problem.hidden_size
     itemsize = np.dtype(np.float32).itemsize
     minimum = 2 * param_bytes + x.nbytes + y.nbytes + _activation_floats(problem.cell, T, B, H) * itemsize
-    measured = existing + peak
+    measured = footprint
     return {"cell": problem.cell, "input_size": problem.input_size, "hidden_size": H, "batch": B, "seq_len": T,
             "peak_bytes": measured, "minimum_bytes": minimum, "ratio": measured / minimum,
             "minimum_with_dh_bytes": minimum + T * B * H * itemsize,
