@@ -154,11 +154,11 @@ class LSTMLayer:
     def _forward_kernel(self, gates: np.ndarray, hs: np.ndarray, cs: np.ndarray, tanh_c: np.ndarray) -> None:
         """The same loop with the element-wise work of each step in one compiled pass
         (bptt/kernels/lstm.py); the GEMM stays in numpy."""
-        from ..kernels import lstm as lstm_kernels
-        T, B, H = gates.shape[0], tanh_c.shape[0], tanh_c.shape[1]
         if self.dtype != np.float32:
             self._forward_kernel_split(gates, hs, cs, tanh_c)
             return
+        from ..kernels import lstm as lstm_kernels
+        B, H = tanh_c.shape
         WT = np.ascontiguousarray(self.params["W"].T)      # (H, 4H): see RNNLayer.forward for why contiguous
         recurrent = np.empty((B, 4 * H), self.dtype)
         b = self.params["b"] if self.bias else np.zeros(4 * H, self.dtype)   # added in the kernel (forward)
