@@ -21,8 +21,13 @@ demo: $(STAMP)
 	$(VENV)/bin/bptt train --out runs/demo --overwrite --time 60 --hidden 256 --eval-every 100
 	$(VENV)/bin/bptt sample runs/demo --length 600 --temperature 0.8
 
+# The whole suite runs on the numba kernels when numba is installed (it is, with .[all]); the
+# gradient checks against finite differences and torch then run once more on the numpy path,
+# the reference the kernels are compared with.
 test: $(STAMP)
 	$(PY) -m pytest
+	BPTT_KERNELS=numpy $(PY) -m pytest -q tests/test_core_gradcheck.py tests/test_core_torch_parity.py \
+		tests/test_torch_parity_gated.py tests/test_lstm.py tests/test_gru.py tests/test_diagnostics.py
 
 bench: $(STAMP)
 	$(VENV)/bin/bptt bench --cells rnn lstm gru --clean-blas-env --json bench/results/latest.json
