@@ -51,6 +51,7 @@ import numpy as np
 from .. import init, kernels
 from ..functional import accumulate_chunk, chunk_steps, column_sums, gate_tanh_scale, scatter_add_columns, sigmoid
 from ..workspace import empty
+from .gru_cho import backward_cho
 from .projection import project_inputs
 
 GRU_VARIANTS = ("torch", "cho")
@@ -262,82 +263,9 @@ class GRULayer:
         ``input_grad=False`` skips dE/dx (returns None); ``overwrite_dh=True`` writes dh_total into
         ``dh`` itself (see ``RNNLayer.backward``). The torch variant also takes a
         ``readout.ChunkedReadoutGrad`` for dh (see _backward_torch; dh_total is then None)."""
-        x, hs, gates, extra = cache.x, cache.hs, cache.gates, cache.extra
-        T, B, H = dh.shape
-        W = self.params["W"]
-        torch_variant = self.variant == "torch"
-        if torch_variant:
+        if self.variant == "torch":
             return self._backward_torch(dh, dstate, cache, grads, input_grad, overwrite_dh)
-        dh_total = dh if overwrite_dh else np.empty_like(dh)
-        da = np.empty((T, B, 3 * H), self.dtype)             # dE/d(U x_t + b): [dar, daz, dan]
-        # torch variant: dE/d(W h_{t-1} + [0, 0, b_hn]) = [dar, daz, dhn] with dhn = dan * r, so that
-        # one GEMM per step (dgh @ W) and one after the loop (dgh^T h) cover all three gates.
-        dgh = np.empty((T, B, 3 * H), self.dtype) if torch_variant else None
-        dh_next = (np.zeros((B, H), self.dtype) if dstate is None or dstate[0] is None
-                   else np.array(dstate[0], self.dtype))
-        dn = np.empty((B, H), self.dtype)
-        tmp = np.empty((B, H), self.dtype)
-        W_n, W_rz = W[2 * H:], W[:2 * H]
-        for t in range(T - 1, -1, -1):
-            r, z, n = (gates[t, :, k * H:(k + 1) * H] for k in range(3))
-            dst = dgh if torch_variant else da                # where dar, daz are written
-            dar, daz = dst[t, :, :H], dst[t, :, H:2 * H]
-            dan = da[t, :, 2 * H:]
-            h_prev = hs[t]
-            dht = dh_total[t]
-            np.add(dh[t], dh_next, out=dht)
-            # z: dz = dh_t (h_{t-1} - n);  daz = dz z (1 - z)
-            np.subtract(1.0, z, out=tmp)
-            np.multiply(dht, tmp, out=dn)                     # dn = dh_t (1 - z)
-            np.subtract(h_prev, n, out=daz)
-            daz *= dht
-            daz *= z
-            daz *= tmp
-            # n: dan = dn (1 - n^2)
-            np.multiply(n, n, out=dan)
-            np.subtract(1.0, dan, out=dan)
-            dan *= dn
-            np.multiply(dht, z, out=dh_next)                  # direct path h_{t-1} -> h_t
-            np.subtract(1.0, r, out=tmp)
-            tmp *= r                                          # r (1 - r)
-            if torch_variant:
-                np.multiply(dan, r, out=dgh[t, :, 2 * H:])    # dhn = dan * r
-                np.multiply(dan, extra[t], out=dar)           # dr = dan * hn
-                dar *= tmp
-                dh_next += dgh[t] @ W                         # through W_r, W_z, W_n: one GEMM
-            else:
-                drh = dan @ W_n                               # dE/d(r * h_{t-1}), (B, H)
-                np.multiply(drh, h_prev, out=dar)             # dr = drh * h_{t-1}
-                dar *= tmp
-                drh *= r
-                dh_next += drh                                # through r * h_{t-1}
-                dh_next += da[t, :, :2 * H] @ W_rz            # through W_r, W_z
-
-        # Shared weights: sums over time as single GEMMs.
-        TB = T * B
-        da2 = da.reshape(TB, 3 * H)
-        h_prev2 = hs[:-1].reshape(TB, H)
-        dW = grads["W"]
-        if torch_variant:
-            da[:, :, :2 * H] = dgh[:, :, :2 * H]              # dar, daz also enter U and b
-            dgh2 = dgh.reshape(TB, 3 * H)
-            dW += dgh2.T @ h_prev2                            # sum_t [dar, daz, dhn] (x) h_{t-1}
-            if self.bias:
-                grads["b_hn"] += column_sums(dgh2[:, 2 * H:])
-        else:
-            dW[:2 * H] += da2[:, :2 * H].T @ h_prev2          # sum_t [dar, daz] (x) h_{t-1}
-            dW[2 * H:] += da2[:, 2 * H:].T @ extra.reshape(TB, H)   # sum_t dan (x) (r * h_{t-1})
-        if self.bias:
-            grads["b"] += column_sums(da2)
-        dx = None
-        if x.dtype.kind in "iu":
-            scatter_add_columns(grads["U"], x.reshape(-1), da2)
-        else:
-            I = x.shape[2]
-            grads["U"] += da2.T @ x.reshape(TB, I)            # sum_t da_t (x) x_t
-            if input_grad:
-                dx = (da2 @ self.params["U"]).reshape(T, B, I)
-        return dx, (dh_next,), dh_total
+        return backward_cho(self, dh, dstate, cache, grads, input_grad, overwrite_dh)
 
     def _backward_torch(self, dh, dstate: tuple | None, cache: GRUCache, grads: dict,
                         input_grad: bool = True, overwrite_dh: bool = False):
