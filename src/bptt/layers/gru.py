@@ -53,6 +53,7 @@ from ..functional import accumulate_chunk, chunk_steps, column_sums, gate_tanh_s
 from ..workspace import empty
 from .gru_cho import backward_cho
 from .projection import project_inputs
+from .readout import backward_outputs
 
 GRU_VARIANTS = ("torch", "cho")
 
@@ -291,13 +292,8 @@ class GRULayer:
         W = self.params["W"]
         ids = x.dtype.kind in "iu"
         I = None if ids else x.shape[2]
-        chunked = not isinstance(dh, np.ndarray)
-        if chunked:
-            dh_total = None                        # not kept: each chunk's dE/dh_t is dropped after use
-        else:
-            dh_total = dh if overwrite_dh else np.empty_like(dh)   # (T, B, H), returned
-        want_dx = input_grad and not ids
-        dx = np.empty((T, B, I), np.result_type(dh.dtype, self.params["U"])) if want_dx else None
+        chunked, dh_total, dx = backward_outputs(dh, x, self.params["U"], input_grad=input_grad,
+                                                 overwrite_dh=overwrite_dh)
         dh_next = (np.zeros((B, H), self.dtype) if dstate is None or dstate[0] is None
                    else np.array(dstate[0], self.dtype))
         through_w = np.empty((B, H), self.dtype)

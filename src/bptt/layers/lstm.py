@@ -45,6 +45,7 @@ from .. import init, kernels
 from ..functional import accumulate_chunk, chunk_steps, column_sums, gate_tanh_scale, scatter_add_columns, sigmoid
 from ..workspace import empty
 from .projection import project_inputs
+from .readout import backward_outputs
 
 
 @dataclass
@@ -282,13 +283,8 @@ class LSTMLayer:
         W = self.params["W"]
         ids = x.dtype.kind in "iu"
         I = None if ids else x.shape[2]
-        chunked = not isinstance(dh, np.ndarray)
-        if chunked:
-            dh_total = None                        # not kept: each chunk's dE/dh_t is dropped after use
-        else:
-            dh_total = dh if overwrite_dh else np.empty_like(dh)   # (T, B, H), returned
-        want_dx = input_grad and not ids
-        dx = np.empty((T, B, I), np.result_type(dh.dtype, self.params["U"])) if want_dx else None
+        chunked, dh_total, dx = backward_outputs(dh, x, self.params["U"], input_grad=input_grad,
+                                                 overwrite_dh=overwrite_dh)
         dstate = (None, None) if dstate is None else dstate
         dh_next = np.zeros((B, H), self.dtype) if dstate[0] is None else np.array(dstate[0], self.dtype)
         dc = np.zeros((B, H), self.dtype) if dstate[1] is None else np.array(dstate[1], self.dtype)
@@ -355,6 +351,6 @@ class LSTMLayer:
                 scatter_add_columns(grads["U"], x[start:stop].reshape(-1), da2)
             else:
                 accumulate_chunk(grads, "U", da2.T, x[start:stop].reshape(n * B, I), scratch)  # da_t (x) x_t
-                if want_dx:
+                if dx is not None:
                     np.dot(da2, self.params["U"], out=dx[start:stop].reshape(n * B, I))       # dE/dx_t
         return dx, (dh_next, dc), dh_total

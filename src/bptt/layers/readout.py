@@ -81,3 +81,21 @@ class ChunkedReadoutGrad:
         chunk = out[:n]
         np.dot(self.dz[start:stop].reshape(n * B, O), self.V, out=chunk.reshape(n * B, self.shape[2]))
         return chunk
+
+
+def backward_outputs(dh, x: np.ndarray, U: np.ndarray, *, input_grad: bool, overwrite_dh: bool):
+    """The arrays a recurrent layer's backward hands back, shared by every cell:
+    (chunked, dh_total, dx). ``dh`` is dE/dh_t from above, a (T, B, H) array or a
+    ``ChunkedReadoutGrad``. chunked: the latter. dh_total: where dE/dh_t (all paths) goes, (T, B, H)
+    and returned -- ``dh`` itself when the caller gives it up (``overwrite_dh``), None when chunked
+    (each chunk's dE/dh_t is dropped after use). dx: a (T, B, I) array for dE/dx_t, or None for
+    token ids or ``input_grad=False``."""
+    chunked = not isinstance(dh, np.ndarray)
+    if chunked:
+        dh_total = None
+    else:
+        dh_total = dh if overwrite_dh else np.empty_like(dh)
+    T, B = dh.shape[:2]
+    want_dx = input_grad and x.dtype.kind not in "iu"
+    dx = np.empty((T, B, x.shape[2]), np.result_type(dh.dtype, U)) if want_dx else None
+    return chunked, dh_total, dx

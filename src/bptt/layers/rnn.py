@@ -30,6 +30,7 @@ from .. import init, kernels
 from ..functional import accumulate_chunk, activate, chunk_steps, column_sums, derivative_from_output, scatter_add_columns
 from ..workspace import empty
 from .projection import project_inputs
+from .readout import backward_outputs
 
 
 @dataclass
@@ -135,14 +136,9 @@ class RNNLayer:
         x, hs = cache.x, cache.hs
         T, B, H = dh.shape
         W = self.params["W"]
-        chunked = not isinstance(dh, np.ndarray)
-        if chunked:
-            dh_total = None                        # not kept: each chunk's dE/dh_t is dropped after use
-        else:
-            dh_total = dh if overwrite_dh else np.empty_like(dh)   # dE/dh_t, all paths: returned, so kept whole
+        chunked, dh_total, dx = backward_outputs(dh, x, self.params["U"], input_grad=input_grad,
+                                                 overwrite_dh=overwrite_dh)
         ids = x.dtype.kind in "iu"
-        want_dx = input_grad and not ids
-        dx = np.empty((T, B, x.shape[2]), np.result_type(dh.dtype, self.params["U"])) if want_dx else None
         if dstate is None or dstate[0] is None:
             dnext = np.zeros((B, H), self.dtype)
         else:
@@ -221,7 +217,7 @@ class RNNLayer:
             else:
                 I = x.shape[2]
                 accumulate_chunk(grads, "U", da2.T, x[start:stop].reshape(n * B, I), scratch)   # da_t (x) x_t
-                if want_dx:
+                if dx is not None:
                     np.dot(da2, self.params["U"], out=dx[start:stop].reshape(n * B, I))  # dE/dx_t
         return dx, (dnext,), dh_total
 
