@@ -9,26 +9,13 @@ of the loss or any gradient, on both compute paths, and it must really lower the
 import numpy as np
 import pytest
 
-from bptt import functional, kernels
+from bptt import functional
 from bptt.layers import rnn
 from bptt.layers.readout import ChunkedReadoutGrad
 from bptt.layers.rnn import RNNLayer
 from bptt.network import Network
 from bptt.benchmark.extras import step_footprint_bytes
-
-
-def _problem(seed, T, B, I, O, ids, dtype="float64"):
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, I, (T, B)) if ids else rng.standard_normal((T, B, I)).astype(dtype)
-    y = rng.integers(0, O, (T, B))
-    mask = rng.uniform(0.5, 1.5, (T, B))
-    return x, y, mask
-
-
-def _path(name):
-    if name == "numba":
-        pytest.importorskip("numba")
-    return kernels.using(name)
+from lean_helpers import compute_path, problem
 
 
 # (T, B, I, H, O): B H^2 <= 16384 runs the RNN's whole-chunk numba kernel on the numba path
@@ -53,9 +40,9 @@ def test_lean_step_is_bit_identical_to_forward_backward(monkeypatch, path, size,
         monkeypatch.setattr(functional, "CHUNK_ROWS", chunk_rows)
     options = dict(num_layers=num_layers, nonlinearity=nonlinearity, seed=11)
     lean, reference = Network(I, H, O, **options), Network(I, H, O, **options)
-    with _path(path):
+    with compute_path(path):
         for call in range(2):                   # the second call reuses the workspace's arrays
-            x, y, mask = _problem(call, T, B, I, O, ids)
+            x, y, mask = problem(call, T, B, I, O, ids)
             loss, grads = lean.loss_and_grads(x, y, mask)
             expected = reference.forward_backward(x, y, mask, input_grad=False)
             assert loss == expected.loss
@@ -86,8 +73,8 @@ def test_lean_step_bit_identical_at_a_realistic_size(path, dtype, H):
     The rnn._ONE_BUFFER_GEMM threshold as shipped: B H^2 = 2^19.2 below it, 2^22 above."""
     T, B, I, O = 40, 64, 65, 65
     lean, reference = Network(I, H, O, seed=2, dtype=dtype), Network(I, H, O, seed=2, dtype=dtype)
-    x, y, mask = _problem(5, T, B, I, O, ids=True)
-    with _path(path):
+    x, y, mask = problem(5, T, B, I, O, ids=True)
+    with compute_path(path):
         loss, grads = lean.loss_and_grads(x, y, mask)
         expected = reference.forward_backward(x, y, mask, input_grad=False)
     assert loss == expected.loss
@@ -107,11 +94,11 @@ def test_layer_backward_takes_the_readout_grad_a_chunk_at_a_time(monkeypatch, pa
     T, B, I, H, O = 7, 3, 4, 5, 6
     net = Network(I, H, O, seed=4)
     layer, readout = net.layers[0], net.readout
-    x, _, _ = _problem(1, T, B, I, O, ids)
+    x, _, _ = problem(1, T, B, I, O, ids)
     rng = np.random.default_rng(0)
     dz = rng.standard_normal((T, B, O))
     dstate = (rng.standard_normal((B, H)),)
-    with _path(path):
+    with compute_path(path):
         _, _, cache = layer.forward(x, layer.zero_state(B))
         h = cache.hs[1:]
         results = []
@@ -136,7 +123,7 @@ def test_full_api_still_returns_dh_and_gated_cells_keep_the_array():
     """forward_backward / backward return dE/dh_t for every layer as before; the lean step keeps
     today's (T, B, H) path for cells whose backward does not accept the chunked form."""
     T, B, I, H, O = 5, 2, 3, 4, 6
-    x, y, mask = _problem(2, T, B, I, O, ids=False)
+    x, y, mask = problem(2, T, B, I, O, ids=False)
     net = Network(I, H, O, num_layers=2, seed=1)
     result = net.forward_backward(x, y, mask, input_grad=False)
     assert all(isinstance(d, np.ndarray) and d.shape == (T, B, H) for d in result.dh)
@@ -150,23 +137,18 @@ def test_full_api_still_returns_dh_and_gated_cells_keep_the_array():
         assert "dh" in lean.workspaces["readout"].arrays             # the (T, B, H) array, as before
 
 
-def _step_peak_bytes(net, x, y) -> int:
-    """What benchmark/extras.py measures for a lean step (its step_footprint_bytes)."""
-    return step_footprint_bytes(net, x, y)
-
-
 def test_lean_step_peak_memory_drops_by_a_dh_array(monkeypatch):
     T, B, I, H, O = 256, 16, 16, 128, 16
-    x, y, _ = _problem(0, T, B, I, O, ids=True)
+    x, y, _ = problem(0, T, B, I, O, ids=True)
     steps = functional.chunk_steps(T, B, H, H * H)
     assert steps < T                                                 # 64 steps a chunk
     itemsize = np.dtype(np.float64).itemsize
     peaks = {}
     for buffers, threshold in BUFFERS.items():
         monkeypatch.setattr(rnn, "_ONE_BUFFER_GEMM", threshold)
-        peaks[buffers] = _step_peak_bytes(Network(I, H, O, seed=0), x, y)
+        peaks[buffers] = step_footprint_bytes(Network(I, H, O, seed=0), x, y)
     monkeypatch.setattr(RNNLayer, "accepts_chunked_dh", False)       # the (T, B, H) dE/dh array of before
-    whole = _step_peak_bytes(Network(I, H, O, seed=0), x, y)
+    whole = step_footprint_bytes(Network(I, H, O, seed=0), x, y)
     # Measured: exactly (T - steps) B H floats less with two buffers (the scratch (T, B, H) dE/dh vs a
     # (steps, B, H) chunk) and T B H less with one; the slack only absorbs tracemalloc's count of
     # small Python objects.

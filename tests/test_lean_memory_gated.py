@@ -14,32 +14,19 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from bptt import functional, kernels
+from bptt import functional
 from bptt.layers.gru import GRULayer
 from bptt.layers.lstm import LSTMLayer
 from bptt.layers.readout import ChunkedReadoutGrad
 from bptt.network import Network
 from bptt.benchmark.extras import step_footprint_bytes
+from lean_helpers import compute_path, problem
 
 CELLS = {"lstm": LSTMLayer, "gru": GRULayer}
 # rows per unit of H that chunk_steps is told each chunk saves, by cell and path (the layers' own
 # numbers: LSTM 5 H kernel / 6 H numpy; GRU 6 H / 7 H)
 SAVED_PER_ROW = {("lstm", "numba"): 5, ("lstm", "numpy"): 6, ("gru", "numba"): 6, ("gru", "numpy"): 7}
 GATES = {"lstm": 4, "gru": 3}
-
-
-def _problem(seed, T, B, I, O, ids, dtype="float64"):
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, I, (T, B)) if ids else rng.standard_normal((T, B, I)).astype(dtype)
-    y = rng.integers(0, O, (T, B))
-    mask = rng.uniform(0.5, 1.5, (T, B))
-    return x, y, mask
-
-
-def _path(name):
-    if name == "numba":
-        pytest.importorskip("numba")
-    return kernels.using(name)
 
 
 def _steps(cell, path, T, B, H, top_inputs):
@@ -68,9 +55,9 @@ def test_lean_step_is_bit_identical_to_forward_backward(monkeypatch, path, cell,
         monkeypatch.setattr(functional, "CHUNK_ROWS", chunk_rows)
     options = dict(cell=cell, num_layers=num_layers, seed=11, dtype=dtype)
     lean, reference = Network(I, H, O, **options), Network(I, H, O, **options)
-    with _path(path):
+    with compute_path(path):
         for call in range(2):                   # the second call reuses the workspace's arrays
-            x, y, mask = _problem(call, T, B, I, O, ids, dtype)
+            x, y, mask = problem(call, T, B, I, O, ids, dtype)
             _assert_same(lean, reference, x, y, mask, f"call {call}:")
     # The chunked mode really ran: the readout built no (T, B, H) dE/dh; the top layer held a
     # (steps, B, H) chunk for it on the kernel path and none of its own on the numpy path.
@@ -100,8 +87,8 @@ def test_lean_step_bit_identical_at_a_realistic_size(path, cell, dtype):
     T, B, I, H, O = 40, 64, 65, 96, 65
     options = dict(cell=cell, seed=2, dtype=dtype)
     lean, reference = Network(I, H, O, **options), Network(I, H, O, **options)
-    x, y, mask = _problem(5, T, B, I, O, ids=True)
-    with _path(path):
+    x, y, mask = problem(5, T, B, I, O, ids=True)
+    with compute_path(path):
         _assert_same(lean, reference, x, y, mask)
     top = lean.workspaces["layers.0"].arrays
     assert top["da"].shape[0] < T
@@ -146,7 +133,7 @@ def test_fused_tanh_lstm_kernel_is_bit_identical(in_place):
 
 def _layer_problem(cell, T, B, I, H, O, ids):
     net = Network(I, H, O, cell=cell, seed=4)
-    x, _, _ = _problem(1, T, B, I, O, ids)
+    x, _, _ = problem(1, T, B, I, O, ids)
     rng = np.random.default_rng(0)
     dz = rng.standard_normal((T, B, O))
     dstate = tuple(rng.standard_normal((B, H)) for _ in net.layers[0].state_names)
@@ -164,7 +151,7 @@ def test_layer_backward_takes_the_readout_grad_a_chunk_at_a_time(monkeypatch, pa
     net, x, dz, dstate = _layer_problem(cell, T, B, I, H, O, ids)
     layer, readout = net.layers[0], net.readout
     assert layer.accepts_chunked_dh
-    with _path(path):
+    with compute_path(path):
         _, _, cache = layer.forward(x, layer.zero_state(B))
         h = cache.hs[1:]
         results = []
@@ -203,9 +190,9 @@ def test_a_wrong_chunk_is_caught(monkeypatch, path, cell):
 
     monkeypatch.setattr(ChunkedReadoutGrad, "fill", shifted)
     T, B, I, H, O = 7, 3, 4, 5, 6
-    x, y, mask = _problem(3, T, B, I, O, ids=True)
+    x, y, mask = problem(3, T, B, I, O, ids=True)
     lean, reference = Network(I, H, O, cell=cell, seed=6), Network(I, H, O, cell=cell, seed=6)
-    with _path(path), pytest.raises(AssertionError):
+    with compute_path(path), pytest.raises(AssertionError):
         _assert_same(lean, reference, x, y, mask)
 
 
@@ -213,7 +200,7 @@ def test_cho_gru_and_bidirectional_keep_the_array():
     """The Cho GRU (no chunked backward) and bidirectional layers take the (T, B, H) dE/dh array
     in the lean step as before, with the same bits; forward_backward still returns dE/dh_t."""
     T, B, I, H, O = 5, 2, 3, 4, 6
-    x, y, mask = _problem(2, T, B, I, O, ids=False)
+    x, y, mask = problem(2, T, B, I, O, ids=False)
     assert GRULayer(I, H, rng=np.random.default_rng(0)).accepts_chunked_dh
     assert not GRULayer(I, H, variant="cho", rng=np.random.default_rng(0)).accepts_chunked_dh
     for options in (dict(cell="gru", gru_variant="cho"), dict(cell="lstm", bidirectional=True),
@@ -226,23 +213,18 @@ def test_cho_gru_and_bidirectional_keep_the_array():
         assert all(isinstance(d, np.ndarray) and d.shape == (T, B, H) for d in result.dh)
 
 
-def _step_peak_bytes(net, x, y) -> int:
-    """What benchmark/extras.py measures for a lean step (its step_footprint_bytes)."""
-    return step_footprint_bytes(net, x, y)
-
-
 @pytest.mark.parametrize("path", ["numba", "numpy"])
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_lean_step_peak_memory_drops_by_a_dh_array(monkeypatch, path, cell):
     T, B, I, H, O = 256, 16, 16, 128, 16
-    x, y, _ = _problem(0, T, B, I, O, ids=True)
+    x, y, _ = problem(0, T, B, I, O, ids=True)
     steps = _steps(cell, path, T, B, H, 0)
     assert steps < T                                                 # 64 steps a chunk
     itemsize = np.dtype(np.float64).itemsize
-    with _path(path):
-        chunked = _step_peak_bytes(Network(I, H, O, cell=cell, seed=0), x, y)
+    with compute_path(path):
+        chunked = step_footprint_bytes(Network(I, H, O, cell=cell, seed=0), x, y)
         monkeypatch.setattr(CELLS[cell], "accepts_chunked_dh", False)   # the (T, B, H) dE/dh array of before
-        whole = _step_peak_bytes(Network(I, H, O, cell=cell, seed=0), x, y)
+        whole = step_footprint_bytes(Network(I, H, O, cell=cell, seed=0), x, y)
     # Measured: exactly (T - steps) B H floats less on the kernel path (the (T, B, H) dE/dh vs a
     # (steps, B, H) chunk) and T B H less on the numpy path (the chunk reuses a buffer); the slack
     # only absorbs tracemalloc's count of small Python objects.
@@ -284,8 +266,8 @@ def test_chunked_backward_allocates_no_more_than_the_array_path(monkeypatch, pat
     step's saving does not hinge on where its peak happens to fall. Float inputs: with token ids
     scatter_add_columns' (steps B, G H) temporary would set the backward's peak after the loop."""
     T, B, I, H, O = 256, 16, 16, 128, 16
-    x, y, _ = _problem(0, T, B, I, O, ids=False)
-    with _path(path):
+    x, y, _ = problem(0, T, B, I, O, ids=False)
+    with compute_path(path):
         chunked = _backward_peak_bytes(Network(I, H, O, cell=cell, seed=0), x, y)
         monkeypatch.setattr(CELLS[cell], "accepts_chunked_dh", False)
         whole = _backward_peak_bytes(Network(I, H, O, cell=cell, seed=0), x, y)
