@@ -50,8 +50,8 @@ def worker(args) -> None:
     from mpi4py import MPI
 
     from bptt import Network, clip_by_global_norm
-    from bptt.distributed import Distributed
-    from bptt.optim import SGD
+    from bptt.training.distributed import Distributed
+    from bptt.training.optim import SGD
 
     dist = Distributed.from_environment(force=True)
     comm = dist.comm

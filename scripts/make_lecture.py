@@ -242,7 +242,7 @@ def section_remedies(out):
             "Without changing the architecture: orthogonal or identity initialisation (IRNN: ReLU with W = I, "
             "Le, Jaitly & Hinton 2015), a chosen spectral radius (`Network(recurrent_init=..., spectral_radius=...)`), "
             "clipping (`bptt.clip_by_global_norm`), and Pascanu et al.'s regulariser Omega "
-            "(`bptt.regularizers.loss_and_grads_with_omega`). Changing it: the LSTM and GRU, whose additive state "
+            "(`bptt.training.regularizers.loss_and_grads_with_omega`). Changing it: the LSTM and GRU, whose additive state "
             "update keeps a path where the factor is the forget gate (LSTM: dc_t/dc_{t-1} = diag(f_t)) rather than "
             "a product with tanh'. At initialisation, 32 units, 8 sequences of 80 steps (for the LSTM the Jacobian "
             "of the full state (h, c)):", "",

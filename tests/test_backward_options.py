@@ -96,7 +96,7 @@ def test_lean_gradients_match_finite_differences():
 
 
 def test_truncated_training_pieces_skip_dinputs():
-    from bptt.truncation import FullBPTT
+    from bptt.training.truncation import FullBPTT
 
     net = Network(4, 3, 5, seed=4)
     x, y, _ = _problem(2)

@@ -27,15 +27,15 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from bptt.checkpoint import arrays_sha256, load_checkpoint, save_checkpoint
-from bptt.clip import clip_by_global_norm, clip_by_value, make_clipper
+from bptt.io.checkpoint import arrays_sha256, load_checkpoint, save_checkpoint
+from bptt.training.clip import clip_by_global_norm, clip_by_value, make_clipper
 from bptt.data import TextStreams, Vocabulary, read_text, split_ids
 from bptt.network import Network
-from bptt.optim import make_optimizer
+from bptt.training.optim import make_optimizer
 from bptt.sample import sample_ids, sample_text
-from bptt.schedules import make_schedule
-from bptt.train import Trainer
-from bptt.truncation import make_truncation
+from bptt.training.schedules import make_schedule
+from bptt.training.train import Trainer
+from bptt.training.truncation import make_truncation
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 TEXT = "nothing lost, nothing trusted blindly.\n" * 60

@@ -12,14 +12,14 @@ import time
 import numpy as np
 import pytest
 
-from bptt.checkpoint import FILENAME, load_checkpoint, save_checkpoint
-from bptt.clip import make_clipper
+from bptt.io.checkpoint import FILENAME, load_checkpoint, save_checkpoint
+from bptt.training.clip import make_clipper
 from bptt.data import TextStreams, Vocabulary
 from bptt.network import Network
-from bptt.optim import Adam
-from bptt.schedules import make_schedule
-from bptt.train import Trainer
-from bptt.truncation import TBPTT
+from bptt.training.optim import Adam
+from bptt.training.schedules import make_schedule
+from bptt.training.train import Trainer
+from bptt.training.truncation import TBPTT
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
 
@@ -124,7 +124,7 @@ def test_corrupt_foreign_and_future_checkpoints_fail_with_one_line(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys, numpy as np
-    from bptt.checkpoint import save_checkpoint
+    from bptt.io.checkpoint import save_checkpoint
     from bptt.network import Network
     net = Network(4, 3, 2, seed=0)
     net.params["big"] = np.zeros(4_000_000)          # ~32 MB: each save takes a while

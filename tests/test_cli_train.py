@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from bptt.checkpoint import load_checkpoint
+from bptt.io.checkpoint import load_checkpoint
 from bptt.cli import main
 
 TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, "

@@ -83,7 +83,7 @@ def test_mse_and_no_head_parity():
 
 def test_to_torch_round_trip_computes_the_same():
     net = bptt.Network(3, 4, 2, num_layers=2, nonlinearity="relu", seed=9)
-    rnn, head = net.to_torch()
+    rnn, head = bptt.to_torch(net)
     back = bptt.from_torch(rnn, head)
     for name in net.params:
         np.testing.assert_allclose(back.params[name], net.params[name], rtol=0, atol=1e-15)

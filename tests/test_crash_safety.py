@@ -19,9 +19,9 @@ import time
 import numpy as np
 import pytest
 
-from bptt.checkpoint import load_checkpoint, save_checkpoint
+from bptt.io.checkpoint import load_checkpoint, save_checkpoint
 from bptt.network import Network
-from bptt.runlock import LOCK_NAME
+from bptt.io.runlock import LOCK_NAME
 
 pytestmark = pytest.mark.slow
 

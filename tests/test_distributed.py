@@ -1,4 +1,4 @@
-"""Data-parallel training over MPI (bptt.distributed).
+"""Data-parallel training over MPI (bptt.training.distributed).
 
 Two kinds of test:
 - in-process (no MPI): batch sharding, the flat gradient buffer, the hash, and the identity
@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from bptt import Network, clip_by_global_norm
-from bptt.distributed import Distributed, GradientBuffer, mpi_launched, parameter_hash, shard_bounds
-from bptt.optim import SGD
+from bptt.training.distributed import Distributed, GradientBuffer, mpi_launched, parameter_hash, shard_bounds
+from bptt.training.optim import SGD
 
 HERE = Path(__file__).resolve()
 
@@ -195,8 +195,8 @@ def test_single_process_stand_in_does_nothing():
 def test_one_process_never_imports_mpi4py():
     """The core stays numpy-only: importing the modules and a one-process `bptt train` set-up
     must not load mpi4py (a subprocess: this test process may have imported it already)."""
-    code = ("import sys; import bptt, bptt.distributed, bptt.data_parallel, bptt.cli.train; "
-            "from bptt.distributed import Distributed; d = Distributed.from_environment(); "
+    code = ("import sys; import bptt, bptt.training.distributed, bptt.training.data_parallel, bptt.cli.train; "
+            "from bptt.training.distributed import Distributed; d = Distributed.from_environment(); "
             "print(d.size, d.active, 'mpi4py' in sys.modules)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=clean_env())
     assert run.returncode == 0, run.stderr
@@ -234,12 +234,12 @@ def fit_trainer(steps, dist, out, mode="chunked", resume=None, save=None):
     """The real engine: Trainer + Adam + global-norm clipping + truncated BPTT, with the hidden
     state carried across batches (reset=False), on per-rank shards of the same global batches.
     ``save``: write a checkpoint (rank 0) after training; ``resume``: start from one."""
-    from bptt.checkpoint import load_checkpoint, save_checkpoint
-    from bptt.clip import make_clipper
-    from bptt.distributed import DataParallel
-    from bptt.optim import Adam
-    from bptt.train import Batch, Trainer
-    from bptt.truncation import Chunked, FullBPTT
+    from bptt.io.checkpoint import load_checkpoint, save_checkpoint
+    from bptt.training.clip import make_clipper
+    from bptt.training.distributed import DataParallel
+    from bptt.training.optim import Adam
+    from bptt.training.train import Batch, Trainer
+    from bptt.training.truncation import Chunked, FullBPTT
 
     net = make_net() if resume is None else load_checkpoint(resume).network()
     parallel = DataParallel(dist)
@@ -267,9 +267,9 @@ def fit_trainer(steps, dist, out, mode="chunked", resume=None, save=None):
 
 def timed_trainer(dist, out):
     """Rank 1's clock runs out at once, rank 0's never: both must stop after the same step."""
-    from bptt.distributed import DataParallel
-    from bptt.optim import SGD as PlainSGD
-    from bptt.train import Trainer
+    from bptt.training.distributed import DataParallel
+    from bptt.training.optim import SGD as PlainSGD
+    from bptt.training.train import Trainer
 
     net = make_net()
     parallel = DataParallel(dist)
@@ -336,7 +336,7 @@ def test_two_ranks_equal_one_process(tmp_path):
 @pytest.mark.mpi
 @pytest.mark.parametrize("mode", ["chunked", "full"])
 def test_trainer_on_two_ranks_equals_one_process(tmp_path, mode):
-    """Through bptt.train.Trainer: chunked truncation (3 updates per batch), Adam, clipping on
+    """Through bptt.training.train.Trainer: chunked truncation (3 updates per batch), Adam, clipping on
     the global norm, hidden state carried across batches and gathered back to the full batch."""
     for n in (1, 2):
         run = worker(n, "trainer", 4, tmp_path / f"{n}.npz", mode)
@@ -548,7 +548,7 @@ def test_ctrl_c_to_mpiexec_stops_every_rank_after_the_same_step_and_saves(tmp_pa
     import signal
     import time
 
-    from bptt.checkpoint import load_checkpoint
+    from bptt.io.checkpoint import load_checkpoint
 
     text = small_text(tmp_path)
     command = [need_mpi(), "-n", "2", sys.executable, "-m", "bptt", "train", "--text", str(text), "--steps",

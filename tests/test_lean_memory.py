@@ -15,7 +15,7 @@ from bptt.layers.readout import ChunkedReadoutGrad
 from bptt.layers.rnn import RNNLayer
 from bptt.network import Network
 from bptt.benchmark.extras import step_footprint_bytes
-from lean_helpers import compute_path, problem
+from lean_helpers import compute_path, problem, assert_same, assert_same_loss
 
 
 # (T, B, I, H, O): B H^2 <= 16384 runs the RNN's whole-chunk numba kernel on the numba path
@@ -45,10 +45,10 @@ def test_lean_step_is_bit_identical_to_forward_backward(monkeypatch, path, size,
             x, y, mask = problem(call, T, B, I, O, ids)
             loss, grads = lean.loss_and_grads(x, y, mask)
             expected = reference.forward_backward(x, y, mask, input_grad=False)
-            assert loss == expected.loss
+            assert_same_loss(loss, expected.loss)
             assert grads.keys() == expected.grads.keys()
             for name in grads:
-                np.testing.assert_array_equal(grads[name], expected.grads[name], err_msg=f"call {call}: {name}")
+                assert_same(grads[name], expected.grads[name], err_msg=f"call {call}: {name}")
     # The chunked mode really ran: the readout built no (T, B, H) dE/dh, the top layer held a chunk
     # for dE/dh_t (two buffers) or none besides dE/da_t's (one buffer; never with the small kernel).
     top = lean.workspaces[f"layers.{num_layers - 1}"].arrays
@@ -77,9 +77,9 @@ def test_lean_step_bit_identical_at_a_realistic_size(path, dtype, H):
     with compute_path(path):
         loss, grads = lean.loss_and_grads(x, y, mask)
         expected = reference.forward_backward(x, y, mask, input_grad=False)
-    assert loss == expected.loss
+    assert_same_loss(loss, expected.loss)
     for name in grads:
-        np.testing.assert_array_equal(grads[name], expected.grads[name], err_msg=name)
+        assert_same(grads[name], expected.grads[name], err_msg=name)
     top = lean.workspaces["layers.0"].arrays
     assert top["da"].shape[0] < T
     assert ("dh" in top) == (B * H * H < rnn._ONE_BUFFER_GEMM)
@@ -113,10 +113,10 @@ def test_layer_backward_takes_the_readout_grad_a_chunk_at_a_time(monkeypatch, pa
     (dx_a, dh0_a, grads_a), (dx_b, dh0_b, grads_b) = results
     assert (dx_a is None) == (dx_b is None) == ids
     if not ids:
-        np.testing.assert_array_equal(dx_b, dx_a)
-    np.testing.assert_array_equal(dh0_b, dh0_a)
+        assert_same(dx_b, dx_a)
+    assert_same(dh0_b, dh0_a)
     for name in grads_a:
-        np.testing.assert_array_equal(grads_b[name], grads_a[name], err_msg=name)
+        assert_same(grads_b[name], grads_a[name], err_msg=name)
 
 
 def test_full_api_still_returns_dh_and_gated_cells_keep_the_array():
@@ -131,9 +131,9 @@ def test_full_api_still_returns_dh_and_gated_cells_keep_the_array():
         lean, reference = Network(I, H, O, seed=1, **options), Network(I, H, O, seed=1, **options)
         loss, grads = lean.loss_and_grads(x, y, mask)
         expected = reference.forward_backward(x, y, mask, input_grad=False)
-        assert loss == expected.loss
+        assert_same_loss(loss, expected.loss)
         for name in grads:
-            np.testing.assert_array_equal(grads[name], expected.grads[name], err_msg=f"{options}: {name}")
+            assert_same(grads[name], expected.grads[name], err_msg=f"{options}: {name}")
         assert "dh" in lean.workspaces["readout"].arrays             # the (T, B, H) array, as before
 
 

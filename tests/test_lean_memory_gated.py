@@ -20,7 +20,7 @@ from bptt.layers.lstm import LSTMLayer
 from bptt.layers.readout import ChunkedReadoutGrad
 from bptt.network import Network
 from bptt.benchmark.extras import step_footprint_bytes
-from lean_helpers import compute_path, problem
+from lean_helpers import compute_path, problem, assert_same, assert_same_loss
 
 CELLS = {"lstm": LSTMLayer, "gru": GRULayer}
 # rows per unit of H that chunk_steps is told each chunk saves, by cell and path (the layers' own
@@ -36,10 +36,10 @@ def _steps(cell, path, T, B, H, top_inputs):
 def _assert_same(lean, reference, x, y, mask, label=""):
     loss, grads = lean.loss_and_grads(x, y, mask)
     expected = reference.forward_backward(x, y, mask, input_grad=False)
-    assert loss == expected.loss, label
+    assert_same_loss(loss, expected.loss, label)
     assert grads.keys() == expected.grads.keys()
     for name in grads:
-        np.testing.assert_array_equal(grads[name], expected.grads[name], err_msg=f"{label} {name}")
+        assert_same(grads[name], expected.grads[name], err_msg=f"{label} {name}")
 
 
 @pytest.mark.parametrize("path", ["numba", "numpy"])
@@ -128,7 +128,7 @@ def test_fused_tanh_lstm_kernel_is_bit_identical(in_place):
             through = da[k][:, :H] + da[k][:, H:2 * H]           # some dE/dh_{t-1} for the next step
         outputs.append((total[start:start + n].copy(), through, cell_grad, da))
     for a, b in zip(*outputs):
-        np.testing.assert_array_equal(b, a)
+        assert_same(b, a)
 
 
 def _layer_problem(cell, T, B, I, H, O, ids):
@@ -165,12 +165,12 @@ def test_layer_backward_takes_the_readout_grad_a_chunk_at_a_time(monkeypatch, pa
     (dx_a, state_a, grads_a), (dx_b, state_b, grads_b) = results
     assert (dx_a is None) == (dx_b is None) == ids
     if not ids:
-        np.testing.assert_array_equal(dx_b, dx_a)
+        assert_same(dx_b, dx_a)
     assert len(state_a) == len(state_b) == len(layer.state_names)
     for a, b in zip(state_a, state_b):
-        np.testing.assert_array_equal(b, a)
+        assert_same(b, a)
     for name in grads_a:
-        np.testing.assert_array_equal(grads_b[name], grads_a[name], err_msg=name)
+        assert_same(grads_b[name], grads_a[name], err_msg=name)
 
 
 @pytest.mark.parametrize("path", ["numba", "numpy"])

@@ -1,4 +1,4 @@
-"""Non-finite losses and gradients are caught before the update (bptt.numerics): stop, skip, rollback.
+"""Non-finite losses and gradients are caught before the update (bptt.training.numerics): stop, skip, rollback.
 
 Faults are injected deterministically: a grad_hook (which runs before the guard, where an MPI
 all-reduce would) writes a NaN or an inf into one gradient at chosen steps, or a truncation
@@ -11,14 +11,14 @@ import os
 import numpy as np
 import pytest
 
-from bptt.checkpoint import load_checkpoint, save_checkpoint
+from bptt.io.checkpoint import load_checkpoint, save_checkpoint
 from bptt.cli import main
 from bptt.network import Network
-from bptt.numerics import NonFiniteError, NonFiniteGuard, describe_nonfinite, first_nonfinite
-from bptt.optim import make_optimizer
-from bptt.schedules import make_schedule
-from bptt.train import Trainer
-from bptt.truncation import Chunked, FullBPTT
+from bptt.training.numerics import NonFiniteError, NonFiniteGuard, describe_nonfinite, first_nonfinite
+from bptt.training.optim import make_optimizer
+from bptt.training.schedules import make_schedule
+from bptt.training.train import Trainer
+from bptt.training.truncation import Chunked, FullBPTT
 
 T, B, V = 6, 3, 5
 

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from bptt.clip import ClipStats, clip_by_param_norm, make_clipper
-from bptt.optim import SGD, Adagrad, Adam, RMSprop, make_optimizer, optimizer_from_state
-from bptt.schedules import Constant, Exponential, StepDecay, Warmup, make_schedule
+from bptt.training.clip import ClipStats, clip_by_param_norm, make_clipper
+from bptt.training.optim import SGD, Adagrad, Adam, RMSprop, make_optimizer, optimizer_from_state
+from bptt.training.schedules import Constant, Exponential, StepDecay, Warmup, make_schedule
 
 torch = pytest.importorskip("torch")
 

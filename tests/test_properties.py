@@ -23,7 +23,7 @@ from bptt.data import Vocabulary, read_text, tokenize  # noqa: E402
 from bptt.gradcheck import check_network, numerical_gradient, random_problem, relative_error  # noqa: E402
 from bptt.losses import compute_loss  # noqa: E402
 from bptt.network import Network  # noqa: E402
-from bptt.truncation import make_truncation, states_before  # noqa: E402
+from bptt.training.truncation import make_truncation, states_before  # noqa: E402
 
 FD_TOL = 1e-6
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

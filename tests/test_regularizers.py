@@ -8,7 +8,7 @@ import bptt
 from bptt import diagnostics as D
 from bptt.gradcheck import numerical_gradient, random_problem, relative_error
 from bptt.losses import compute_loss
-from bptt.regularizers import layer_omega, loss_and_grads_with_omega, omega_terms
+from bptt.training.regularizers import layer_omega, loss_and_grads_with_omega, omega_terms
 
 
 def _passes(net, x, y, mask, h0):

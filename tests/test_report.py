@@ -65,8 +65,8 @@ def test_write_report_embeds_every_figure(tmp_path):
 
 
 def test_diagnose_with_recorded_history(tmp_path):
-    from bptt.optim import Adam
-    from bptt.train import Trainer
+    from bptt.training.optim import Adam
+    from bptt.training.train import Trainer
 
     net = bptt.Network(2, 6, 1, loss="mse", seed=0)
     rng = np.random.default_rng(0)
@@ -94,7 +94,7 @@ def _cli(*args, cwd):
 
 
 def test_cli_diagnose_checkpoint_and_bad_input(tmp_path, capsys):
-    from bptt.checkpoint import save_checkpoint
+    from bptt.io.checkpoint import save_checkpoint
     from bptt.cli import main
 
     net = bptt.Network(3, 5, 2, cell="lstm", seed=1)

@@ -1,4 +1,4 @@
-"""Two runs, one directory: the second is refused (bptt.runlock), a dead run's lock is taken over."""
+"""Two runs, one directory: the second is refused (bptt.io.runlock), a dead run's lock is taken over."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from bptt.runlock import LOCK_NAME, RunLock, RunLocked
+from bptt.io.runlock import LOCK_NAME, RunLock, RunLocked
 
 
 def dead_pid():
@@ -101,7 +101,7 @@ def test_a_file_is_not_a_run_directory(tmp_path):
 
 def test_racing_lockers_one_wins(tmp_path):
     """Eight processes try to lock the same directory at once: exactly one succeeds."""
-    code = ("import os, sys, time; from bptt.runlock import RunLock, RunLocked\n"
+    code = ("import os, sys, time; from bptt.io.runlock import RunLock, RunLocked\n"
             "open(sys.argv[2] + '.' + str(os.getpid()), 'w').close()\n"      # ready
             "while not os.path.exists(sys.argv[2]): time.sleep(0.001)\n"     # wait for the start line
             "try:\n    lock = RunLock(sys.argv[1]).acquire()\nexcept RunLocked:\n    print('refused'); sys.exit(0)\n"

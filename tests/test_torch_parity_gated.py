@@ -121,7 +121,7 @@ def test_mse_without_head(cell):
     ("rnn", "lstm", "gru"), (False, True), (True, False))))
 def test_to_torch_round_trip_computes_the_same(cell, bidirectional, bias):
     net = bptt.Network(3, 4, 2, num_layers=2, cell=cell, bidirectional=bidirectional, bias=bias, seed=9)
-    module, head = net.to_torch()
+    module, head = bptt.to_torch(net)
     assert isinstance(module, getattr(torch.nn, MODULES[cell])) and module.bidirectional == bidirectional
     back = bptt.from_torch(module, head)
     assert set(back.params) == set(net.params)
@@ -155,7 +155,7 @@ def test_lstm_step_loop_matches_torch_lstm_cell_by_cell():
 
 def test_interop_refuses_what_it_cannot_represent():
     with pytest.raises(ValueError, match="gru_variant 'cho'"):
-        bptt.Network(3, 4, 2, cell="gru", gru_variant="cho").to_torch()
+        bptt.to_torch(bptt.Network(3, 4, 2, cell="gru", gru_variant="cho"))
     with pytest.raises(ValueError, match="proj_size"):
         bptt.from_torch(torch.nn.LSTM(3, 4, proj_size=2))
     with pytest.raises(ValueError, match="in_features"):
@@ -169,5 +169,5 @@ def test_dropout_and_mode_carry_over():
     module.eval()
     net = bptt.from_torch(module)
     assert net.dropout == 0.25 and not net.training
-    back, _ = net.to_torch()
+    back, _ = bptt.to_torch(net)
     assert back.dropout == 0.25 and not back.training

@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from bptt.clip import make_clipper
+from bptt.training.clip import make_clipper
 from bptt.data import ArrayBatches
 from bptt.network import Network
-from bptt.optim import SGD, Adam
-from bptt.schedules import make_schedule
-from bptt.train import Batch, Trainer, TrainingDiverged
-from bptt.truncation import Chunked
+from bptt.training.optim import SGD, Adam
+from bptt.training.schedules import make_schedule
+from bptt.training.train import Batch, Trainer, TrainingDiverged
+from bptt.training.truncation import Chunked
 
 
 def adding_like(step, T=12, B=8):

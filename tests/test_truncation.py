@@ -2,11 +2,13 @@
 truncated gradient matches an independent reference (a direct loop, or torch with detach)."""
 
 import numpy as np
+
+import bptt
 import pytest
 
 from bptt.gradcheck import random_problem, relative_error
 from bptt.network import Network
-from bptt.truncation import TBPTT, Chunked, FullBPTT, PerOutputWindow, make_truncation
+from bptt.training.truncation import TBPTT, Chunked, FullBPTT, PerOutputWindow, make_truncation
 
 
 def collect(net, mode, inputs, targets, mask=None, h0=None):
@@ -117,7 +119,7 @@ def test_per_output_window_matches_the_tutorial_loop(k):
 
 def torch_rnn(net):
     torch = pytest.importorskip("torch")
-    module, head = net.to_torch()
+    module, head = bptt.to_torch(net)
     return torch, module, head
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import validation as check
 from .losses import softmax_cross_entropy
-from .train import Batch
+from .training.train import Batch
 
 LEVELS = ("char", "word")
 # words, runs of whitespace, and single other characters: "".join(tokens) == text (lossless)

@@ -397,8 +397,3 @@ class Network:
         if self.readout is not None:
             out = self.readout.forward(layer_input[None])[0]
         return out, self._join_state(new_states)
-
-    def to_torch(self):
-        """(torch module, torch.nn.Linear head or None) with this network's weights (needs torch)."""
-        from .interop.torch import to_torch
-        return to_torch(self)

@@ -114,7 +114,9 @@ def sample_bptt(net, n: int, seed: int = 0) -> tuple[float, list]:
 def sample_torch(net, n: int, seed: int = 0) -> tuple[float, list]:
     import torch
 
-    rnn, head = net.to_torch()
+    from ..interop.torch import to_torch
+
+    rnn, head = to_torch(net)
     vocab = net.input_size
     rng = np.random.default_rng(seed)
     uniforms = rng.random(n)

@@ -3,7 +3,7 @@
     bptt diagnose runs/demo                      # a run folder holding checkpoint.npz
     bptt diagnose runs/demo/checkpoint.npz --seq-len 40 --batch 4 --out runs/demo/diagnose
 
-Loads the checkpoint (``bptt.checkpoint``, no pickle), builds a probe batch -- for a text
+Loads the checkpoint (``bptt.io.checkpoint``, no pickle), builds a probe batch -- for a text
 model, windows of the run's text (``--text``, else the text the run trained on, else the
 built-in corpus) encoded with the run's vocabulary; otherwise seeded random inputs and
 targets -- and writes to ``--out`` (default RUN/diagnose): contributions.png, lag_profile.png,
@@ -70,7 +70,7 @@ def _random_probe(net, args, rng):
 
 
 def run(args) -> int:
-    from ..checkpoint import load_checkpoint
+    from ..io.checkpoint import load_checkpoint
     from ..diagnostics.report import diagnose
 
     for flag in ("seq_len", "batch"):

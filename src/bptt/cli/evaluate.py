@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..checkpoint import load_checkpoint
+    from ..io.checkpoint import load_checkpoint
     from ..data import eval_loss_per_token, split_ids
     from . import CLIError
     from .train import load_text, text_sha256

@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..checkpoint import load_checkpoint
+    from ..io.checkpoint import load_checkpoint
     from ..sample import sample_text
     from . import CLIError
 

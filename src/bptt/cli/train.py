@@ -10,11 +10,11 @@ import os
 import sys
 
 from .. import kernels
-from ..clip import CLIP_MODES, make_clipper
+from ..training.clip import CLIP_MODES, make_clipper
 from ..network import CELLS, Network
-from ..optim import OPTIMIZERS, make_optimizer
-from ..schedules import SCHEDULES, make_schedule
-from ..truncation import FullBPTT, make_truncation
+from ..training.optim import OPTIMIZERS, make_optimizer
+from ..training.schedules import SCHEDULES, make_schedule
+from ..training.truncation import FullBPTT, make_truncation
 from . import CLIError
 
 DEFAULT_LR = {"sgd": 0.1, "adagrad": 0.1, "rmsprop": 2e-3, "adam": 2e-3}
@@ -90,7 +90,7 @@ def add_parser(sub) -> None:
     r.add_argument("--nonfinite", choices=("stop", "skip", "rollback"), default="stop",
                    help="a NaN/inf loss or gradient (caught before the update): stop; skip the update and warn; or "
                         "roll back to the last checkpoint's state with the learning rate scaled by --rollback-factor "
-                        "(bptt.numerics)")
+                        "(bptt.training.numerics)")
     r.add_argument("--rollback-factor", type=float, default=0.5, help="--nonfinite rollback: learning-rate factor")
     r.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
     r.add_argument("--mpi", action="store_true",
@@ -109,7 +109,7 @@ def resolve_settings(args) -> tuple[dict, object]:
         if settings["lr"] is None:
             settings["lr"] = DEFAULT_LR[settings["optimizer"]]
         return settings, None
-    from ..checkpoint import load_checkpoint
+    from ..io.checkpoint import load_checkpoint
 
     if args.out is not None and os.path.abspath(args.out) != os.path.abspath(args.resume):
         raise CLIError(f"--out cannot be used with --resume: the run continues in {args.resume}")
@@ -213,25 +213,25 @@ def build_truncation(s: dict):
 
 # ----------------------------------------------------------------------- run
 def run(args) -> int:
-    from ..distributed import Distributed
-    from ..runlock import lock_run
+    from ..training.distributed import Distributed
+    from ..io.runlock import lock_run
 
     # Under mpiexec every rank runs this; an error on any rank must end all of them (MPI_Abort)
     # instead of leaving the others waiting in an Allreduce. One process: nothing changes.
     dist = Distributed.from_environment(force=args.mpi)
     with dist.abort_on_error("train"):
-        # One writer per run directory (bptt.runlock): a second bptt train on it is refused, not interleaved.
+        # One writer per run directory (bptt.io.runlock): a second bptt train on it is refused, not interleaved.
         with lock_run(args.resume or args.out or os.path.join("runs", "train"), enabled=dist.is_root):
             return train(args, dist)
 
 
 def train(args, dist) -> int:
-    from ..checkpoint import save_checkpoint
+    from ..io.checkpoint import save_checkpoint
     from ..data import TextStreams, Vocabulary, eval_loss_per_token, split_ids
-    from ..data_parallel import DataParallel
-    from ..interrupt import StopOnSignal
-    from ..numerics import NonFiniteGuard
-    from ..train import Progress, Trainer
+    from ..training.data_parallel import DataParallel
+    from ..training.interrupt import StopOnSignal
+    from ..training.numerics import NonFiniteGuard
+    from ..training.train import Progress, Trainer
 
     settings, ckpt = resolve_settings(args)
     check_settings(settings, args)
@@ -268,7 +268,7 @@ def train(args, dist) -> int:
                              gamma=settings["lr_gamma"], warmup=settings["warmup"])
     os.makedirs(out, exist_ok=True)
     # MPI: each rank trains on its share of the --batch streams; every update is summed over the
-    # ranks before clipping (bptt.data_parallel); rank 0 alone writes metrics, checkpoints, progress.
+    # ranks before clipping (bptt.training.data_parallel); rank 0 alone writes metrics, checkpoints, progress.
     parallel = DataParallel(dist)
     parallel.attach(net)                  # dropout masks drawn for the whole batch, cut per rank
     truncation = build_truncation(settings)
@@ -324,9 +324,9 @@ def train(args, dist) -> int:
               f"{source}; step {trainer.step} -> {'?' if steps is None else trainer.step + steps}; "
               f"{kernels.describe()}; output {out}", file=sys.stderr)
         progress = Progress(steps, every=max(1, args.log_every * 5), time_limit=args.time)
-    # Ctrl-C/SIGTERM: finish the step, save below, exit 130/143 (bptt.interrupt). Under MPI a signal on
+    # Ctrl-C/SIGTERM: finish the step, save below, exit 130/143 (bptt.training.interrupt). Under MPI a signal on
     # any rank is a stop vote carried in the gradient buffer, so every rank stops after the same step
-    # (bptt.data_parallel); a second Ctrl-C to mpiexec aborts the job at once.
+    # (bptt.training.data_parallel); a second Ctrl-C to mpiexec aborts the job at once.
     interrupted = StopOnSignal(announce="bptt train" if dist.is_root else None)
     parallel.stop_signal = interrupted
     with interrupted:

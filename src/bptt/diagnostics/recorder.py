@@ -1,4 +1,4 @@
-"""Recording gradient flow during training: a callback for ``bptt.train.Trainer``.
+"""Recording gradient flow during training: a callback for ``bptt.training.train.Trainer``.
 
     recorder = GradientRecorder("runs/x/diagnostics.jsonl", every=50, probe=(inputs, targets, mask))
     Trainer(net, opt, clip=..., callbacks=[recorder]).fit(data, steps=1000)
@@ -54,7 +54,7 @@ class GradientRecorder:
         self._before = None               # parameters before the next recorded update
 
     def __call__(self, record) -> None:
-        """Trainer callback: ``record`` is a ``bptt.train.StepRecord``."""
+        """Trainer callback: ``record`` is a ``bptt.training.train.StepRecord``."""
         if record.clip is not None and record.clip.clipped:
             self._clip_events += 1
         update = record.update

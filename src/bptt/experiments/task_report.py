@@ -75,17 +75,9 @@ def write_figure(result: dict, path: str) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    import os
-    import tempfile
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-    os.close(fd)
+    from ..io.files import atomic_output
     try:
-        fig.savefig(tmp, dpi=110)
-        from .tasks import public_mode
-        os.chmod(tmp, public_mode())                 # mkstemp makes 0600
-        os.replace(tmp, path)                      # atomic: never a half-written figure
+        with atomic_output(path, suffix=".png") as tmp:  # never a half-written figure
+            fig.savefig(tmp, dpi=110, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -14,7 +14,7 @@ Cells ("variants"): ``rnn`` (the lecture's tanh RNN), ``irnn`` (ReLU + identity 
 init, Le et al. 2015), ``lstm`` (forget-gate bias 1), ``lstm-forget3`` (forget-gate bias 3),
 ``gru``, ``rnn-sgd`` (tanh RNN, plain SGD, no clipping: the "before" of Pascanu et al. 2013),
 ``rnn-sgd-clip`` (+ gradient-norm clipping) and ``rnn-sgd-clip-omega`` (+ their regulariser
-Omega, ``bptt.regularizers``) -- see ``VARIANTS``. Variants that name their own optimiser (the
+Omega, ``bptt.training.regularizers``) -- see ``VARIANTS``. Variants that name their own optimiser (the
 ``*-sgd*`` ones) use ``sgd_lr``.
 
 Seeds: seed s builds the network with ``Network(seed=s)``, draws step k's batch from
@@ -27,12 +27,12 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import tempfile
 import time
 
 import numpy as np
 
 from .. import validation as check
+from ..io.files import write_text
 from ..network import Network
 from ..tasks import get_task
 
@@ -81,11 +81,11 @@ def make_network(task, variant: str, hidden: int, seed: int, dtype: str = "float
 
 
 def make_optimizer(name: str, params: dict, lr: float):
-    from .. import optim
+    from ..training import optim
     name = check.one_of("optimizer", name, tuple(OPTIMIZER_CLASSES))
     cls = getattr(optim, OPTIMIZER_CLASSES[name], None)
     if cls is None:
-        raise ValueError(f"optimizer {name!r} is not available in this version of bptt.optim")
+        raise ValueError(f"optimizer {name!r} is not available in this version of bptt.training.optim")
     return cls(params, lr=lr)
 
 
@@ -99,8 +99,8 @@ def train_one(task_name: str, variant: str, T: int, seed: int, *, steps: int, hi
     mean), "max_grad_norm" (global norm before clipping, max) and "clipped_fraction" (share of
     steps where clipping fired); and every key of ``task.score`` on the held-out set -- at step 0
     and every ``eval_every`` steps."""
-    from ..clip import make_clipper
-    from ..train import Trainer, TrainingDiverged
+    from ..training.clip import make_clipper
+    from ..training.train import Trainer, TrainingDiverged
     task = get_task(task_name)
     overrides = VARIANTS[check.one_of("cell", variant, tuple(VARIANTS))].get("train", {})
     if overrides.get("optimizer", optimizer) != optimizer:
@@ -157,7 +157,7 @@ def train_one(task_name: str, variant: str, T: int, seed: int, *, steps: int, hi
 
 class OmegaBPTT:
     """Full BPTT whose gradient includes Pascanu et al.'s regulariser: E + alpha Omega, with
-    alpha d+Omega/dW added to each W gradient (``bptt.regularizers``). A truncation mode for
+    alpha d+Omega/dW added to each W gradient (``bptt.training.regularizers``). A truncation mode for
     the Trainer (``run(net, inputs, targets, mask, state, update)``)."""
 
     name = "full+omega"
@@ -166,8 +166,8 @@ class OmegaBPTT:
         self.strength = check.positive_float("omega", strength)
 
     def run(self, net, inputs, targets, mask, state, update):
-        from ..regularizers import loss_and_grads_with_omega
-        from ..truncation import Piece
+        from ..training.regularizers import loss_and_grads_with_omega
+        from ..training.truncation import Piece
         T = inputs.shape[0]
         loss, grads, _ = loss_and_grads_with_omega(net, inputs, targets, mask, state, strength=self.strength)
         update(Piece(loss, grads, (0, T), (0, T)))
@@ -236,28 +236,6 @@ def run_experiment(task_name: str, *, cells, seq_lens, seeds, out_dir, steps=Non
         write_text(os.path.join(out_dir, "results.md"), write_table(result))
         write_figure(result, os.path.join(out_dir, "curves.png"))
     return result
-
-
-def write_text(path: str, text: str) -> None:
-    """Atomic: a temp file in the same folder, then os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, public_mode())                         # mkstemp makes 0600; results are for reading
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def public_mode() -> int:
-    """0666 less the umask: the mode an ordinary open() would have given the file."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def write_json(path: str, data) -> None:

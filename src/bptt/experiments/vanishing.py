@@ -42,12 +42,12 @@ import warnings
 import numpy as np
 
 from .. import validation as check
-from ..clip import clip_by_global_norm
+from ..training.clip import clip_by_global_norm
 from ..diagnostics.decomposition import contribution_norms, effective_memory, lag_profile
 from ..diagnostics.spectra import spectrum
 from ..network import Network
-from ..optim import Adam
-from ..regularizers import loss_and_grads_with_omega
+from ..training.optim import Adam
+from ..training.regularizers import loss_and_grads_with_omega
 from ..tasks import get_task
 
 # name -> (Network options, clip threshold or None, Omega strength or None).

@@ -32,7 +32,7 @@ Safety nets (an MPI job that hangs burns a cluster allocation silently):
   tests/test_distributed.py.)
 
 Rank 0 alone writes checkpoints, metrics and the progress bar (``is_root``). The glue to
-``bptt.train.Trainer`` (sharded data, reduced updates, checkpoints) is ``DataParallel`` in
+``bptt.training.train.Trainer`` (sharded data, reduced updates, checkpoints) is ``DataParallel`` in
 ``data_parallel.py``.
 
 mpi4py is imported only inside ``Distributed.from_environment``: the core stays numpy-only,
@@ -50,7 +50,7 @@ import time
 
 import numpy as np
 
-from . import validation as check
+from .. import validation as check
 
 # Variables a launcher sets in every process it starts. With the world size: MPICH/Intel MPI
 # hydra and Slurm's PMI-2 (PMI_SIZE), Open MPI (OMPI_COMM_WORLD_SIZE), MVAPICH2

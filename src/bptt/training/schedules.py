@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 
 import math
 
-from . import validation as check
+from .. import validation as check
 
 SCHEDULES = ("constant", "step", "exponential", "halve-on-rise")
 

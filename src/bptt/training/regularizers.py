@@ -35,9 +35,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import validation as check
-from .functional import activation_grad_from_output
-from .losses import compute_loss
+from .. import validation as check
+from ..functional import activation_grad_from_output
+from ..losses import compute_loss
 
 
 def omega_terms(u: np.ndarray, g: np.ndarray, W: np.ndarray, bound: float = 1e-20):

@@ -9,7 +9,7 @@
   (``clip_grad_norm_`` called once per parameter).
 
 ``make_clipper(mode, threshold)`` turns a name into a function ``grads -> ClipReport``
-(what ``bptt.train.Trainer`` takes); ``ClipStats`` accumulates the reports so training
+(what ``bptt.training.train.Trainer`` takes); ``ClipStats`` accumulates the reports so training
 logs how often clipping fired and how hard (the smallest scale it applied).
 
 Both work in place and return what they measured, so training can log how often and
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import validation as check
+from .. import validation as check
 
 
 @dataclass

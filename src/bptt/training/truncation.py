@@ -29,7 +29,7 @@ the lecture's product of Jacobians  prod_j dh_j/dh_{j-1}.  Truncation cuts that 
 Every mode equals full BPTT when its window covers the sequence (tests check this), and
 ``PerOutputWindow`` matches a direct per-output loop (the tutorial's algorithm).
 
-Protocol used by ``bptt.train.Trainer``:
+Protocol used by ``bptt.training.train.Trainer``:
 ``mode.run(net, inputs, targets, mask, state, update) -> (loss, final_state)`` where the
 mode calls ``update(Piece)`` once per gradient it computes, in time order (the trainer's
 update hooks, clips and steps the optimiser, so the next piece sees the new weights).
@@ -42,8 +42,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import validation as check
-from .losses import compute_loss
+from .. import validation as check
+from ..losses import compute_loss
 
 TRUNCATIONS = ("full", "chunked", "tbptt", "window")
 

@@ -2,7 +2,7 @@
 
     trainer = Trainer(net, Adam(net.params, lr=2e-3),
                       clip=make_clipper("global-norm", 5.0),      # or any grads -> ClipReport, or None
-                      truncation=Chunked(25),                     # bptt.truncation: full/chunked/tbptt/window
+                      truncation=Chunked(25),                     # bptt.training.truncation: full/chunked/tbptt/window
                       schedule=make_schedule("constant", 2e-3),   # sets optimizer.lr before each step
                       callbacks=[fn],                             # fn(StepRecord) after every update
                       grad_hook=None,                             # hook(grads) after backward, before clipping
@@ -46,11 +46,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .clip import ClipReport, ClipStats, global_norm
+from .numerics import NonFiniteGuard, TrainingDiverged
 from .truncation import FullBPTT, Piece
-
-
-class TrainingDiverged(ValueError):
-    """The loss became NaN or infinite."""
 
 
 @dataclass
@@ -124,7 +121,7 @@ class Trainer:
         self.net = net
         self.optimizer = optimizer
         if clip is not None and not callable(clip):
-            raise TypeError(f"clip must be a function grads -> ClipReport (see bptt.clip.make_clipper), got {clip!r}")
+            raise TypeError(f"clip must be a function grads -> ClipReport (see bptt.training.clip.make_clipper), got {clip!r}")
         self.clip = clip
         self.truncation = truncation if truncation is not None else FullBPTT()
         self.schedule = schedule
@@ -133,10 +130,9 @@ class Trainer:
         self.metrics_path = metrics_path
         self.log_every = max(1, int(log_every))
         self.keep_unclipped = keep_unclipped
-        # bptt.numerics.NonFiniteGuard: checks E and dE/dtheta before every update and the weights after it;
+        # bptt.training.numerics.NonFiniteGuard: checks E and dE/dtheta before every update and the weights after it;
         # "stop" (default), "skip", "rollback" or a guard; None: only a non-finite loss raises TrainingDiverged
         if isinstance(numerics, str):
-            from .numerics import NonFiniteGuard
             numerics = NonFiniteGuard(numerics)
         self.numerics = numerics
         self.rng = np.random.default_rng(seed)
@@ -202,7 +198,7 @@ class Trainer:
         self.step = step_no
         tokens = float(T * B if mask is None else mask.sum())
         if getattr(self.truncation, "global_tokens", None) is not None:
-            # data-parallel (bptt.data_parallel): the loss is already the whole job's; count its batch too
+            # data-parallel (bptt.training.data_parallel): the loss is already the whole job's; count its batch too
             B, tokens = self.truncation.global_batch, self.truncation.global_tokens
         summary = StepSummary(step_no, float(loss), tokens, float(loss) * B / max(tokens, 1e-12),
                               float(self.optimizer.lr), float(max(norms)), clipped,
@@ -225,7 +221,7 @@ class Trainer:
         time limit). ``evaluate(net) -> loss`` runs every ``eval_every`` steps (feeds the schedule's
         ``observe``); ``on_step(trainer, summary)`` after every step (checkpointing);
         ``progress``: an object with ``update(summary)`` and ``close()`` (see ``Progress``);
-        ``stop() -> bool`` is asked before every step (``bptt.interrupt.StopOnSignal``: Ctrl-C ends
+        ``stop() -> bool`` is asked before every step (``bptt.training.interrupt.StopOnSignal``: Ctrl-C ends
         training between steps, never inside an update). Returns the list of StepSummary of this call."""
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0):
             raise ValueError(f"steps must be an integer >= 0, got {steps!r}")

@@ -14,9 +14,9 @@ weight decay is on, as torch does for all but AdamW) and step count t = 1, 2, ..
                theta <- theta - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
                (``decoupled_weight_decay=True`` is AdamW: theta <- theta (1 - lr wd) first, g unchanged)
 
-``opt.lr`` is a plain attribute: a schedule (``bptt.schedules``) sets it before each step.
+``opt.lr`` is a plain attribute: a schedule (``bptt.training.schedules``) sets it before each step.
 ``opt.state_dict()`` returns ``{"kind", "hyper", "t", "slots": {slot: {param name: array}}}``:
-plain arrays plus JSON-able scalars, which ``bptt.checkpoint`` stores without pickle;
+plain arrays plus JSON-able scalars, which ``bptt.io.checkpoint`` stores without pickle;
 ``opt.load_state_dict(d)`` restores it bit for bit.
 """
 
@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from . import validation as check
+from .. import validation as check
 
 OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam")
 

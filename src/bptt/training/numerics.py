@@ -24,7 +24,7 @@ Every step's metrics line gets ``nonfinite`` (events this step), ``skipped_updat
 ``rollbacks`` and ``lr_scale`` (the product of the rollback factors so far). The guard's
 counters and ``lr_scale`` are saved in checkpoints, so a resumed run keeps its lowered rate.
 
-``first_nonfinite(arrays)`` is also what ``bptt.checkpoint.save_checkpoint`` uses to refuse to
+``first_nonfinite(arrays)`` is also what ``bptt.io.checkpoint.save_checkpoint`` uses to refuse to
 write a non-finite parameter to disk.
 """
 
@@ -35,8 +35,11 @@ import sys
 
 import numpy as np
 
-from . import validation as check
-from .train import TrainingDiverged
+from .. import validation as check
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite (raised by the Trainer and by the guards below)."""
 
 POLICIES = ("stop", "skip", "rollback")
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .numerics import describe_nonfinite, first_nonfinite
+from ..training.numerics import describe_nonfinite, first_nonfinite
 from .safeload import check_config_fits, inspect_archive
 
 FORMAT = "bptt-checkpoint"
@@ -65,7 +65,7 @@ def save_checkpoint(path, net, *, trainer=None, vocab=None, metrics: dict | None
     """Write ``net`` (and, if given, the trainer's optimiser/schedule/step/carried state, the
     vocabulary, metrics and ``extra`` JSON such as the training arguments) atomically.
     Returns the file written."""
-    from . import __version__
+    from .. import __version__
 
     target = checkpoint_path(path)
     directory = os.path.dirname(os.path.abspath(target))
@@ -90,7 +90,7 @@ def save_checkpoint(path, net, *, trainer=None, vocab=None, metrics: dict | None
                            "optimizer_slots": sorted(optim["slots"]), "schedule": state["schedule"],
                            "rng": state["rng"], "history": state["history"], "carried_state": kind,
                            "carried_parts": len(carried), "numerics": state.get("numerics")}
-    bad = first_nonfinite(arrays)                     # bptt.numerics: a NaN/inf is never written to disk
+    bad = first_nonfinite(arrays)                     # bptt.training.numerics: a NaN/inf is never written to disk
     if bad is not None:
         raise ValueError(f"refusing to write {target}: {describe_nonfinite(bad, arrays[bad])} is not finite; "
                          f"the previous checkpoint is kept")
@@ -137,7 +137,7 @@ class Checkpoint:
 
     def network(self):
         """The saved network, weights included."""
-        from .network import Network
+        from ..network import Network
 
         try:
             net = Network.from_config(self.config)
@@ -156,7 +156,7 @@ class Checkpoint:
         return net
 
     def vocabulary(self):
-        from .data import Vocabulary
+        from ..data import Vocabulary
 
         data = self.meta.get("vocabulary")
         try:
@@ -183,7 +183,7 @@ def load_checkpoint(path) -> Checkpoint:
         raise FileNotFoundError(f"no checkpoint at {os.fspath(path)}{where}")
     if not os.path.isfile(target):
         raise ValueError(f"{target} is not a file")
-    inspect_archive(target)       # bptt.safeload: only .npy members, no objects, sizes bounded by the file
+    inspect_archive(target)       # bptt.io.safeload: only .npy members, no objects, sizes bounded by the file
     try:
         with np.load(target, allow_pickle=False) as archive:
             names = list(archive.files)

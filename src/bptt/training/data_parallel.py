@@ -1,5 +1,5 @@
-"""Data-parallel training with ``bptt.train.Trainer``: the glue between the Trainer and
-``bptt.distributed.Distributed`` (read that module's docstring first for the equations).
+"""Data-parallel training with ``bptt.training.train.Trainer``: the glue between the Trainer and
+``bptt.training.distributed.Distributed`` (read that module's docstring first for the equations).
 
     dist = Distributed.from_environment()          # MPI under mpiexec, else one process
     parallel = DataParallel(dist)
@@ -20,7 +20,7 @@ import numpy as np
 
 
 class DataParallel:
-    """Plugs a ``Distributed`` into ``bptt.train.Trainer`` without changing the Trainer:
+    """Plugs a ``Distributed`` into ``bptt.training.train.Trainer`` without changing the Trainer:
 
         parallel = DataParallel(dist)
         trainer = Trainer(net, optimizer, truncation=parallel.wrap_truncation(Chunked(25)), ...)
@@ -44,7 +44,7 @@ class DataParallel:
         self.global_tokens = None         # outputs counted in its loss (T*B, or the mask's sum)
         self.deadline = None              # time.perf_counter() after which ranks vote to stop
         self.stop_requested = False       # some rank voted to stop: every rank stops after this step
-        self.stop_signal = None           # callable, True once this rank was asked to stop (bptt.interrupt)
+        self.stop_signal = None           # callable, True once this rank was asked to stop (bptt.training.interrupt)
 
     def set_time_limit(self, seconds: float | None) -> None:
         """Stop after ``seconds`` -- decided collectively. Each rank's own clock would stop the
@@ -61,7 +61,7 @@ class DataParallel:
 
     # -------------------------------------------------------------- the data
     def cut(self, batch):
-        """This rank's columns of a ``bptt.train.Batch`` (or (inputs, targets[, mask]))."""
+        """This rank's columns of a ``bptt.training.train.Batch`` (or (inputs, targets[, mask]))."""
         from .train import Batch, as_batch
 
         batch = as_batch(batch)

@@ -25,7 +25,7 @@ import zipfile
 
 import numpy as np
 
-from .numerics import describe_nonfinite, first_nonfinite
+from ..training.numerics import describe_nonfinite, first_nonfinite
 
 ALLOWED_KINDS = "fiub"            # float, signed/unsigned integers, bool: no objects, no structs
 MAX_MEMBERS = 100_000
