@@ -10,10 +10,10 @@ from .training.optim import SGD
 __version__ = "0.1.0"
 
 
-def from_torch(module, head=None, loss: str = "cross_entropy"):
-    """A bptt Network equal to a torch recurrent module (+ Linear head). Needs torch."""
+def from_torch(module, head=None, loss: str = "cross_entropy", embedding=None, readout: str = "all"):
+    """A bptt Network equal to a torch recurrent module (+ Linear head, + nn.Embedding). Needs torch."""
     from .interop.torch import from_torch as _from_torch
-    return _from_torch(module, head, loss)
+    return _from_torch(module, head, loss, embedding=embedding, readout=readout)
 
 
 def to_torch(net):

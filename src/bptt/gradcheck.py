@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 
 from . import validation as check
-from .losses import compute_loss
 
 
 def relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
@@ -52,7 +51,8 @@ def _as_tuple(state):
 
 
 def random_problem(net, seq_len: int, batch: int, seed: int = 0, token_ids: bool = False, masked: bool = False):
-    """Random inputs, targets, mask and a random (non-zero) initial state for ``net``."""
+    """Random inputs, targets, mask and a random (non-zero) initial state for ``net``
+    (targets (B,) / (B, O) for readout "last"/"mean"). See ``random_lengths`` for variable lengths."""
     rng = np.random.default_rng(seed)
     T = check.positive_int("seq_len", seq_len)
     B = check.positive_int("batch", batch)
@@ -60,24 +60,36 @@ def random_problem(net, seq_len: int, batch: int, seed: int = 0, token_ids: bool
         inputs = rng.integers(0, net.input_size, size=(T, B))
     else:
         inputs = rng.standard_normal((T, B, net.input_size))
-    width = net.output_size if net.output_size is not None else net.hidden_size
+    width = net.output_size if net.output_size is not None else net.num_directions * net.hidden_size
+    lead = (B,) if getattr(net, "pooled", False) else (T, B)
     if net.loss == "cross_entropy":
-        targets = rng.integers(0, width, size=(T, B))
+        targets = rng.integers(0, width, size=lead)
     else:
-        targets = rng.standard_normal((T, B, width))
+        targets = rng.standard_normal(lead + (width,))
     mask = None
     if masked:
-        mask = (rng.random((T, B)) < 0.7).astype(np.float64)
-        mask[-1] = 1.0                  # keep at least one step per sequence counted
+        mask = (rng.random(lead) < 0.7).astype(np.float64)
+        mask[-1] = 1.0                  # keep something counted (per sequence: its last step)
     zero = net.zero_state(B)
     h0 = tuple(0.5 * rng.standard_normal(s.shape) for s in _as_tuple(zero))
     h0 = h0 if isinstance(zero, tuple) else h0[0]
     return inputs, targets, mask, h0
 
 
-def check_network(net, inputs, targets, mask=None, h0=None, eps: float = 1e-6, seed: int = 0) -> dict:
+def random_lengths(batch: int, seq_len: int, seed: int = 0) -> np.ndarray:
+    """Random sequence lengths in [1, T], with 1 and T among them when B >= 2 (unsorted)."""
+    rng = np.random.default_rng([seed, 7])
+    lengths = rng.integers(1, seq_len + 1, size=batch)
+    if batch >= 2:
+        lengths[rng.permutation(batch)[:2]] = (1, seq_len)
+    return lengths
+
+
+def check_network(net, inputs, targets, mask=None, h0=None, eps: float = 1e-6, seed: int = 0,
+                  lengths=None) -> dict:
     """Worst relative error for every parameter, for ``inputs`` (float inputs only) and
-    for each initial state array (``h0``, and ``c0`` for the LSTM). The network must be float64."""
+    for each initial state array (``h0``, and ``c0`` for the LSTM). The network must be float64.
+    ``lengths`` (B,): variable-length sequences (the final state is then each sequence's own)."""
     if net.dtype != np.float64:
         raise ValueError(f"gradient checks need dtype float64, the network has {net.dtype.name}")
     rng = np.random.default_rng(seed)
@@ -85,22 +97,23 @@ def check_network(net, inputs, targets, mask=None, h0=None, eps: float = 1e-6, s
     T, B = inputs.shape[:2]
     targets = net.check_targets(targets, T, B)
     mask = net.check_mask(mask, T, B)
+    lengths = net.check_lengths(lengths, T, B)
     if h0 is None:
         h0 = net.zero_state(B)
     h0 = tuple(np.array(s, dtype=np.float64) for s in _as_tuple(h0)) if isinstance(h0, tuple) else np.array(h0, dtype=np.float64)
     upstream = tuple(rng.standard_normal(s.shape) for s in _as_tuple(h0))   # random dE/d(final state)
     upstream_state = upstream if isinstance(h0, tuple) else upstream[0]
 
-    fwd = net.forward(inputs, h0, validate=False)
+    fwd = net.forward(inputs, h0, lengths=lengths, validate=False)
     masks = fwd.dropout_masks          # dropout: differentiate under the same fixed masks
 
     def objective() -> float:
-        fwd = net.forward(inputs, h0, validate=False, dropout_masks=masks)
-        loss, _ = compute_loss(net.loss, fwd.outputs, targets, mask)
+        fwd = net.forward(inputs, h0, lengths=lengths, validate=False, dropout_masks=masks)
+        loss, _ = net.output_loss(fwd, targets, mask)
         final = _as_tuple(fwd.final_state)
         return loss + sum(float(np.sum(g * s)) for g, s in zip(upstream, final))
 
-    _, doutputs = compute_loss(net.loss, fwd.outputs, targets, mask)
+    _, doutputs = net.output_loss(fwd, targets, mask)
     bwd = net.backward(fwd, doutputs, dfinal_state=upstream_state)
 
     errors = {}

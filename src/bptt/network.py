@@ -10,7 +10,16 @@ top-down; every parameter gradient is accumulated with ``+=``.
 
 Parameter names follow the lecture: ``layers.0.U``, ``layers.0.W``, ``layers.0.b``, ...,
 ``V``, ``c``. ``net.params[name]`` *is* the array the layer computes with, so
-optimisers update it in place.
+optimisers update it in place; assigning ``net.params[name] = array`` copies into it
+(shape and dtype checked), and ``state_dict`` / ``load_state_dict`` work as in PyTorch.
+
+Sequences as users have them (README "Sequences"):
+
+    lengths      (B,)  sequence b is its first L_b steps (PyTorch's packed sequences, layers/packed.py)
+    embedding    x_t = E[id_t]  (vocab, E) before layer 0;  tie_weights: V = E (Press & Wolf 2017)
+    readout      "all":  z_t = V h_t + c for every t           (T, B, O)
+                 "last": z = V h_{L_b} + c                      (B, O)   many-to-one
+                 "mean": z = V (1/L_b) sum_{t <= L_b} h_t + c   (B, O)
 """
 
 from __future__ import annotations
@@ -23,8 +32,50 @@ from .layers.bidirectional import BidirectionalLayer
 from .layers.factory import CELLS, make_layer, refuse_absurd_size
 from .layers.gru import GRU_VARIANTS
 from .layers.readout import Readout
+from .functional import scatter_add_columns
 from .losses import LOSSES, compute_loss
+from .layers.packed import packed, valid_mask
 from .passes import BackwardPass, ForwardPass, Result
+
+READOUTS = ("all", "last", "mean")
+
+
+class ParamDict(dict):
+    """``net.params``: name -> the live array a layer computes with.
+
+    Assigning ``params[name] = array`` copies into the live array (a plain dict would rebind the
+    name and leave the layer computing with its old array -- a silent no-op). New names and
+    deletion are refused."""
+
+    def __setitem__(self, name, value):
+        if name not in self:
+            raise KeyError(f"params has no parameter {name!r}; the names are {sorted(self)}")
+        live = dict.__getitem__(self, name)
+        if value is live:
+            return
+        copy_into(name, live, value)
+
+    def __delitem__(self, name):
+        raise TypeError("parameters cannot be deleted from net.params")
+
+    def pop(self, *args):
+        raise TypeError("parameters cannot be removed from net.params")
+
+    def update(self, *args, **kwargs):
+        for name, value in dict(*args, **kwargs).items():
+            self[name] = value
+
+
+def copy_into(name: str, live: np.ndarray, value) -> None:
+    """live[...] = value, refusing a wrong shape or a non-float dtype (ValueError naming both)."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fiu" or arr.dtype == bool:
+        raise ValueError(f"parameter {name!r} must be a float array, got dtype {arr.dtype}")
+    if arr.shape != live.shape:
+        raise ValueError(f"parameter {name!r} must have shape {live.shape}, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"parameter {name!r} contains a non-finite value")
+    live[...] = arr
 
 def _stack(parts: list) -> np.ndarray:
     """np.stack for equally shaped (B, H) states -> (L, B, H), a new array; without np.stack's
@@ -62,7 +113,9 @@ class Network:
                  num_layers: int = 1, cell: str = "rnn", nonlinearity: str = "tanh",
                  bias: bool = True, seed: int = 0, dtype="float64", loss: str = "cross_entropy",
                  bidirectional: bool = False, dropout: float = 0.0, gru_variant: str = "torch",
-                 forget_bias: float = 1.0, recurrent_init: str = "uniform", spectral_radius=None):
+                 forget_bias: float = 1.0, recurrent_init: str = "uniform", spectral_radius=None,
+                 embedding_size: int | None = None, tie_weights: bool = False, readout: str = "all",
+                 readout_bias: bool | None = None):
         self.input_size = check.positive_int("input_size", input_size)
         self.hidden_size = check.positive_int("hidden_size", hidden_size)
         self.output_size = None if output_size is None else check.positive_int("output_size", output_size)
@@ -93,6 +146,26 @@ class Network:
                 or not np.isfinite(forget_bias):
             raise ValueError(f"forget_bias must be a finite number, got {forget_bias!r}")
         self.forget_bias = float(forget_bias)
+        self.embedding_size = None if embedding_size is None else check.positive_int("embedding_size", embedding_size)
+        if not isinstance(tie_weights, (bool, np.bool_)):
+            raise ValueError(f"tie_weights must be True or False, got {tie_weights!r}")
+        self.tie_weights = bool(tie_weights)
+        self.readout_mode = check.one_of("readout", readout, READOUTS)
+        if readout_bias is not None and not isinstance(readout_bias, (bool, np.bool_)):
+            raise ValueError(f"readout_bias must be True, False or None (= bias), got {readout_bias!r}")
+        self.readout_bias = self.bias if readout_bias is None else bool(readout_bias)
+        width = self.num_directions * self.hidden_size          # what each layer outputs per step
+        if self.tie_weights:
+            if self.embedding_size is None:
+                raise ValueError("tie_weights=True needs an embedding (embedding_size=E): the readout V "
+                                 "shares the embedding matrix")
+            if self.output_size != self.input_size:
+                raise ValueError(f"tie_weights=True needs output_size == input_size (one vocabulary in and out), "
+                                 f"got output_size={self.output_size}, input_size={self.input_size}")
+            if self.embedding_size != width:
+                raise ValueError(f"tie_weights=True needs embedding_size == the top layer's output width "
+                                 f"({'2 x ' if self.bidirectional else ''}hidden_size = {width}), "
+                                 f"got embedding_size={self.embedding_size}")
         self.training = True
         # Dropout masks come from their own generator so the weights drawn from `seed` do not
         # depend on whether dropout is on; seeded, so runs repeat.
@@ -102,14 +175,20 @@ class Network:
         rng = np.random.default_rng(self.seed)
         options = {"nonlinearity": self.nonlinearity, "bias": self.bias, "forget_bias": self.forget_bias,
                    "gru_variant": self.gru_variant, "bidirectional": self.bidirectional}
-        width = self.num_directions * self.hidden_size          # what each layer outputs per step
         self.layers = []
+        first_input = self.input_size if self.embedding_size is None else self.embedding_size
         for layer_index in range(self.num_layers):
-            layer_input = self.input_size if layer_index == 0 else width
+            layer_input = first_input if layer_index == 0 else width
             self.layers.append(make_layer(self.cell, layer_input, self.hidden_size, options, rng, self.dtype))
         self.readout = (None if self.output_size is None
-                        else Readout(width, self.output_size, bias=self.bias, rng=rng, dtype=self.dtype))
-        self.params = self._collect(lambda sub: sub.params)
+                        else Readout(width, self.output_size, bias=self.readout_bias, rng=rng, dtype=self.dtype))
+        # The embedding is drawn after every other weight, so a network without one is unchanged.
+        # U(-0.1, 0.1), the usual choice of word-level language models (Zaremba et al. 2014, AWD-LSTM).
+        self.embedding = (None if self.embedding_size is None
+                          else init.uniform(rng, (self.input_size, self.embedding_size), 0.1, self.dtype))
+        if self.tie_weights:
+            self.readout.params["V"] = self.embedding     # one array: z_t = E h_t + c
+        self.params = ParamDict(self._collect(lambda sub: sub.params))
         self.workspaces: dict = {}                # scratch arrays of loss_and_grads, per layer (see workspace.py)
         self._init_recurrent(recurrent_init, spectral_radius, rng)
 
@@ -122,7 +201,9 @@ class Network:
                 "nonlinearity": self.nonlinearity, "bias": self.bias, "seed": self.seed,
                 "dtype": self.dtype.name, "loss": self.loss, "bidirectional": self.bidirectional,
                 "dropout": self.dropout, "gru_variant": self.gru_variant, "forget_bias": self.forget_bias,
-                "recurrent_init": self.recurrent_init, "spectral_radius": self.spectral_radius}
+                "recurrent_init": self.recurrent_init, "spectral_radius": self.spectral_radius,
+                "embedding_size": self.embedding_size, "tie_weights": self.tie_weights,
+                "readout": self.readout_mode, "readout_bias": self.readout_bias}
 
     def _init_recurrent(self, scheme: str, radius, rng) -> None:
         """Remedies for vanishing/exploding gradients without changing the architecture: re-draw
@@ -143,12 +224,47 @@ class Network:
 
     def _collect(self, pick) -> dict:
         named = {}
+        if self.embedding is not None:
+            named["embedding"] = self.embedding
         for index, layer in enumerate(self.layers):
             for name, array in pick(layer).items():
                 named[f"layers.{index}.{name}"] = array
         if self.readout is not None:
-            named.update(pick(self.readout))
+            for name, array in pick(self.readout).items():
+                if not (self.tie_weights and name == "V"):         # tied: V *is* "embedding"
+                    named[name] = array
         return named
+
+    def state_dict(self) -> dict:
+        """name -> a copy of every parameter (like torch's ``state_dict``)."""
+        return {name: p.copy() for name, p in self.params.items()}
+
+    def load_state_dict(self, state: dict, strict: bool = True):
+        """Copy ``state`` into the parameters. Every name, shape and dtype is checked first (nothing is
+        copied when one is wrong). ``strict=True``: the names must be exactly ``net.params``'s;
+        ``strict=False`` loads the names present. Returns (missing, unexpected) names, like torch."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict of name -> array, got {type(state).__name__}")
+        missing = sorted(set(self.params) - set(state))
+        unexpected = sorted(set(state) - set(self.params))
+        if strict and (missing or unexpected):
+            parts = ([f"missing {missing}"] if missing else []) + ([f"unexpected {unexpected}"] if unexpected else [])
+            raise ValueError(f"load_state_dict: {' and '.join(parts)} (strict=True)")
+        staged = {}
+        for name in state:
+            if name in self.params:
+                live = self.params[name]
+                arr = np.asarray(state[name])
+                if arr.dtype.kind != "f":
+                    raise ValueError(f"load_state_dict: {name!r} must be a float array, got dtype {arr.dtype}")
+                if arr.shape != live.shape:
+                    raise ValueError(f"load_state_dict: {name!r} must have shape {live.shape}, got {arr.shape}")
+                if not np.all(np.isfinite(arr)):
+                    raise ValueError(f"load_state_dict: {name!r} contains a non-finite value")
+                staged[name] = arr
+        for name, arr in staged.items():
+            self.params[name][...] = arr
+        return missing, unexpected
 
     def zero_grads(self) -> dict:
         # np.zeros(shape, dtype), not zeros_like: 3x less call overhead, which counts at B = 1.
@@ -228,15 +344,26 @@ class Network:
     def check_inputs(self, inputs) -> np.ndarray:
         arr = np.asarray(inputs)
         if arr.dtype.kind in "iu":
+            if arr.ndim != 2:
+                raise ValueError(f"inputs: integer inputs are token ids of shape (T, B); got an integer array of "
+                                 f"shape {arr.shape} (pass float one-hot vectors as float)")
             return check.id_array("inputs", arr, (None, None), self.input_size)
+        if self.embedding is not None:
+            raise ValueError(f"inputs must be integer token ids of shape (T, B) for a network with an embedding "
+                             f"(embedding_size={self.embedding_size}), got dtype {arr.dtype}")
         return check.float_array("inputs", arr, (None, None, self.input_size), self.dtype)
 
+    @property
+    def pooled(self) -> bool:
+        """readout "last" or "mean": one output per sequence, (B, O), instead of one per step."""
+        return self.readout_mode != "all"
+
     def check_targets(self, targets, T: int, B: int) -> np.ndarray:
-        if self.loss == "cross_entropy":
-            vocab = self.output_size if self.output_size is not None else self.num_directions * self.hidden_size
-            return check.id_array("targets", targets, (T, B), vocab)
         width = self.output_size if self.output_size is not None else self.num_directions * self.hidden_size
-        return check.float_array("targets", targets, (T, B, width), self.dtype)
+        lead = (B,) if self.pooled else (T, B)
+        if self.loss == "cross_entropy":
+            return check.id_array("targets", targets, lead, width)
+        return check.float_array("targets", targets, lead + (width,), self.dtype)
 
     def check_mask(self, mask, T: int, B: int) -> np.ndarray | None:
         if mask is None:
@@ -244,42 +371,118 @@ class Network:
         mask = np.asarray(mask)
         if mask.dtype.kind in "biu":                          # 0/1 masks may come as bool or int
             mask = mask.astype(self.dtype)
-        mask = check.float_array("mask", mask, (T, B), self.dtype)
+        mask = check.float_array("mask", mask, (B,) if self.pooled else (T, B), self.dtype)
         if np.any(mask < 0):
             raise ValueError(f"mask must be >= 0, got minimum {mask.min()}")
         return mask
 
+    def check_lengths(self, lengths, T: int, B: int, allow_zero: bool = False):
+        """lengths (B,) in [1, T] -> int64 array, or None when absent or all equal to T (then every
+        pass is exactly the fixed-length one, bit for bit)."""
+        if lengths is None:
+            return None
+        lengths = check.lengths_array("lengths", lengths, B, T, allow_zero=allow_zero)
+        return None if np.all(lengths == T) else lengths
+
     # ---------------------------------------------------------------- passes
-    def forward(self, inputs, h0=None, *, validate: bool = True, dropout_masks: list | None = None) -> ForwardPass:
+    def forward(self, inputs, h0=None, *, lengths=None, validate: bool = True,
+                dropout_masks: list | None = None, final_grad: bool = True) -> ForwardPass:
         """Run every layer bottom-up over the whole sequence, then the readout.
 
+        ``lengths`` (B,): sequence b is its first L_b steps (PyTorch's packed sequences): its state
+        stops at step L_b (the final state returned is that one), a bidirectional layer's reverse
+        direction starts there, and outputs at padded steps are zero.
         In training mode with ``dropout > 0`` fresh masks are drawn from ``net.dropout_rng``
-        unless ``dropout_masks`` (a previous ``ForwardPass.dropout_masks``) fixes them."""
+        unless ``dropout_masks`` (a previous ``ForwardPass.dropout_masks``) fixes them.
+        ``final_grad=False`` promises that backward gets no ``dfinal_state`` (lets packed LSTM layers
+        make fewer pieces; see layers/packed.py)."""
         x = self.check_inputs(inputs) if validate else inputs
         T, B = x.shape[:2]
+        lengths = self.check_lengths(lengths, T, B, allow_zero=not validate)
         states0 = self._split_state(h0, B)
         masks = (self._check_dropout_masks(dropout_masks, T, B) if dropout_masks is not None
                  else self._draw_dropout_masks(T, B))
-        layer_input = x
+        layer_input = x if self.embedding is None else self.embedding[x]     # x_t = E[id_t], (T, B, E)
         hidden, caches, finals = [], [], []
         for index, (layer, state0) in enumerate(zip(self.layers, states0)):
-            h, state_T, cache = layer.forward(layer_input, state0)
+            runner = layer if lengths is None else packed(layer, lengths, final_grad)
+            h, state_T, cache = runner.forward(layer_input, state0)
             hidden.append(h)
             caches.append(cache)
             finals.append(state_T)
             layer_input = h                                   # stacked: this h is the next layer's x
             if masks is not None and index < len(self.layers) - 1:
                 layer_input = h * masks[index]                # dropout between layers, not after the last
-        outputs = self.readout.forward(layer_input) if self.readout is not None else layer_input
-        return ForwardPass(outputs, self._join_state(finals), hidden, caches, x, masks)
+        pooled = self._pool(layer_input, lengths) if self.pooled else None
+        top = pooled[None] if self.pooled else layer_input   # (1, B, W) or (T, B, W)
+        outputs = self.readout.forward(top) if self.readout is not None else top
+        if self.pooled:
+            outputs = outputs[0]                              # (B, O): one output per sequence
+        elif lengths is not None:
+            outputs = outputs * valid_mask(lengths, T, outputs.dtype)[:, :, None]   # zero at padded steps
+        return ForwardPass(outputs, self._join_state(finals), hidden, caches, x, masks, lengths, pooled)
+
+    def _pool(self, h: np.ndarray, lengths) -> np.ndarray:
+        """h (T, B, W) -> (B, W): readout "last" or "mean" over each sequence's valid steps."""
+        T, B, W = h.shape
+        ends = np.full(B, T) if lengths is None else lengths
+        if self.readout_mode == "mean":
+            return h.sum(axis=0) / ends[:, None].astype(h.dtype)   # padded steps of h are zero
+        rows = np.arange(B)
+        last = h[np.maximum(ends - 1, 0), rows]               # h at each sequence's last valid step
+        if self.bidirectional:                                # reverse direction: its state after reading x_1
+            H = self.hidden_size
+            last[:, H:] = h[0, :, H:]
+        return last
+
+    def _unpool(self, dpooled: np.ndarray, T: int, lengths) -> np.ndarray:
+        """dE/d(pooled) (B, W) -> dE/dh_t (T, B, W) for the top layer (the adjoint of ``_pool``)."""
+        B, W = dpooled.shape
+        ends = np.full(B, T) if lengths is None else lengths
+        dh = np.zeros((T, B, W), dpooled.dtype)
+        if self.readout_mode == "mean":
+            dh += dpooled / ends[:, None].astype(dpooled.dtype)
+            if lengths is not None:
+                dh *= valid_mask(lengths, T, dh.dtype)[:, :, None]
+            return dh
+        rows = np.arange(B)
+        if self.bidirectional:
+            H = self.hidden_size
+            dh[ends - 1, rows, :H] = dpooled[:, :H]
+            dh[0, :, H:] += dpooled[:, H:]
+        else:
+            dh[ends - 1, rows] = dpooled
+        return dh
+
+    def loss_mask(self, mask, fwd: ForwardPass):
+        """The weights the loss uses: ``mask`` times the valid steps of ``fwd``'s lengths."""
+        if fwd.lengths is None or self.pooled:
+            return mask
+        valid = valid_mask(fwd.lengths, fwd.inputs.shape[0], fwd.outputs.dtype)
+        return valid if mask is None else mask * valid
+
+    def output_loss(self, fwd: ForwardPass, targets, mask=None, *, overwrite_outputs: bool = False):
+        """(E, dE/doutputs) of ``fwd.outputs`` against validated ``targets``: summed over valid
+        time steps, averaged over the batch (padded steps add nothing)."""
+        weights = self.loss_mask(mask, fwd)
+        if self.pooled:                                       # one output per sequence: a "sequence" of 1 step
+            loss, d = compute_loss(self.loss, fwd.outputs[None], targets[None],
+                                   None if weights is None else weights[None], overwrite_outputs=overwrite_outputs)
+            return loss, d[0]
+        return compute_loss(self.loss, fwd.outputs, targets, weights, overwrite_outputs=overwrite_outputs)
 
     def backward(self, fwd: ForwardPass, doutputs: np.ndarray, grads: dict | None = None,
                  dfinal_state=None, *, input_grad: bool = True) -> BackwardPass:
-        """BPTT top-down. ``doutputs`` (T, B, O) = dE/dz_t; ``dfinal_state`` (format of h0)
-        adds a gradient arriving at the last state. Accumulates into ``grads`` (+=).
+        """BPTT top-down. ``doutputs`` = dE/dz_t, (T, B, O) (or (B, O) for readout "last"/"mean");
+        ``dfinal_state`` (format of h0) adds a gradient arriving at the last state (with ``lengths``:
+        at each sequence's own last step). Accumulates into ``grads`` (+=).
         ``input_grad=False`` skips dE/dx of the first layer (``dinputs`` is then None): a
         (T B, G H) x (G H, I) GEMM that training does not need."""
         return self._backward(fwd, doutputs, grads, dfinal_state, input_grad=input_grad)
+
+    def _readout_grads(self, grads: dict) -> dict:
+        names = {"V": "embedding"} if self.tie_weights else {}      # tied: dE/dV adds into dE/dE
+        return {k: grads[names.get(k, k)] for k in self.readout.params}
 
     def _backward(self, fwd: ForwardPass, doutputs: np.ndarray, grads: dict | None = None,
                   dfinal_state=None, *, input_grad: bool = True, lean: bool = False) -> BackwardPass:
@@ -288,65 +491,115 @@ class Network:
         that: no (T, B, H) dE/dh array, and its ``BackwardPass.dh`` entry is None -- which is
         why only the lean step, which returns the loss and grads alone, asks for it."""
         grads = self.zero_grads() if grads is None else grads
-        T, B = doutputs.shape[:2]
-        if self.readout is not None:
-            readout_grads = {k: grads[k] for k in self.readout.params}
+        T, B = fwd.inputs.shape[:2]
+        lengths = fwd.lengths
+        if lengths is not None and not self.pooled:
+            # Outputs at padded steps are constant zeros: nothing flows back from them.
+            doutputs = doutputs * valid_mask(lengths, T, doutputs.dtype)[:, :, None]
+        if self.pooled:
+            dtop = doutputs
+            if self.readout is not None:
+                dtop = self.readout.backward(doutputs[None], fwd.pooled[None], self._readout_grads(grads))[0]
+            dtop = self._unpool(dtop, T, lengths)
+            owned = True
+        elif self.readout is not None:
             # RNN, LSTM and torch-variant GRU layers accept it; bidirectional and Cho-GRU layers
-            # take the whole (T, B, H) array as before.
-            chunked = lean and getattr(self.layers[-1], "accepts_chunked_dh", False)
-            dtop = self.readout.backward(doutputs, fwd.hidden[-1], readout_grads, chunked=chunked)
+            # take the whole (T, B, H) array as before (and so does every layer over packed sequences).
+            chunked = lean and lengths is None and getattr(self.layers[-1], "accepts_chunked_dh", False)
+            dtop = self.readout.backward(doutputs, fwd.hidden[-1], self._readout_grads(grads), chunked=chunked)
+            owned = True
         else:
             dtop = doutputs
+            owned = False
         # dtop is ours to overwrite (each layer then writes dE/dh_t into it in place, one
         # (T, B, H) array less) unless it is the caller's doutputs; below the top it is always
         # the fresh dE/dx of the layer above.
-        owned = self.readout is not None
         dfinal = None if dfinal_state is None else self._split_state(dfinal_state, B)
         dh_all = [None] * len(self.layers)
         dh0 = [None] * len(self.layers)
+        embedded = self.embedding is not None
         for index in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[index]
-            dx, dstate0, dh_total = layer.backward(dtop, None if dfinal is None else dfinal[index],
-                                                   fwd.caches[index], self._layer_grads(grads, index),
-                                                   input_grad=input_grad or index > 0, overwrite_dh=owned)
+            runner = layer if lengths is None else packed(layer, lengths)
+            dx, dstate0, dh_total = runner.backward(dtop, None if dfinal is None else dfinal[index],
+                                                    fwd.caches[index], self._layer_grads(grads, index),
+                                                    input_grad=input_grad or index > 0 or embedded,
+                                                    overwrite_dh=owned)
             owned = True
             dh_all[index] = dh_total
             dh0[index] = dstate0
             dtop = dx                                          # dE/dx of layer l is dE/dh of layer l-1
             if fwd.dropout_masks is not None and index > 0:
                 dtop = dtop * fwd.dropout_masks[index - 1]     # through the (fixed) dropout mask
+        if embedded:
+            # x_t = E[id_t]: row id_t of E receives dE/dx_t (repeated ids add up; with tying, on top of dE/dV)
+            E = self.embedding_size
+            scatter_add_columns(grads["embedding"].T, fwd.inputs.reshape(-1), dtop.reshape(-1, E))
+            dtop = None                                        # token ids have no gradient
         return BackwardPass(grads, dh_all, dtop, self._join_state(dh0))
 
-    def forward_backward(self, inputs, targets, mask=None, h0=None, *, input_grad: bool = True) -> Result:
+    def forward_backward(self, inputs, targets, mask=None, h0=None, *, lengths=None,
+                         input_grad: bool = True) -> Result:
         """Loss, every gradient, and what diagnostics read (dE/dh_t per layer, dE/dx, dE/dh0).
         ``input_grad=False`` skips dE/dx (``Result.dinputs`` is then None)."""
-        fwd = self.forward(inputs, h0)
+        fwd = self.forward(inputs, h0, lengths=lengths)
         T, B = fwd.inputs.shape[:2]
         targets = self.check_targets(targets, T, B)
         mask = self.check_mask(mask, T, B)
-        loss, doutputs = compute_loss(self.loss, fwd.outputs, targets, mask)
+        loss, doutputs = self.output_loss(fwd, targets, mask)
         bwd = self.backward(fwd, doutputs, input_grad=input_grad)
         return Result(loss, bwd.grads, fwd.outputs, fwd.final_state, bwd.dh, bwd.dinputs, bwd.dh0)
 
-    def loss_and_grads(self, inputs, targets, mask=None, h0=None):
+    def loss_and_grads(self, inputs, targets, mask=None, h0=None, *, lengths=None, truncation=None):
         """(E, grads) with grads[name] = dE/dparams[name].
+
+        ``truncation``: a mode from ``bptt.training.truncation`` -- ``Chunked(k)``, ``TBPTT(k1, k2)``,
+        ``Window(k)`` (or ``FullBPTT()``, the default): the gradient that mode computes for this batch,
+        every piece at the current weights (no update between pieces), summed; E is the loss of all outputs.
 
         The lean training step: no dE/dx, the loss gradient built in the logits' array, and
         the step's large scratch arrays (h_t, logits, dE/dh_t, ...) kept in a per-network
         ``workspace.Workspace`` and reused by the next call of the same shapes -- safe because
         only the loss and fresh gradient arrays are returned. The network holds on to those
         arrays between calls (``net.workspaces``; ``net.workspaces.clear()`` frees them)."""
+        if truncation is not None:
+            return self._truncated_loss_and_grads(inputs, targets, mask, h0, lengths, truncation)
+        x = self.check_inputs(inputs)
+        if self.check_lengths(lengths, *x.shape[:2]) is not None:
+            # Packed sequences run each layer piece by piece, with caches alive at once: fresh arrays.
+            return self._loss_and_grads(x, targets, mask, h0, lengths)
         if not workspace.LOCK.acquire(blocking=False):          # another thread is stepping: fresh arrays
-            return self._loss_and_grads(inputs, targets, mask, h0)
+            return self._loss_and_grads(x, targets, mask, h0, None)
         owners = self._scratch_owners()
         try:
             for name, part in owners:
                 part.workspace = self.workspaces.setdefault(name, workspace.Workspace())
-            return self._loss_and_grads(inputs, targets, mask, h0)
+            return self._loss_and_grads(x, targets, mask, h0, None)
         finally:
             for _, part in owners:
                 part.workspace = None                       # forward/backward called directly: fresh arrays
             workspace.LOCK.release()
+
+    def _truncated_loss_and_grads(self, inputs, targets, mask, h0, lengths, truncation):
+        from .training.truncation import TRUNCATION_TYPES
+        if not isinstance(truncation, TRUNCATION_TYPES):
+            raise ValueError(f"truncation must be one of bptt.training.truncation's modes "
+                             f"(FullBPTT(), Chunked(k), TBPTT(k1, k2), Window(k)), got {truncation!r}")
+        x = self.check_inputs(inputs)
+        T, B = x.shape[:2]
+        targets = self.check_targets(targets, T, B)
+        mask = self.check_mask(mask, T, B)
+        lengths = self.check_lengths(lengths, T, B)
+        if h0 is not None:
+            self._split_state(h0, B)                            # validated here, used by the mode
+        total = self.zero_grads()
+
+        def collect(piece):
+            for name, g in piece.grads.items():
+                total[name] += g
+
+        loss, _ = truncation.run(self, x, targets, mask, h0, collect, lengths=lengths)
+        return loss, total
 
     def _scratch_owners(self) -> list:
         """(name, object) for every layer, direction and the readout: each gets its own workspace."""
@@ -360,24 +613,36 @@ class Network:
             owners.append(("readout", self.readout))
         return owners
 
-    def _loss_and_grads(self, inputs, targets, mask, h0):
-        fwd = self.forward(inputs, h0)
+    def _loss_and_grads(self, inputs, targets, mask, h0, lengths):
+        fwd = self.forward(inputs, h0, lengths=lengths, validate=False, final_grad=False)
         T, B = fwd.inputs.shape[:2]
         targets = self.check_targets(targets, T, B)
         mask = self.check_mask(mask, T, B)
         # The logits are not returned here, so the loss gradient may reuse their array (not
         # without a readout: the outputs are then the top layer's h_t, which backward reads).
-        loss, doutputs = compute_loss(self.loss, fwd.outputs, targets, mask,
-                                      overwrite_outputs=self.readout is not None)
+        loss, doutputs = self.output_loss(fwd, targets, mask, overwrite_outputs=self.readout is not None)
         # dE/dx unused here; nor is dE/dh_t, so the top layer may take it a chunk at a time (lean)
         bwd = self._backward(fwd, doutputs, input_grad=False, lean=True)
         return loss, bwd.grads
 
-    def loss_only(self, inputs, targets, mask=None, h0=None) -> float:
-        fwd = self.forward(inputs, h0)
+    def loss_only(self, inputs, targets, mask=None, h0=None, *, lengths=None) -> float:
+        fwd = self.forward(inputs, h0, lengths=lengths)
         T, B = fwd.inputs.shape[:2]
-        loss, _ = compute_loss(self.loss, fwd.outputs, self.check_targets(targets, T, B), self.check_mask(mask, T, B))
+        loss, _ = self.output_loss(fwd, self.check_targets(targets, T, B), self.check_mask(mask, T, B))
         return loss
+
+    def predict_proba(self, inputs, lengths=None, h0=None) -> np.ndarray:
+        """y^ = softmax(z): the probabilities the lecture writes (``forward().outputs`` are the logits z).
+        (T, B, O), or (B, O) for readout "last"/"mean"; rows of padded steps are zero."""
+        if self.loss != "cross_entropy":
+            raise ValueError(f"predict_proba needs loss='cross_entropy' (softmax outputs), the network has {self.loss!r}")
+        fwd = self.forward(inputs, h0, lengths=lengths)
+        z = fwd.outputs
+        p = np.exp(z - z.max(axis=-1, keepdims=True))
+        p /= p.sum(axis=-1, keepdims=True)
+        if fwd.lengths is not None and not self.pooled:
+            p *= valid_mask(fwd.lengths, z.shape[0], p.dtype)[:, :, None]
+        return p
 
     def step(self, x_t, state):
         """One time step for generation: x_t (B, I) or ids (B,); state in the format of h0.
@@ -385,11 +650,14 @@ class Network:
         if self.bidirectional:
             raise ValueError("step() is not defined for a bidirectional network: the reverse direction "
                              "needs the whole sequence; use forward()")
+        if self.pooled:
+            raise ValueError(f"step() gives one output per time step; readout={self.readout_mode!r} gives one "
+                             f"per sequence: use forward()")
         x_t = np.asarray(x_t)
         B = x_t.shape[0]
         states = self._split_state(state, B)
         new_states = []
-        layer_input = x_t
+        layer_input = x_t if self.embedding is None else self.embedding[x_t]
         for layer, s in zip(self.layers, states):
             layer_input, s_new = layer.step(layer_input, s)
             new_states.append(s_new)

@@ -12,12 +12,15 @@ import numpy as np
 class ForwardPass:
     """Everything backward needs, plus what users read: outputs and the final state."""
 
-    outputs: np.ndarray          # (T, B, O): logits for cross-entropy, predictions for mse
+    outputs: np.ndarray          # (T, B, O) (or (B, O), readout "last"/"mean"): logits z for cross-entropy
+                                 # (y^ = softmax(z): Network.predict_proba), predictions for mse
     final_state: object          # same format as h0
     hidden: list                 # per layer, h (T, B, D*H), D = 2 when bidirectional (before dropout)
     caches: list                 # per layer, the layer's cache
     inputs: np.ndarray
     dropout_masks: list | None = None   # per layer below the top, (T, B, D*H) scaled keep-masks, or None
+    lengths: np.ndarray | None = None   # (B,) sequence lengths (packed sequences), None: all T steps
+    pooled: np.ndarray | None = None    # (B, D*H) what readout "last"/"mean" read, else None
 
 
 @dataclass

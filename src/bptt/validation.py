@@ -90,3 +90,19 @@ def _check_shape(name: str, arr: np.ndarray, shape: tuple) -> None:
 
 def _fmt(shape: tuple) -> str:
     return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def lengths_array(name: str, value, batch: int, seq_len: int, allow_zero: bool = False) -> np.ndarray:
+    """Sequence lengths: integers of shape (batch,), each in [1, seq_len] ([0, seq_len] with allow_zero)."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iu" or arr.dtype == bool:
+        raise ValueError(f"{name} must be an integer array of shape ({batch},), got dtype {arr.dtype}")
+    if arr.shape != (batch,):
+        raise ValueError(f"{name} must have shape ({batch},) (one length per sequence), got {arr.shape}")
+    low = 0 if allow_zero else 1
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < low or hi > seq_len:
+        bad = lo if lo < low else hi
+        where = int(np.flatnonzero(arr == bad)[0])
+        raise ValueError(f"{name}[{where}] = {bad} is outside [{low}, {seq_len}] (the padded length T = {seq_len})")
+    return arr.astype(np.int64)

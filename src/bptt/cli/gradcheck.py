@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..gradcheck import check_network, random_problem
+from ..gradcheck import check_network, random_lengths, random_problem
 from ..layers.gru import GRU_VARIANTS
 from ..network import CELLS, Network
 
@@ -36,6 +36,14 @@ def add_parser(sub) -> None:
     p.add_argument("--eps", type=float, default=1e-6, help="finite-difference step")
     p.add_argument("--tol", type=float, default=1e-6, help="largest relative error accepted")
     p.add_argument("--seed", type=int, default=0)
+    # Variable-length sequences, embeddings and readout modes (README "Sequences").
+    p.add_argument("--lengths", action="store_true",
+                   help="random sequence lengths in [1, T] (1 and T among them): packed sequences")
+    p.add_argument("--embedding", type=int, default=None, metavar="E",
+                   help="an embedding (vocabulary x E) before layer 0; implies --ids")
+    p.add_argument("--tie-weights", action="store_true", help="readout V shares the embedding (needs --embedding)")
+    p.add_argument("--readout", choices=("all", "last", "mean"), default="all",
+                   help="one output per step (all), or per sequence: at its last step (last) or the mean (mean)")
     p.set_defaults(run=run)
 
 
@@ -43,7 +51,8 @@ def network_from_args(args) -> Network:
     return Network(args.input, args.hidden, args.output, num_layers=args.layers, cell=args.cell,
                    nonlinearity=args.nonlinearity, bias=not args.no_bias, seed=args.seed,
                    dtype="float64", loss=args.loss, bidirectional=args.bidirectional, dropout=args.dropout,
-                   gru_variant=args.gru_variant, forget_bias=args.forget_bias)
+                   gru_variant=args.gru_variant, forget_bias=args.forget_bias,
+                   embedding_size=args.embedding, tie_weights=args.tie_weights, readout=args.readout)
 
 
 def run(args) -> int:
@@ -53,8 +62,9 @@ def run(args) -> int:
         raise ValueError(f"--tol must be > 0, got {args.tol}")
     net = network_from_args(args)
     inputs, targets, mask, h0 = random_problem(net, args.seq_len, args.batch, seed=args.seed,
-                                               token_ids=args.ids, masked=args.mask)
-    errors = check_network(net, inputs, targets, mask, h0, eps=args.eps, seed=args.seed)
+                                               token_ids=args.ids or args.embedding is not None, masked=args.mask)
+    lengths = random_lengths(args.batch, args.seq_len, seed=args.seed) if args.lengths else None
+    errors = check_network(net, inputs, targets, mask, h0, eps=args.eps, seed=args.seed, lengths=lengths)
     width = max(len(name) for name in errors)
     print(f"{'gradient':<{width}}  worst relative error")
     for name, err in errors.items():

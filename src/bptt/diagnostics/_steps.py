@@ -116,11 +116,25 @@ def grads_from_above(net, fwd, doutputs: np.ndarray, index: int) -> np.ndarray:
     return dtop
 
 
+def lengths_as_mask(net, mask, lengths, T: int, B: int):
+    """Variable lengths in a per-step view: padded steps carry no loss, and a unidirectional network's
+    valid steps never depend on padding (causality), so lengths act as the mask times the valid steps."""
+    mask = net.check_mask(mask, T, B)
+    lengths = net.check_lengths(lengths, T, B)
+    if lengths is None:
+        return mask
+    valid = (np.arange(T)[:, None] < lengths[None, :]).astype(net.dtype)
+    return valid if mask is None else mask * valid
+
+
 def loss_gradient(net, fwd, targets, mask) -> tuple[np.ndarray, np.ndarray]:
     """(doutputs, step_weight): dE/dz_t for every t, and how much loss each step carries (T,)."""
     from ..losses import compute_loss                      # the loss is a sum over t: E_t's part is row t
 
     T, B = fwd.inputs.shape[:2]
+    if getattr(net, "pooled", False):
+        raise ValueError(f"diagnostics by time lag need one output per step; readout={net.readout_mode!r} "
+                         f"has one per sequence")
     targets = net.check_targets(targets, T, B)
     mask = net.check_mask(mask, T, B)
     _, doutputs = compute_loss(net.loss, fwd.outputs, targets, mask)

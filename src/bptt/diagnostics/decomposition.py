@@ -40,14 +40,16 @@ def _terms_for_output(net, steps, dtop, t: int, name: str) -> np.ndarray:
     return terms
 
 
-def _prepare(net, inputs, targets, mask, h0):
+def _prepare(net, inputs, targets, mask, h0, lengths=None):
     _steps.refuse_unsupported(net)
     fwd = _steps.eval_forward(net, inputs, h0)
+    if lengths is not None:                   # padded steps: no loss (see _steps.lengths_as_mask)
+        mask = _steps.lengths_as_mask(net, mask, lengths, *fwd.inputs.shape[:2])
     doutputs, step_weight = _steps.loss_gradient(net, fwd, targets, mask)
     return fwd, doutputs, step_weight
 
 
-def step_contributions(net, inputs, targets, t, param, mask=None, h0=None, layer=-1) -> np.ndarray:
+def step_contributions(net, inputs, targets, t, param, mask=None, h0=None, layer=-1, lengths=None) -> np.ndarray:
     """Terms of the lecture's sum for dE_t/dparam: array (t+1, *param.shape), row k = term k.
 
     ``param``: a recurrent-layer parameter name ('W', 'U', 'b', or a full name such as
@@ -55,9 +57,10 @@ def step_contributions(net, inputs, targets, t, param, mask=None, h0=None, layer
     (default -1, the top). ``t`` may be negative (counted from the end). E_t follows the
     network's loss convention: the loss at step t, averaged over the batch, weighted by
     ``mask[t]``. ``C.sum(0)`` equals dE_t/dparam from BPTT. Cost: t+1 single-step
-    backward passes."""
+    backward passes. ``lengths`` (B,): variable-length sequences; E_t is 0 for a sequence whose
+    length is <= t."""
     index, name = _steps.split_param(net, param, layer)
-    fwd, doutputs, _ = _prepare(net, inputs, targets, mask, h0)
+    fwd, doutputs, _ = _prepare(net, inputs, targets, mask, h0, lengths)
     T = doutputs.shape[0]
     t = _steps.check_time("t", t, T)
     only_t = np.zeros_like(doutputs)
@@ -67,15 +70,16 @@ def step_contributions(net, inputs, targets, t, param, mask=None, h0=None, layer
     return _terms_for_output(net, steps, dtop, t, name)
 
 
-def contribution_norms(net, inputs, targets, param="W", mask=None, h0=None, layer=-1) -> np.ndarray:
+def contribution_norms(net, inputs, targets, param="W", mask=None, h0=None, layer=-1, lengths=None) -> np.ndarray:
     """The T x T table N[t, k] = ||term k of dE_t/dparam|| (Frobenius norm).
 
     NaN above the diagonal (k > t: a step cannot influence an earlier output) and on rows
     whose step carries no loss (mask[t] all zero, e.g. all but the last step of a
     many-to-one task; those rows are skipped, which also saves their cost). Cost: one
-    backward pass of length t+1 per row with loss -- up to ~T backward passes."""
+    backward pass of length t+1 per row with loss -- up to ~T backward passes.
+    ``lengths`` (B,): variable-length sequences (padded steps carry no loss)."""
     index, name = _steps.split_param(net, param, layer)
-    fwd, doutputs, step_weight = _prepare(net, inputs, targets, mask, h0)
+    fwd, doutputs, step_weight = _prepare(net, inputs, targets, mask, h0, lengths)
     T = doutputs.shape[0]
     steps = _steps.rerun_steps(net, fwd, h0, index)
     table = np.full((T, T), np.nan)

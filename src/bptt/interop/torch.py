@@ -5,7 +5,9 @@ Name map (layer k, direction suffix s = "" or "_reverse" for bidirectional modul
 
     weight_ih_l{k}{s}  <->  layers.k.U{s}          (H, I), (4H, I) for LSTM, (3H, I) for GRU
     weight_hh_l{k}{s}  <->  layers.k.W{s}
-    head.weight        <->  V,     head.bias <-> c
+    head.weight        <->  V,     head.bias <-> c      (the head's bias is independent: readout_bias)
+    embedding.weight   <->  embedding                 (an nn.Embedding before layer 0; tied when
+                                                       head.weight is embedding.weight)
 
 Biases. torch keeps two per layer, ``bias_ih`` and ``bias_hh``.
 - RNN and LSTM: only their sum enters a_t = U x_t + b_ih + W h_{t-1} + b_hh, so bptt keeps
@@ -62,13 +64,23 @@ def _directions(net) -> tuple:
     return ("", "_reverse") if net.bidirectional else ("",)
 
 
-def from_torch(module, head=None, loss: str = "cross_entropy"):
-    """A bptt ``Network`` computing exactly what ``module`` (+ ``head``) computes, time-major.
-    The module's dropout probability and train/eval mode carry over."""
+def from_torch(module, head=None, loss: str = "cross_entropy", embedding=None, readout: str = "all"):
+    """A bptt ``Network`` computing exactly what ``embedding`` (an nn.Embedding, optional) + ``module``
+    (+ ``head``) compute, time-major. The module's dropout probability and train/eval mode carry over.
+    Weight tying (``head.weight is embedding.weight``) becomes ``tie_weights=True``."""
     from ..network import Network
 
     torch = _torch()
     cell = _cell_of(module)
+    if embedding is not None:
+        if not isinstance(embedding, torch.nn.Embedding):
+            raise ValueError(f"embedding must be a torch.nn.Embedding, got {type(embedding).__name__}")
+        if embedding.embedding_dim != module.input_size:
+            raise ValueError(f"embedding.embedding_dim must equal the module's input_size {module.input_size}, "
+                             f"got {embedding.embedding_dim}")
+        if embedding.padding_idx is not None or embedding.max_norm is not None:
+            raise ValueError("from_torch: nn.Embedding with padding_idx or max_norm is not supported "
+                             "(bptt's embedding is a plain lookup; use lengths= for padding)")
     if getattr(module, "proj_size", 0):
         raise ValueError(f"from_torch: proj_size is not supported, got {module.proj_size}")
     width = module.hidden_size * (2 if module.bidirectional else 1)
@@ -77,15 +89,17 @@ def from_torch(module, head=None, loss: str = "cross_entropy"):
             raise ValueError(f"head must be a torch.nn.Linear, got {type(head).__name__}")
         if head.in_features != width:
             raise ValueError(f"head.in_features must equal the module's output width {width}, got {head.in_features}")
-        if (head.bias is not None) != module.bias:
-            raise ValueError("from_torch: the head and the recurrent module must both have biases or both have none")
-    net = Network(input_size=module.input_size, hidden_size=module.hidden_size,
+    tied = head is not None and embedding is not None and head.weight is embedding.weight
+    net = Network(input_size=module.input_size if embedding is None else embedding.num_embeddings,
+                  hidden_size=module.hidden_size,
                   output_size=None if head is None else head.out_features,
                   num_layers=module.num_layers, cell=cell,
                   nonlinearity=getattr(module, "nonlinearity", "tanh"),
                   bias=module.bias, dtype=_dtype_name(module), loss=loss,
                   bidirectional=module.bidirectional, dropout=float(module.dropout) if module.num_layers > 1 else 0.0,
-                  gru_variant="torch", forget_bias=0.0)
+                  gru_variant="torch", forget_bias=0.0,
+                  embedding_size=None if embedding is None else embedding.embedding_dim, tie_weights=tied,
+                  readout=readout, readout_bias=None if head is None else head.bias is not None)
     net.train(module.training)
     H = module.hidden_size
     for k in range(module.num_layers):
@@ -102,15 +116,20 @@ def from_torch(module, head=None, loss: str = "cross_entropy"):
                 net.params[f"layers.{k}.b_hn{s}"][...] = b_hh[2 * H:]   # n: inside r * (...)
             else:
                 net.params[f"layers.{k}.b{s}"][...] = b_ih + b_hh
+    if embedding is not None:
+        net.params["embedding"][...] = _numpy(embedding.weight)
     if head is not None:
-        net.params["V"][...] = _numpy(head.weight)
+        if not tied:
+            net.params["V"][...] = _numpy(head.weight)
         if head.bias is not None:
             net.params["c"][...] = _numpy(head.bias)
     return net
 
 
 def to_torch(net):
-    """(torch.nn.RNN | LSTM | GRU, torch.nn.Linear or None) with ``net``'s weights."""
+    """(torch.nn.RNN | LSTM | GRU, torch.nn.Linear or None) with ``net``'s weights, and a third element,
+    the ``torch.nn.Embedding``, when the network has an embedding (tied: ``head.weight is embedding.weight``).
+    Readout "last"/"mean" have no torch module: apply them to the module's output yourself."""
     torch = _torch()
     if net.cell not in _MODULE_OF:
         raise ValueError(f"to_torch supports cells {tuple(_MODULE_OF)}, got {net.cell!r}")
@@ -122,7 +141,8 @@ def to_torch(net):
                   dropout=net.dropout if net.num_layers > 1 else 0.0)
     if net.cell == "rnn":
         kwargs["nonlinearity"] = net.nonlinearity
-    module = getattr(torch.nn, _MODULE_OF[net.cell])(net.input_size, net.hidden_size, **kwargs).to(dtype)
+    features = net.input_size if net.embedding is None else net.embedding_size     # what layer 0 reads
+    module = getattr(torch.nn, _MODULE_OF[net.cell])(features, net.hidden_size, **kwargs).to(dtype)
     module.train(net.training)
     H = net.hidden_size
     named = dict(module.named_parameters())
@@ -139,11 +159,20 @@ def to_torch(net):
                 bias_hh.zero_()                                  # the mergeable bias lives in bias_ih
                 if net.cell == "gru":
                     bias_hh[2 * H:] = torch.from_numpy(net.params[f"layers.{k}.b_hn{s}"])
+        embedding = None
+        if net.embedding is not None:
+            embedding = torch.nn.Embedding(net.input_size, net.embedding_size).to(dtype)
+            embedding.weight.copy_(torch.from_numpy(net.params["embedding"]))
         if net.output_size is not None:
-            head = torch.nn.Linear(net.num_directions * H, net.output_size, bias=net.bias).to(dtype)
-            head.weight.copy_(torch.from_numpy(net.params["V"]))
-            if net.bias:
+            head = torch.nn.Linear(net.num_directions * H, net.output_size, bias=net.readout_bias).to(dtype)
+            if net.tie_weights:
+                head.weight = embedding.weight                   # one Parameter, as in torch's weight tying
+            else:
+                head.weight.copy_(torch.from_numpy(net.params["V"]))
+            if net.readout_bias:
                 head.bias.copy_(torch.from_numpy(net.params["c"]))
+    if embedding is not None:
+        return module, head, embedding
     return module, head
 
 
@@ -164,8 +193,10 @@ def torch_names(net, grads: dict) -> dict:
                 mapped[f"bias_hh_l{k}{s}"] = np.concatenate([db[:2 * H], grads[f"layers.{k}.b_hn{s}"]])
             else:
                 mapped[f"bias_hh_l{k}{s}"] = db                   # dE/db_hh = dE/db
+    if net.embedding is not None:
+        mapped["embedding.weight"] = grads["embedding"]
     if net.output_size is not None:
-        mapped["head.weight"] = grads["V"]
-        if net.bias:
+        mapped["head.weight"] = grads["embedding" if net.tie_weights else "V"]   # tied: one shared .grad
+        if net.readout_bias:
             mapped["head.bias"] = grads["c"]
     return mapped

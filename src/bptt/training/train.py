@@ -16,7 +16,8 @@
   - an iterable or generator yielding ``(inputs, targets[, mask])`` or ``Batch`` (stops when exhausted);
   - a tuple of arrays ``(inputs, targets[, mask])``: the same batch every step.
 Inputs are float (T, B, I) or token ids (T, B); targets ids (T, B) for cross-entropy or floats
-(T, B, O) for mse; mask (T, B) weights (many-to-one = a mask that is 1 at the last step only).
+(T, B, O) for mse; mask (T, B) weights; ``Batch(..., lengths=)`` (B,) for variable-length sequences
+(packed, see bptt.layers.packed); many-to-one: ``Network(readout="last" | "mean")`` with (B,) targets.
 
 One *step* is one batch. Inside it the truncation mode makes one or more *updates* (Chunked(k)
 makes ceil(T/k)); each update runs, in this order:
@@ -56,6 +57,7 @@ class Batch:
     targets: np.ndarray
     mask: np.ndarray | None = None
     reset: bool = True            # start from the zero state; False: continue from trainer.state
+    lengths: np.ndarray | None = None   # (B,) variable-length sequences (packed); None: all T steps
 
 
 @dataclass
@@ -152,6 +154,15 @@ class Trainer:
         T, B = x.shape[:2]
         targets = net.check_targets(batch.targets, T, B)
         mask = net.check_mask(batch.mask, T, B)
+        lengths = net.check_lengths(batch.lengths, T, B) if hasattr(net, "check_lengths") else None
+        if lengths is not None:
+            # padded steps count for nothing: in the loss (Network.output_loss) and in the token counts here
+            valid = (np.arange(T)[:, None] < lengths[None, :]).astype(np.float64)
+            token_weights = valid if mask is None else mask * valid
+        else:
+            token_weights = mask
+        if getattr(net, "pooled", False):          # readout "last"/"mean": one output per sequence
+            token_weights = np.ones((1, B)) if mask is None else mask[None]
         state = None if batch.reset else self._carried_state(B)
         if self.numerics is not None:
             self.numerics.begin_step(self)
@@ -187,16 +198,19 @@ class Trainer:
             self.updates += 1
             if self.callbacks:
                 t0, t1 = piece.span
-                tokens = float((t1 - t0) * B if mask is None else mask[t0:t1].sum())
+                tokens = float((t1 - t0) * B if token_weights is None else token_weights[t0:t1].sum())
                 record = StepRecord(step_no, self.updates, piece.loss, tokens, self.optimizer.lr, grads, norm,
                                     report, piece, unclipped, net)
                 for callback in self.callbacks:
                     callback(record)
 
-        loss, final_state = self.truncation.run(net, x, targets, mask, state, update)
+        if lengths is None:
+            loss, final_state = self.truncation.run(net, x, targets, mask, state, update)
+        else:
+            loss, final_state = self.truncation.run(net, x, targets, mask, state, update, lengths=lengths)
         self.state = final_state
         self.step = step_no
-        tokens = float(T * B if mask is None else mask.sum())
+        tokens = float(T * B if token_weights is None else token_weights.sum())
         if getattr(self.truncation, "global_tokens", None) is not None:
             # data-parallel (bptt.training.data_parallel): the loss is already the whole job's; count its batch too
             B, tokens = self.truncation.global_batch, self.truncation.global_tokens

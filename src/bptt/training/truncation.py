@@ -30,10 +30,14 @@ Every mode equals full BPTT when its window covers the sequence (tests check thi
 ``PerOutputWindow`` matches a direct per-output loop (the tutorial's algorithm).
 
 Protocol used by ``bptt.training.train.Trainer``:
-``mode.run(net, inputs, targets, mask, state, update) -> (loss, final_state)`` where the
+``mode.run(net, inputs, targets, mask, state, update, lengths=None) -> (loss, final_state)`` where the
 mode calls ``update(Piece)`` once per gradient it computes, in time order (the trainer's
 update hooks, clips and steps the optimiser, so the next piece sees the new weights).
-``inputs``/``targets``/``mask`` must already be validated (``net.check_*``).
+``inputs``/``targets``/``mask``/``lengths`` must already be validated (``net.check_*``).
+
+Variable-length batches (``lengths`` (B,), see layers/packed.py): each piece of time gets the
+lengths that fall inside it (``piece_lengths``); a sequence that ended in an earlier piece has
+length 0 there, so its state passes through unchanged and it adds nothing to the loss.
 """
 
 from __future__ import annotations
@@ -69,11 +73,19 @@ def _needs_unidirectional(net, mode: str) -> None:
     if getattr(net, "bidirectional", False):
         raise ValueError(f"truncation {mode!r} needs a unidirectional network (a bidirectional layer reads "
                          f"the whole sequence); use truncation 'full'")
+    if getattr(net, "pooled", False):
+        raise ValueError(f"truncation {mode!r} needs one output per step; readout={net.readout_mode!r} has one "
+                         f"per sequence: use truncation 'full'")
 
 
-def _forward_loss_backward(net, x, targets, mask, state):
-    fwd = net.forward(x, state, validate=False)
-    loss, dout = compute_loss(net.loss, fwd.outputs, targets, mask)
+def piece_lengths(lengths, t0: int, t1: int):
+    """How many of steps [t0, t1) belong to each sequence (0 for one that ended before t0)."""
+    return None if lengths is None else np.clip(lengths - t0, 0, t1 - t0)
+
+
+def _forward_loss_backward(net, x, targets, mask, state, lengths=None):
+    fwd = net.forward(x, state, lengths=lengths, validate=False)
+    loss, dout = net.output_loss(fwd, targets, mask)
     bwd = net.backward(fwd, dout, input_grad=False)       # training never reads dE/dx: skip its GEMM
     return loss, fwd, bwd
 
@@ -83,9 +95,9 @@ class FullBPTT:
 
     name = "full"
 
-    def run(self, net, inputs, targets, mask, state, update):
+    def run(self, net, inputs, targets, mask, state, update, lengths=None):
         T = inputs.shape[0]
-        loss, fwd, bwd = _forward_loss_backward(net, inputs, targets, mask, state)
+        loss, fwd, bwd = _forward_loss_backward(net, inputs, targets, mask, state, lengths)
         update(Piece(loss, bwd.grads, (0, T), (0, T), fwd, bwd, bwd.dh))
         return loss, fwd.final_state
 
@@ -101,14 +113,14 @@ class Chunked:
     def __init__(self, k: int):
         self.k = check.positive_int("k", k)
 
-    def run(self, net, inputs, targets, mask, state, update):
+    def run(self, net, inputs, targets, mask, state, update, lengths=None):
         _needs_unidirectional(net, self.name)
         T = inputs.shape[0]
         total = 0.0
         for t0 in range(0, T, self.k):
             t1 = min(t0 + self.k, T)
             loss, fwd, bwd = _forward_loss_backward(net, inputs[t0:t1], targets[t0:t1],
-                                                    _slice_mask(mask, t0, t1), state)
+                                                    _slice_mask(mask, t0, t1), state, piece_lengths(lengths, t0, t1))
             update(Piece(loss, bwd.grads, (t0, t1), (t0, t1), fwd, bwd, bwd.dh))
             total += loss
             state = fwd.final_state                   # carried, no gradient across the boundary
@@ -129,7 +141,7 @@ class TBPTT:
         if self.k2 < self.k1:
             raise ValueError(f"k2 must be >= k1, got k1={k1}, k2={k2}")
 
-    def run(self, net, inputs, targets, mask, state, update):
+    def run(self, net, inputs, targets, mask, state, update, lengths=None):
         _needs_unidirectional(net, self.name)
         T = inputs.shape[0]
         total = 0.0
@@ -145,7 +157,7 @@ class TBPTT:
             s = state_start
             for a, b in ((start, split), (split, end)):
                 if b > a:
-                    fwd = net.forward(inputs[a:b], s, validate=False)
+                    fwd = net.forward(inputs[a:b], s, lengths=piece_lengths(lengths, a, b), validate=False)
                     passes.append((a, b, fwd))
                     s = fwd.final_state
                 if b == split:
@@ -153,6 +165,8 @@ class TBPTT:
             outputs = np.concatenate([f.outputs for _, _, f in passes], axis=0) if len(passes) > 1 else passes[0][2].outputs
             weights = np.zeros((end - start, inputs.shape[1]), outputs.dtype)
             weights[done - start:] = 1.0 if mask is None else mask[done:end]   # loss on the k1 newest outputs
+            if lengths is not None:
+                weights *= np.arange(start, end)[:, None] < lengths[None, :]   # not on padded steps
             loss, dout = compute_loss(net.loss, outputs, targets[start:end], weights)
             grads, dstate, dh_parts = None, None, []
             for a, b, fwd in reversed(passes):          # top of the window first: BPTT runs backwards
@@ -201,13 +215,15 @@ class PerOutputWindow:
         self.k = int(k)
         self.max_rows = check.positive_int("max_rows", max_rows)   # window-batch rows per group (memory bound)
 
-    def run(self, net, inputs, targets, mask, state, update):
+    def run(self, net, inputs, targets, mask, state, update, lengths=None):
         _needs_unidirectional(net, self.name)
         T, B = inputs.shape[:2]
         L = self.k + 1                                   # steps in each output's window
         if T <= L:                                       # every window covers the sequence: full BPTT
-            return FullBPTT().run(net, inputs, targets, mask, state, update)
-        fwd = net.forward(inputs, state, validate=False)
+            return FullBPTT().run(net, inputs, targets, mask, state, update, lengths)
+        fwd = net.forward(inputs, state, lengths=lengths, validate=False)
+        # E_t of a sequence b counts only for t < L_b; the states before its window's start (< L_b)
+        # never depend on padding, so states_before needs no lengths.
         starts = np.clip(np.arange(T) - self.k, 0, T - L)             # window of E_t: [s_t, s_t + L)
         at = np.arange(T) - starts                                      # where E_t sits in its window
         firsts = list(range(T - L + 1))
@@ -221,9 +237,13 @@ class PerOutputWindow:
             yw = _windows(targets, idx)
             weights = np.zeros((L, len(ts), B), fwd.outputs.dtype)
             weights[at[ts], np.arange(len(ts))] = 1.0 if mask is None else mask[ts]
+            window_lengths = None
+            if lengths is not None:
+                weights[at[ts], np.arange(len(ts))] *= ts[:, None] < lengths[None, :]
+                window_lengths = np.clip(lengths[None, :] - starts[ts][:, None], 0, L).reshape(-1)
             weights *= len(ts)                          # the loss averages over G*B rows; we want 1/B
             h0 = _stack_states([state_at[s] for s in starts[ts]])
-            wf = net.forward(xw, h0, validate=False)
+            wf = net.forward(xw, h0, lengths=window_lengths, validate=False)
             loss, dout = compute_loss(net.loss, wf.outputs, yw, weights.reshape(L, len(ts) * B))
             net.backward(wf, dout, grads, input_grad=False)
             total += loss
@@ -259,3 +279,7 @@ def make_truncation(mode: str = "full", *, k: int | None = None, k1: int | None 
     if mode == "tbptt":
         return TBPTT(k1, k2 if k2 is not None else k1)
     return PerOutputWindow(k)
+
+
+Window = PerOutputWindow          # the name the README uses: Window(k) = WildML's bptt_truncate
+TRUNCATION_TYPES = (FullBPTT, Chunked, TBPTT, PerOutputWindow)
