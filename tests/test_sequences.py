@@ -357,3 +357,21 @@ def test_input_messages_that_help():
     last = Network(3, 4, 2, readout="last")
     with pytest.raises(ValueError, match=r"targets must have shape \(1,\), got \(2, 1\)"):
         last.forward_backward(np.zeros((2, 1, 3)), np.zeros((2, 1), dtype=int))
+
+
+@pytest.mark.parametrize("options", [dict(embedding_size=4, tie_weights=True, cell="lstm"),
+                                     dict(embedding_size=3, readout="last", bidirectional=True, cell="gru"),
+                                     dict(readout="mean", bias=False, readout_bias=True)])
+def test_checkpoint_round_trip_keeps_the_new_options(tmp_path, options):
+    from bptt.io.checkpoint import load_checkpoint, save_checkpoint
+    net = Network(6, 4, 6, seed=3, **options)
+    path = save_checkpoint(str(tmp_path / "c.npz"), net)
+    back = load_checkpoint(path).network()
+    assert back.config == net.config
+    for k in net.params:
+        np.testing.assert_array_equal(back.params[k], net.params[k])
+    if net.tie_weights:
+        assert back.readout.params["V"] is back.params["embedding"]
+    x = np.random.default_rng(0).integers(0, 6, (5, 2))
+    lengths = np.array([5, 2])
+    np.testing.assert_array_equal(back.forward(x, lengths=lengths).outputs, net.forward(x, lengths=lengths).outputs)

@@ -104,10 +104,13 @@ def check_config_fits(path, config: dict, params: dict) -> None:
     if L != len(stored_layers):
         raise ValueError(f"{path}: the config says num_layers={L} but the file stores {len(stored_layers)} layers "
                          f"of parameters: the config was edited or the arrays come from another model")
-    expect = {"layers.0.U": (gates * H, I)}
+    E = _int(config.get("embedding_size"))          # an embedding (I, E) feeds layer 0 instead of the ids
+    expect = {"layers.0.U": (gates * H, I if E is None else E)}
+    if E is not None:
+        expect["embedding"] = (I, E)
     for k in range(L):
         expect[f"layers.{k}.W"] = (gates * H, H)
-    if O is not None and _int(O) is not None:
+    if O is not None and _int(O) is not None and config.get("tie_weights") is not True:   # tied: V is the embedding
         expect["V"] = (int(O), dirs * H)
     for name, shape in expect.items():
         if name not in params:
