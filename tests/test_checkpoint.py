@@ -126,8 +126,7 @@ WRITER = textwrap.dedent("""
     import sys, numpy as np
     from bptt.io.checkpoint import save_checkpoint
     from bptt.network import Network
-    net = Network(4, 3, 2, seed=0)
-    net.params["big"] = np.zeros(4_000_000)          # ~32 MB: each save takes a while
+    net = Network(4, 2000, 2, seed=0)                # W alone is 4M floats, ~32 MB: each save takes a while
     version = 0
     while True:
         version += 1

@@ -375,3 +375,24 @@ def test_checkpoint_round_trip_keeps_the_new_options(tmp_path, options):
     x = np.random.default_rng(0).integers(0, 6, (5, 2))
     lengths = np.array([5, 2])
     np.testing.assert_array_equal(back.forward(x, lengths=lengths).outputs, net.forward(x, lengths=lengths).outputs)
+
+
+def test_dropout_with_lengths_finite_differences():
+    net = Network(3, 4, 3, num_layers=3, cell="lstm", bidirectional=True, dropout=0.3, seed=8)
+    x, y, mask, h0 = random_problem(net, 6, 4, seed=8)
+    assert worst(check_network(net, x, y, mask, h0, lengths=random_lengths(4, 6, seed=8))) < TOL
+
+
+def test_gradient_flow_by_lag_with_lengths():
+    """contribution_norms with lengths: rows t >= L_b carry no loss for sequence b, so (for a
+    unidirectional network) the table equals the one for the mask of valid steps."""
+    from bptt import diagnostics as D
+    net = Network(3, 4, 3, num_layers=2, seed=9)
+    x, y, _, h0 = random_problem(net, 6, 3, seed=9)
+    lengths = np.array([6, 2, 4])
+    valid = (np.arange(6)[:, None] < lengths).astype(float)
+    with_lengths = D.contribution_norms(net, x, y, "W", h0=h0, lengths=lengths)
+    as_mask = D.contribution_norms(net, x, y, "W", mask=valid, h0=h0)
+    np.testing.assert_allclose(with_lengths, as_mask, rtol=1e-12, equal_nan=True)
+    plain = D.contribution_norms(net, x, y, "W", h0=h0)
+    assert not np.allclose(with_lengths[5], plain[5], equal_nan=True)   # lengths changed the last row
