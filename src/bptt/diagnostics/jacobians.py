@@ -36,6 +36,13 @@ def _rnn_factors(layer, steps) -> np.ndarray:
     return fprime[..., :, None] * W                          # row i of diag(f') W is f'_i W[i]
 
 
+def _scan_factors(layer, steps) -> np.ndarray:
+    """Closed form for the diagonal recurrences (minGRU, minLSTM): ds_j/ds_{j-1} = diag(a_j), (T, B, H, H)."""
+    _, _, cache = layer.forward(steps.layer_input, steps.states[0])
+    a = layer.recurrence_weights(cache)                       # (T, B, H): a_j
+    return a[..., :, None] * np.eye(layer.hidden_size)
+
+
 def _protocol_factors(layer, steps) -> np.ndarray:
     """ds_j/ds_{j-1} for any cell, from the layer's own backward: (T, B, S, S).
 
@@ -64,7 +71,8 @@ def state_jacobians(net, inputs, h0=None, layer=-1, method="auto") -> np.ndarray
     """Every one-step Jacobian D_j = ds_j/ds_{j-1} of layer ``layer``: (T, B, S, S).
 
     S = H for the RNN and GRU, 2H for the LSTM (state (h, c), h first). ``method``:
-    "closed_form" (RNN only), "protocol" (any cell, via the layer's backward) or "auto"."""
+    "closed_form" (RNN: diag(f') W; minGRU/minLSTM: diag(a_j)), "protocol" (any cell, via the
+    layer's backward) or "auto"."""
     _steps.refuse_unsupported(net)
     index = _steps.layer_index(net, layer)
     if method not in ("auto", "closed_form", "protocol"):
@@ -73,10 +81,14 @@ def state_jacobians(net, inputs, h0=None, layer=-1, method="auto") -> np.ndarray
     steps = _steps.rerun_steps(net, fwd, h0, index)
     target = net.layers[index]
     is_rnn = getattr(target, "cell", None) == "rnn"
-    if method == "closed_form" and not is_rnn:
-        raise ValueError(f"method='closed_form' is for cell 'rnn', got cell {getattr(target, 'cell', None)!r}")
+    is_scan = hasattr(target, "recurrence_weights")
+    if method == "closed_form" and not (is_rnn or is_scan):
+        raise ValueError(f"method='closed_form' is for cells 'rnn', 'mingru', 'minlstm', "
+                         f"got cell {getattr(target, 'cell', None)!r}")
     if is_rnn and method != "protocol":
         return _rnn_factors(target, steps)
+    if is_scan and method != "protocol":
+        return _scan_factors(target, steps)
     return _protocol_factors(target, steps)
 
 

@@ -29,7 +29,8 @@ from ..training.numerics import describe_nonfinite, first_nonfinite
 
 ALLOWED_KINDS = "fiub"            # float, signed/unsigned integers, bool: no objects, no structs
 MAX_MEMBERS = 100_000
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+GATES = {"rnn": 1, "lstm": 4, "gru": 3, "mingru": 2, "minlstm": 3}
+NO_RECURRENT_MATRIX = ("mingru", "minlstm")      # cells whose recurrence is element-wise: no W
 
 
 def inspect_archive(path) -> dict:
@@ -108,7 +109,7 @@ def check_config_fits(path, config: dict, params: dict) -> None:
     expect = {"layers.0.U": (gates * H, I if E is None else E)}
     if E is not None:
         expect["embedding"] = (I, E)
-    for k in range(L):
+    for k in range(L if config.get("cell") not in NO_RECURRENT_MATRIX else 0):
         expect[f"layers.{k}.W"] = (gates * H, H)
     if O is not None and _int(O) is not None and config.get("tie_weights") is not True:   # tied: V is the embedding
         expect["V"] = (int(O), dirs * H)

@@ -8,18 +8,24 @@ import os
 from .bidirectional import BidirectionalLayer
 from .gru import GRULayer
 from .lstm import LSTMLayer
+from .mingru import MinGRULayer
+from .minlstm import MinLSTMLayer
 from .rnn import RNNLayer
 
-CELLS = ("rnn", "lstm", "gru")
+CELLS = ("rnn", "lstm", "gru", "mingru", "minlstm")
+# Rows of U per hidden unit, and whether the cell has a recurrent matrix W (G H x H).
+GATES = {"rnn": 1, "gru": 3, "lstm": 4, "mingru": 2, "minlstm": 3}
+RECURRENT_MATRIX = {"rnn": True, "gru": True, "lstm": True, "mingru": False, "minlstm": False}
 
 
 def refuse_absurd_size(net) -> None:
     """ValueError if the weights alone would not fit in this machine's memory (checked before allocating)."""
-    gates = {"rnn": 1, "gru": 3, "lstm": 4}[net.cell]
+    gates = GATES[net.cell]
     width = net.num_directions * net.hidden_size
     per_input = net.num_directions * gates * net.hidden_size            # rows of U, W per layer
-    count = per_input * (net.input_size + net.hidden_size + 2)          # layer 0 (U, W, biases)
-    count += (net.num_layers - 1) * per_input * (width + net.hidden_size + 2)
+    recurrent = net.hidden_size if RECURRENT_MATRIX[net.cell] else 0
+    count = per_input * (net.input_size + recurrent + 2)                # layer 0 (U, W, biases)
+    count += (net.num_layers - 1) * per_input * (width + recurrent + 2)
     count += 0 if net.output_size is None else net.output_size * (width + 1)
     try:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -42,6 +48,10 @@ def _make_one_direction(cell: str, input_size: int, hidden_size: int, options: d
     if cell == "gru":
         return GRULayer(input_size, hidden_size, variant=options["gru_variant"], bias=options["bias"],
                         rng=rng, dtype=dtype)
+    if cell == "mingru":
+        return MinGRULayer(input_size, hidden_size, bias=options["bias"], rng=rng, dtype=dtype)
+    if cell == "minlstm":
+        return MinLSTMLayer(input_size, hidden_size, bias=options["bias"], rng=rng, dtype=dtype)
     raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
 
 

@@ -91,8 +91,7 @@ def piece_cost_in_row_steps(layer) -> float:
     """A piece's fixed cost (~40 us of calls and small allocations, forward and backward) in units
     of one sequence's step of this layer (~ 6 G H (H + I) flops at ~50 GFLOP/s): a model, not a
     measurement of this machine, used only to decide where cutting pays."""
-    gates = layer.params["W"].shape[0] // layer.hidden_size
-    flops = 6.0 * gates * layer.hidden_size * (layer.hidden_size + layer.input_size)
+    flops = 6.0 * sum(p.size for p in layer.params.values())     # ~ 6 G H (H + I): U and W, forward + backward
     return 40e-6 * 50e9 / flops
 
 
