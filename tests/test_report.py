@@ -79,9 +79,9 @@ def test_diagnose_with_recorded_history(tmp_path):
     assert [line["update"] for line in lines] == [2, 4, 6]
     assert all(len(line["lag_profile"]) == 8 and "update_ratio" in line for line in lines)
     numbers = diagnose(net, probe, tmp_path / "out", run_dir=str(tmp_path), clip_threshold=0.5)
-    for name in ("contributions", "lag_profile", "jacobian", "grad_norm", "spectral_radius"):
+    for name in ("contributions", "lag_profile", "jacobian", "loss", "grad_norm", "spectral_radius"):
         assert open(tmp_path / "out" / f"{name}.png", "rb").read(8) == PNG_MAGIC
-    _check_self_contained(tmp_path / "out" / "report.html", 5)
+    _check_self_contained(tmp_path / "out" / "report.html", 6)
     assert numbers["logged steps"] == 6
     assert numbers["spectral radius of layers.0.W (per gate block)"][0] == pytest.approx(
         bptt.diagnostics.spectral_radius(net.params["layers.0.W"]))
@@ -150,7 +150,7 @@ def test_train_record_every_feeds_diagnose(tmp_path, capsys):
     assert main(["diagnose", str(run), "--seq-len", "8", "--batch", "2"]) == 0
     out = capsys.readouterr().out
     assert "logged steps" in out
-    _check_self_contained(run / "diagnose" / "report.html", 5)
+    _check_self_contained(run / "diagnose" / "report.html", 6)
     assert main(["train", "--text", str(text), "--steps", "1", "--hidden", "8", "--seq-len", "10", "--batch", "2",
                  "--record-every", "-1", "--out", str(tmp_path / "bad")]) == 2
     assert "--record-every must be >= 0, got -1" in capsys.readouterr().err
