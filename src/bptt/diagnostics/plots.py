@@ -61,6 +61,16 @@ def _integer_ticks(axis) -> None:
     axis.set_major_locator(MaxNLocator(integer=True))
 
 
+def _show_level(ax, value: float) -> None:
+    """Widen the y range so a reference line at ``value`` sits inside the axes, not on its edge."""
+    lo, hi = ax.get_ylim()
+    if ax.get_yscale() == "log":
+        ax.set_ylim(min(lo, value / 2), max(hi, value * 2))
+    else:
+        pad = 0.05 * (max(hi, value) - min(lo, value) or 1.0)
+        ax.set_ylim(min(lo, value - pad), max(hi, value + pad))
+
+
 def _save(fig, path: str) -> str:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -116,6 +126,7 @@ def lag_profiles(profiles: dict, path, title="gradient magnitude by time lag", n
         ax.semilogy(np.arange(profile.size), _positive(profile), label=str(label))
     if hline is not None:
         ax.axhline(hline, color="black", linestyle=":", linewidth=1, label=hline_label)
+        _show_level(ax, hline)
     ax.set_xlabel("lag tau = t - k (steps back in time)")
     ax.set_ylabel("relative to lag 0" if normalize else ylabel, fontsize=9)
     ax.set_title(title, fontsize=10)
@@ -138,6 +149,7 @@ def curves(series: dict, path, title="", xlabel="", ylabel="", logy=True, hline=
         ax.set_yscale("log")
     if hline is not None:
         ax.axhline(hline, color="black", linestyle="--", linewidth=1, label=hline_label)
+        _show_level(ax, hline)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel, fontsize=9)
     ax.set_title(title, fontsize=10)
@@ -159,6 +171,7 @@ def grad_norm_history(steps, norms, path, clip_threshold=None, clipped=None,
     ax.semilogy(steps, _positive(norms), linewidth=1, label="||dE/dtheta|| before clipping")
     if clip_threshold is not None:
         ax.axhline(clip_threshold, color="black", linestyle="--", linewidth=1, label=f"clip threshold {clip_threshold:g}")
+        _show_level(ax, clip_threshold)
     if clipped is not None:
         fired = np.asarray(clipped, dtype=bool)
         if fired.any():
@@ -180,6 +193,7 @@ def spectral_radius_history(steps, radii: dict, path, title="spectral radius of 
     for label, values in radii.items():
         ax.plot(np.asarray(steps), np.asarray(values, dtype=np.float64), marker=".", label=str(label))
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="rho = 1: the linear part\nneither grows nor shrinks")
+    _show_level(ax, 1.0)
     ax.set_xlabel("training update")
     ax.set_ylabel("rho(W) = max |eigenvalue|")
     ax.set_title(title, fontsize=10)
@@ -203,6 +217,7 @@ def loss_history(train: tuple, path, val: tuple | None = None, uniform: float | 
     if uniform is not None:
         ax.axhline(uniform, color="black", linestyle="--", linewidth=1,
                    label=f"uniform guess: ln V = {uniform:.2f}")
+        _show_level(ax, uniform)
     ax.set_xlabel("training step")
     ax.set_ylabel(f"cross-entropy, nats per {unit}")
     ax.set_title(title, fontsize=10)
