@@ -257,15 +257,39 @@ def run_configuration(net, checkpoint=None, vocab=None, text=None, text_source=N
 def diagnose(net, probe, out_dir, run_dir=None, layer: int = -1, param: str = "W", fraction: float = 0.01,
              clip_threshold=None, title="bptt diagnose", checkpoint=None, vocab=None, text=None,
              text_source=None, sample_length: int | None = None) -> dict:
-    """Compute, plot and report; returns the key numbers (also in the report).
+    """Compute, plot and report into ``out_dir``; returns the key numbers (also in the report).
 
     probe = (inputs, targets, mask or None): the batch the decomposition runs on. Cost: one
     backward pass per output step of the probe (T(T+1)/2 single-step backwards) plus T
     products of state Jacobians. ``checkpoint`` (a loaded checkpoint), ``vocab``, ``text``
-    and ``text_source`` add the run's configuration and, for a text model, a sample."""
+    and ``text_source`` add the run's configuration and, for a text model, a sample.
+
+    Everything is written into a staging folder inside ``out_dir`` and moved into place only
+    when all of it succeeded: a failure leaves ``out_dir`` as it was."""
+    import shutil
+    import tempfile
+
     from . import plots
 
     plots.require_matplotlib("the report's figures")
+    os.makedirs(out_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=out_dir, prefix=".tmp-diagnose-")
+    try:
+        numbers = _diagnose_into(staging, net, probe, run_dir, layer, param, fraction, clip_threshold, title,
+                                 checkpoint, vocab, text, text_source, sample_length)
+        for name in sorted(os.listdir(staging)):                          # the report last: it names the figures
+            if name != "report.html":
+                os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+        os.replace(os.path.join(staging, "report.html"), os.path.join(out_dir, "report.html"))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return numbers
+
+
+def _diagnose_into(out_dir, net, probe, run_dir, layer, param, fraction, clip_threshold, title, checkpoint,
+                   vocab, text, text_source, sample_length) -> dict:
+    from . import plots
+
     inputs, targets, mask = probe
     T, B = np.asarray(inputs).shape[:2]
     layer_index = layer % len(net.layers)
@@ -316,7 +340,6 @@ def diagnose(net, probe, out_dir, run_dir=None, layer: int = -1, param: str = "W
                                             if gate == "forget" else "."))
     metrics, recorded = _histories(run_dir)
 
-    os.makedirs(out_dir, exist_ok=True)
     fig = lambda name: os.path.join(out_dir, name)                       # noqa: E731
     figures = [(f"{where}: ||term k of dE_t/d{param}|| (Frobenius norm) for every output step t and step k -- the "
                 f"lecture's sum, term by term, on the probe; the diagonal is lag 0, the lower-left corner the "
