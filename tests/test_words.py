@@ -41,6 +41,9 @@ def test_the_rule_splits_punctuation_and_keeps_words_whole():
     assert tokenize("a well-known 3.14, 10,000... done--ok", "word") == [
         "a", "well-known", "3.14", ",", "10,000", "...", "done", "--", "ok"]
     assert tokenize("two\n\nlines\r\nend", "word") == ["two", EOL, EOL, "lines", EOL, "end"]
+    ptb = " the <unk> fell N points \n"                          # a Penn Treebank line, as the files have it
+    assert tokenize(ptb, "word") == ["the", "<unk>", "fell", "N", "points", EOL]
+    assert tokenize("in the U.K., e.g. here", "word") == ["in", "the", "U.K.", ",", "e.g.", "here"]
 
 
 def test_no_whitespace_token_in_the_vocabulary():

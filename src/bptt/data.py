@@ -16,7 +16,8 @@ resumed run sees exactly the batches an uninterrupted run would.
 Word level (``level="word"``) splits like a standard simple tokenizer (the rule is
 ``WORD_RULE``): a word is a run of letters, digits and underscores, kept whole across an
 inner apostrophe or hyphen ("don't", "well-known"); a number keeps its inner "." "," ":"
-("3.14", "10,000"); an abbreviation of single letters with dots is one token ("U.K.", "e.g.");
+("3.14", "10,000"); an abbreviation of single letters with dots is one token ("U.K.", "e.g."), and so is a marker
+in angle brackets ("<unk>", as in the Penn Treebank files);
 every other visible character is a token of its own ("(", ",", "!"), a
 run of the same one a single token ("...", "--");
 spaces and tabs are not tokens; each line break is the token ``EOL`` (``"<eol>"``, the
@@ -44,10 +45,10 @@ from .training.train import Batch
 LEVELS = ("char", "word")
 WORD_RULES = ("simple", "lossless")
 EOL = "<eol>"                                        # a line break at word level
-# The word rule, first match wins: an abbreviation of single letters and dots | a number with inner . , : | a word with inner ' or - |
+# The word rule, first match wins: a marker like <unk> | an abbreviation of single letters and dots | a number with inner . , : | a word with inner ' or - |
 # any other visible character (a run of the same one, "..." or "--", is one token).
 # Whitespace matches nothing (line breaks are handled before: each becomes EOL).
-WORD_RULE = r"(?:[^\W\d_]\.){2,}|\d+(?:[.,:]\d+)+|\w+(?:['\u2019-]\w+)*|([^\w\s])\1*"
+WORD_RULE = r"<\w+>|(?:[^\W\d_]\.){2,}|\d+(?:[.,:]\d+)+|\w+(?:['\u2019-]\w+)*|([^\w\s])\1*"
 _WORD_RE = re.compile(WORD_RULE)
 # Vocabularies saved before the simple rule kept whitespace runs as tokens ("".join(tokens) ==
 # text); their checkpoints still load and decode with that rule ("lossless").
