@@ -154,7 +154,7 @@ def equations(cell: str, nonlinearity: str = "tanh", T: int | None = None) -> li
                       "<mo>&#x2212;</mo><munder><mo>&#x2211;</mo><mi>t</mi></munder>", _sub(_mi("y"), _T),
                       "<mo>&#x22C5;</mo>", _mi("log"), _sub("<mover><mi>y</mi><mo>^</mo></mover>", _T)),
                 "The prediction y-hat_t is a softmax of V h_t + c; the loss E adds the cross-entropy E_t of every step."))
-    k1 = "<mi>k</mi><mo>=</mo><mn>1</mn>"
+    k1 = "<mi>k</mi><mo>=</mo><mn>0</mn>"
     j = "<mi>j</mi><mo>=</mo><mi>k</mi><mo>+</mo><mn>1</mn>"
     out.append((_math(_d(_sub(_mi("E"), _T), _mi("W")), _EQ, f"<munderover><mo>&#x2211;</mo><mrow>{k1}</mrow>{_T}</munderover>",
                       _d(_sub(_mi("E"), _T), h(_T)), _LP, f"<munderover><mo>&#x220F;</mo><mrow>{j}</mrow>{_T}</munderover>",
@@ -323,7 +323,10 @@ def _diagnose_into(out_dir, net, probe, run_dir, layer, param, fraction, clip_th
             f"The largest |eigenvalue| of each block of W ({blocks}). Above 1 the linear part of the recurrence "
             "can grow a signal step after step, below 1 it shrinks it.",
         f"largest singular value of {name}":
-            "The most W can stretch any vector. Below 1/max f' (1 for tanh) the gradient must vanish over long lags.",
+            "The most W can stretch any vector. Below 1/max f' (1 for tanh) the gradient must vanish over long lags."
+            if net.cell == "rnn" else
+            "The most each block of W can stretch any vector; the gates scale these blocks, so for a gated cell this "
+            "bounds the recurrence only loosely.",
         "saturated units (derivative < 0.1 of max)":
             "Share of units whose activation sits on its flat part over the probe: they pass almost no gradient.",
         memory_key: "How many steps back the gradient still has that share of its immediate (lag-0) strength: "
@@ -335,15 +338,18 @@ def _diagnose_into(out_dir, net, probe, run_dir, layer, param, fraction, clip_th
     }
     for gate, values in gate_means(net, inputs, layer=layer).items():
         numbers[f"mean {gate} gate"] = float(np.mean(values))
-        meanings[f"mean {gate} gate"] = (f"Average opening (0 = closed, 1 = open) of the {gate} gate over the probe"
-                                         + ("; a forget gate near 1 keeps the cell state, and its gradient, alive."
-                                            if gate == "forget" else "."))
+        meanings[f"mean {gate} gate"] = (
+            f"Average value of the {gate} block (tanh, in [-1, 1]) over the probe: the candidate written into the "
+            "state, not a gate that opens." if gate in ("cell", "candidate") else
+            f"Average opening (sigmoid: 0 = closed, 1 = open) of the {gate} gate over the probe"
+            + ("; a forget gate near 1 keeps the cell state, and its gradient, alive." if gate == "forget" else "."))
     metrics, recorded = _histories(run_dir)
 
     fig = lambda name: os.path.join(out_dir, name)                       # noqa: E731
     figures = [(f"{where}: ||term k of dE_t/d{param}|| (Frobenius norm) for every output step t and step k -- the "
                 f"lecture's sum, term by term, on the probe; the diagonal is lag 0, the lower-left corner the "
-                f"longest lags. Blank cells above the diagonal do not exist (k > t).",
+                f"longest lags. Blank cells above the diagonal do not exist (k > t); a blank first row means term 0 "
+                f"is zero (W multiplies the initial state h_-1 = 0).",
                 plots.contributions_heatmap(table, fig("contributions.png"),
                                             title=f"||term k of dE_t/d{param}||, {where}"))]
     moments = {f"update {line['update']}": line["lag_profile"] for line in recorded if line.get("lag_profile")}
@@ -364,7 +370,7 @@ def _diagnose_into(out_dir, net, probe, run_dir, layer, param, fraction, clip_th
     figures.append((f"{where}: the spectral norm ||dh_{T - 1}/dh_k||_2 (largest singular value of the product of "
                     f"Jacobians, mean over the {B} probe sequences) against the lag T - 1 - k. The dashed line is "
                     "norm 1: below it the dependence has shrunk, above it grown.",
-                    plots.curves({"||dh_T-1/dh_k||_2": (np.arange(T), reach)}, fig("jacobian.png"),
+                    plots.curves({f"||dh_{T - 1}/dh_k||_2": (np.arange(T), reach)}, fig("jacobian.png"),
                                  title=f"||dh_{T - 1}/dh_k||_2 (spectral norm), {where}", xlabel="lag T - 1 - k",
                                  ylabel=f"||dh_{T - 1}/dh_k||_2 (spectral norm)", hline=1.0,
                                  hline_label="norm 1")))
