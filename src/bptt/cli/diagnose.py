@@ -7,8 +7,10 @@ Loads the checkpoint (``bptt.io.checkpoint``, no pickle), builds a probe batch -
 model, windows of the run's text (``--text``, else the text the run trained on; a text not at
 hand is an error asking for ``--text``) encoded with the run's vocabulary; otherwise seeded random inputs and
 targets -- and writes to ``--out`` (default RUN/diagnose): contributions.png, lag_profile.png,
-jacobian.png, grad_norm.png (from metrics.jsonl), spectral_radius.png (from diagnostics.jsonl,
-when the run recorded one) and report.html (one self-contained file, figures embedded).
+jacobian.png, loss.png and grad_norm.png (from metrics.jsonl), spectral_radius.png (from
+diagnostics.jsonl, when the run recorded one) and report.html (one self-contained file: the
+run's configuration, equations, figures embedded, a sample). matplotlib is checked first; on
+any failure nothing is left in --out (a folder this run created is removed).
 Prints the key numbers. Cost grows like T^2: keep --seq-len modest (default 40).
 """
 
