@@ -114,3 +114,20 @@ def test_a_failed_diagnose_removes_the_folders_it_made(tmp_path, monkeypatch, ca
     (existing / "mine.txt").write_text("x")
     assert main(["diagnose", str(tmp_path / "run"), "--seq-len", "5", "--batch", "2", "--out", str(existing)]) == 2
     assert _tree(existing) == ["mine.txt"]                                 # an existing folder is left as it was
+
+
+def test_the_experiment_api_checks_matplotlib_before_training(tmp_path):
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from bptt.experiments.tasks import run_experiment\n"
+            "from bptt.experiments.vanishing import run_vanishing\n"
+            "for call in (lambda: run_experiment('adding', cells=['rnn'], seq_lens=[5], seeds=[0], out_dir='e',\n"
+            "                                    steps=1, progress=lambda *a: print('trained')),\n"
+            "             lambda: run_vanishing('v', quick=True, progress=lambda line: print('trained'))):\n"
+            "    try:\n"
+            "        call()\n"
+            "    except ImportError as error:\n"
+            "        print('refused:', error)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "trained" not in done.stdout and done.stdout.count("refused:") == 2
+    assert os.listdir(tmp_path) == []

@@ -249,7 +249,11 @@ def run_vanishing(out_dir, steps: int | None = None, seq_len: int | None = None,
     out_dir: where vanishing.json / .md / .png go (None: write nothing); steps: Adam updates
     per run (default 2000; quick 30); seq_len: T (default 100; quick 20); seeds: iterable of
     ints; quick: tiny sizes for tests. ``progress``: called with one line per run (None: silent).
-    Returns the result dict (settings, per-run numbers and profiles, summary rows)."""
+    Returns the result dict (settings, per-run numbers and profiles, summary rows). With an
+    out_dir, matplotlib is checked before any training."""
+    if out_dir is not None:
+        from ..diagnostics.plots import require_matplotlib
+        require_matplotlib("the vanishing experiment's figure (vanishing.png)")
     settings = dict(QUICK if quick else FULL)
     if steps is not None:
         settings["steps"] = check.positive_int("steps", steps)
