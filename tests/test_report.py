@@ -79,9 +79,9 @@ def test_diagnose_with_recorded_history(tmp_path):
     assert [line["update"] for line in lines] == [2, 4, 6]
     assert all(len(line["lag_profile"]) == 8 and "update_ratio" in line for line in lines)
     numbers = diagnose(net, probe, tmp_path / "out", run_dir=str(tmp_path), clip_threshold=0.5)
-    for name in ("contributions", "lag_profile", "jacobian", "grad_norm", "spectral_radius"):
+    for name in ("contributions", "lag_profile", "jacobian", "loss", "grad_norm", "spectral_radius"):
         assert open(tmp_path / "out" / f"{name}.png", "rb").read(8) == PNG_MAGIC
-    _check_self_contained(tmp_path / "out" / "report.html", 5)
+    _check_self_contained(tmp_path / "out" / "report.html", 6)
     assert numbers["logged steps"] == 6
     assert numbers["spectral radius of layers.0.W (per gate block)"][0] == pytest.approx(
         bptt.diagnostics.spectral_radius(net.params["layers.0.W"]))
@@ -150,7 +150,39 @@ def test_train_record_every_feeds_diagnose(tmp_path, capsys):
     assert main(["diagnose", str(run), "--seq-len", "8", "--batch", "2"]) == 0
     out = capsys.readouterr().out
     assert "logged steps" in out
-    _check_self_contained(run / "diagnose" / "report.html", 5)
+    _check_self_contained(run / "diagnose" / "report.html", 6)
     assert main(["train", "--text", str(text), "--steps", "1", "--hidden", "8", "--seq-len", "10", "--batch", "2",
                  "--record-every", "-1", "--out", str(tmp_path / "bad")]) == 2
     assert "--record-every must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_report_shows_the_run(tmp_path, capsys):
+    """The configuration in report.html is the run's (not just labels), every row has its sentence,
+    the sample comes from the model's vocabulary and every caption names layer and step."""
+    import hashlib
+
+    from bptt.cli import main
+    from bptt.io.checkpoint import load_checkpoint
+
+    text = tmp_path / "t.txt"
+    text.write_text("a b c d e f g. " * 60, encoding="utf-8")
+    run = tmp_path / "run"
+    assert main(["train", "--text", str(text), "--steps", "5", "--hidden", "7", "--seq-len", "9", "--batch", "3",
+                 "--lr", "0.003", "--optimizer", "rmsprop", "--log-every", "1", "--eval-every", "5",
+                 "--out", str(run), "--no-progress"]) == 0
+    assert main(["diagnose", str(run), "--seq-len", "6", "--batch", "2"]) == 0
+    page = open(run / "diagnose" / "report.html", encoding="utf-8").read()
+    rows = dict(re.findall(r"<tr><th>(.*?)</th><td><b>(.*?)</b>", page))
+    assert rows["optimiser, learning rate"] == "rmsprop, 0.003"
+    assert rows["T (steps per update), B (streams)"] == "9, 3"
+    assert rows["layers x hidden units"] == "1 x 7" and rows["steps"] == "5"
+    assert rows["text SHA-256"] == hashlib.sha256(text.read_bytes()).hexdigest()
+    ckpt = load_checkpoint(run)
+    assert rows["validation loss"] == f"{ckpt.meta['metrics']['val_loss']:.4f} nats per token"
+    assert page.count("<tr>") == page.count('<div class="means">') - page.count('<div class="eq">')  # a sentence each
+    sample = re.search(r"<h2>A sample</h2>.*?<pre>(.*?)</pre>", page, re.S).group(1)
+    assert len(sample) == 400 and set(sample) <= set(ckpt.vocabulary().tokens)
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
+    assert len(captions) == 5                                   # loss, grad norm; contributions, lag, jacobian
+    assert all("layer 0, checkpoint step 5" in c or "all layers, steps 1 to 5" in c for c in captions)
+    assert page.count("<math") >= 4

@@ -13,6 +13,19 @@ at the end of batch i is the right start for batch i+1 (``Batch.reset`` is False
 at the start of each epoch). ``batch(step)`` depends on the step number only, so a
 resumed run sees exactly the batches an uninterrupted run would.
 
+Word level (``level="word"``) splits like a standard simple tokenizer (the rule is
+``WORD_RULE``): a word is a run of letters, digits and underscores, kept whole across an
+inner apostrophe or hyphen ("don't", "well-known"); a number keeps its inner "." "," ":"
+("3.14", "10,000"); an abbreviation of single letters with dots is one token ("U.K.", "e.g."), and so is a marker
+in angle brackets ("<unk>", as in the Penn Treebank files);
+every other visible character is a token of its own ("(", ",", "!"), a
+run of the same one a single token ("...", "--");
+spaces and tabs are not tokens; each line break is the token ``EOL`` (``"<eol>"``, the
+Penn Treebank language models' end-of-line marker), so a blank line is two. ``detokenize``
+joins tokens with one space, none before closing punctuation (``. , ; : ! ? ) ] } % ...``) or
+after opening brackets, quotes paired per line, ``EOL`` back to a newline: ordinary
+prose round-trips exactly; indentation and runs of spaces do not.
+
 ``ArrayBatches`` serves fixed arrays (inputs, targets, mask) as minibatches along the
 batch axis, reshuffled each epoch by a seeded generator; ``pad_sequences`` turns
 variable-length sequences into a (T, B) array plus a mask.
@@ -30,8 +43,19 @@ from .losses import softmax_cross_entropy
 from .training.train import Batch
 
 LEVELS = ("char", "word")
-# words, runs of whitespace, and single other characters: "".join(tokens) == text (lossless)
-_WORD_RE = re.compile(r"\w+|\s+|[^\w\s]")
+WORD_RULES = ("simple", "lossless")
+EOL = "<eol>"                                        # a line break at word level
+# The word rule, first match wins: a marker like <unk> | an abbreviation of single letters and dots | a number with inner . , : | a word with inner ' or - |
+# any other visible character (a run of the same one, "..." or "--", is one token).
+# Whitespace matches nothing (line breaks are handled before: each becomes EOL).
+WORD_RULE = r"<\w+>|(?:[^\W\d_]\.){2,}|\d+(?:[.,:]\d+)+|\w+(?:['\u2019-]\w+)*|([^\w\s])\1*"
+_WORD_RE = re.compile(WORD_RULE)
+# Vocabularies saved before the simple rule kept whitespace runs as tokens ("".join(tokens) ==
+# text); their checkpoints still load and decode with that rule ("lossless").
+_LOSSLESS_RE = re.compile(r"\w+|\s+|[^\w\s]")
+CLOSING = ".,;:!?)]}%\u2019\u201d\u00bb"           # no space before these (or a run of one: "...")
+OPENING = "([{$#\u2018\u201c\u00ab"                # no space after these
+_QUOTES = {'"', "'", "`"}                            # the same mark opens and closes: paired per line
 
 
 def read_text(path) -> str:
@@ -50,20 +74,69 @@ def read_text(path) -> str:
     return text
 
 
-def tokenize(text: str, level: str) -> list:
+def tokenize(text: str, level: str, word_rule: str = "simple") -> list:
+    """Tokens of ``text``: its characters (``"char"``), or its words, punctuation and ``EOL``
+    for each line break (``"word"``, the rule in the module docstring)."""
     if level == "char":
         return list(text)
-    return _WORD_RE.findall(text)
+    if word_rule == "lossless":
+        return _LOSSLESS_RE.findall(text)
+    tokens = []
+    for i, line in enumerate(text.replace("\r\n", "\n").split("\n")):
+        if i:
+            tokens.append(EOL)
+        tokens += [match.group(0) for match in _WORD_RE.finditer(line)]
+    return tokens
+
+
+def _run_of(token: str, marks: str) -> bool:
+    return token[:1] in marks and token == token[0] * len(token)
+
+
+def closes(token: str) -> bool:
+    """Whether ``token`` is closing punctuation, written without a space before it."""
+    return _run_of(token, CLOSING)
+
+
+def detokenize(tokens, level: str = "word", word_rule: str = "simple") -> str:
+    """Text from tokens: the inverse of ``tokenize`` on ordinary prose (words separated by one
+    space, punctuation attached, no indentation). Char level (and the legacy lossless word
+    rule) simply joins."""
+    tokens = list(tokens)
+    if level == "char" or word_rule == "lossless":
+        return "".join(tokens)
+    out, glue, open_quote = [], True, False          # glue: no space before the next token
+    for token in tokens:
+        if token == EOL:
+            out.append("\n")
+            glue, open_quote = True, False
+            continue
+        if token in _QUOTES:
+            opening = not open_quote
+            open_quote = opening
+            if not (glue or not opening):
+                out.append(" ")
+            out.append(token)
+            glue = opening                           # an opening quote sticks to what follows
+            continue
+        if not glue and not closes(token):
+            out.append(" ")
+        out.append(token)
+        glue = _run_of(token, OPENING)
+    return "".join(out)
 
 
 class Vocabulary:
     """Tokens <-> ids. Sorted, so the same text always gives the same ids.
 
     Word level may keep only the ``max_size`` most frequent tokens (ties broken
-    alphabetically, then sorted); the rest map to ``unk`` (id 0), as in the WildML tutorial."""
+    alphabetically, then sorted); the rest map to ``unk`` (id 0), as in the WildML tutorial.
+    ``word_rule`` is how words are split: ``"simple"`` (the module docstring's rule; what
+    ``build`` uses) or ``"lossless"`` (whitespace runs as tokens: vocabularies saved before)."""
 
-    def __init__(self, tokens, level: str = "char", unk: str | None = None):
+    def __init__(self, tokens, level: str = "char", unk: str | None = None, word_rule: str = "simple"):
         self.level = check.one_of("level", level, LEVELS)
+        self.word_rule = check.one_of("word_rule", word_rule, WORD_RULES)
         tokens = list(tokens)
         if not tokens:
             raise ValueError("a vocabulary needs at least one token")
@@ -81,6 +154,8 @@ class Vocabulary:
         if not isinstance(text, str) or not text:
             raise ValueError("text must be a non-empty string")
         counts = Counter(tokenize(text, level))
+        if not counts:
+            raise ValueError("text has no words (only whitespace); use level='char' or a longer text")
         if max_size is None or len(counts) <= max_size:
             return cls(sorted(counts), level)
         max_size = check.positive_int("max_size", max_size)
@@ -95,7 +170,7 @@ class Vocabulary:
     def encode(self, text: str) -> np.ndarray:
         """Token ids (N,) as int64. Unknown tokens: ``unk`` if the vocabulary has one, else a
         ValueError that names them."""
-        tokens = tokenize(text, self.level)
+        tokens = tokenize(text, self.level, self.word_rule)
         if self.unk is not None:
             return np.array([self.index.get(t, 0) for t in tokens], np.int64)
         try:
@@ -111,19 +186,34 @@ class Vocabulary:
         ids = np.asarray(ids)
         if ids.size and (ids.min() < 0 or ids.max() >= len(self.tokens)):
             raise ValueError(f"ids must be in [0, {len(self.tokens)}), got {int(ids.min())}..{int(ids.max())}")
-        return "".join(self.tokens[int(i)] for i in ids.ravel())
+        return detokenize((self.tokens[int(i)] for i in ids.ravel()), self.level, self.word_rule)
 
     def to_json(self) -> dict:
-        return {"level": self.level, "tokens": self.tokens, "unk": self.unk}
+        data = {"level": self.level, "tokens": self.tokens, "unk": self.unk}
+        if self.level == "word":
+            data["word_rule"] = self.word_rule
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> "Vocabulary":
         if not isinstance(data, dict) or "tokens" not in data:
             raise ValueError("vocabulary must be a dict with 'tokens'")
-        return cls(data["tokens"], data.get("level", "char"), data.get("unk"))
+        # a word vocabulary saved without a rule predates the simple one: it kept whitespace tokens
+        level = data.get("level", "char")
+        return cls(data["tokens"], level, data.get("unk"),
+                   data.get("word_rule", "lossless" if level == "word" else "simple"))
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Vocabulary) and self.to_json() == other.to_json()
+
+
+def require_vocabulary(vocab, name: str = "vocab") -> "Vocabulary":
+    """``vocab`` itself if it is a Vocabulary, else a TypeError naming the argument (a list of
+    tokens is the usual mistake: wrap it as Vocabulary(tokens) or use Vocabulary.build(text))."""
+    if not isinstance(vocab, Vocabulary):
+        raise TypeError(f"{name} must be a bptt.data.Vocabulary (Vocabulary.build(text) or Vocabulary(tokens)), "
+                        f"got {type(vocab).__name__}")
+    return vocab
 
 
 def split_ids(ids: np.ndarray, val_fraction: float = 0.05):

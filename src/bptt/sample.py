@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import validation as check
+from .data import EOL, closes, require_vocabulary
 from .functional import log_softmax
 
 
@@ -69,12 +70,20 @@ def sample_ids(net, length: int, *, prime_ids=None, temperature: float = 1.0, to
 def sample_text(net, vocab, length: int, *, prime: str = "", temperature: float = 1.0, top_k: int | None = None,
                 greedy: bool = False, seed: int = 0) -> str:
     """``prime`` followed by ``length`` generated tokens, as text. A prime with characters the
-    vocabulary lacks raises ValueError naming them."""
+    vocabulary lacks raises ValueError naming them. Word level: the tokens are joined back into
+    text (``bptt.data.detokenize``: spaces between words, a newline where the model wrote
+    ``<eol>``), and the sample starts after a space unless it begins with closing punctuation."""
+    vocab = require_vocabulary(vocab)
     if len(vocab) != net.input_size or len(vocab) != net.output_size:
         raise ValueError(f"the vocabulary has {len(vocab)} tokens but the network reads {net.input_size} "
                          f"and writes {net.output_size}: they come from different models")
     prime_ids = vocab.encode(prime) if prime else None
-    start = vocab.index.get("\n")
+    spaced = vocab.level == "word" and vocab.word_rule == "simple"
+    start = vocab.index.get(EOL if spaced else "\n")
     ids = sample_ids(net, length, prime_ids=prime_ids, temperature=temperature, top_k=top_k, greedy=greedy,
                      seed=seed, start_id=start)
-    return prime + vocab.decode(ids)
+    text = vocab.decode(ids)
+    if spaced and prime and not prime[-1].isspace() and text[:1] != "\n" \
+            and not closes(vocab.tokens[ids[0]]):
+        return prime + " " + text                     # the prime as written, then the words spaced alike
+    return prime + text

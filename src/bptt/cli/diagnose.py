@@ -4,17 +4,20 @@
     bptt diagnose runs/demo/checkpoint.npz --seq-len 40 --batch 4 --out runs/demo/diagnose
 
 Loads the checkpoint (``bptt.io.checkpoint``, no pickle), builds a probe batch -- for a text
-model, windows of the run's text (``--text``, else the text the run trained on, else the
-built-in corpus) encoded with the run's vocabulary; otherwise seeded random inputs and
+model, windows of the run's text (``--text``, else the text the run trained on; a text not at
+hand is an error asking for ``--text``) encoded with the run's vocabulary; otherwise seeded random inputs and
 targets -- and writes to ``--out`` (default RUN/diagnose): contributions.png, lag_profile.png,
-jacobian.png, grad_norm.png (from metrics.jsonl), spectral_radius.png (from diagnostics.jsonl,
-when the run recorded one) and report.html (one self-contained file, figures embedded).
+jacobian.png, loss.png and grad_norm.png (from metrics.jsonl), spectral_radius.png (from
+diagnostics.jsonl, when the run recorded one) and report.html (one self-contained file: the
+run's configuration, equations, figures embedded, a sample). matplotlib is checked first; on
+any failure nothing is left in --out (a folder this run created is removed).
 Prints the key numbers. Cost grows like T^2: keep --seq-len modest (default 40).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 
@@ -39,16 +42,30 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def _text_probe(ckpt, vocab, args, rng):
+def _run_text(ckpt, args):
+    """(text, where it came from) for the probe of a text model: --text, else the text the run
+    trained on, else -- only when the run says it trained on it -- the built-in corpus. A text
+    that is not at hand is a CLIError naming what to pass, never a silent fallback."""
     from ..corpus import builtin_text
     from ..data import read_text
 
-    source = args.text or ckpt.meta.get("extra", {}).get("train_args", {}).get("text")
-    if source and not os.path.isfile(source):
-        if args.text:
+    if args.text:
+        if not os.path.isfile(args.text):
             raise CLIError(f"--text {args.text} is not a file")
-        source = None                                       # the run's text moved: fall back
-    text = read_text(source) if source else builtin_text()
+        return read_text(args.text), args.text
+    extra = ckpt.meta.get("extra", {})
+    if "train_args" not in extra:
+        raise CLIError(f"{ckpt.path} does not record the text it was trained on; pass it with --text PATH")
+    source = extra["train_args"].get("text")
+    if source is None:                                       # bptt train without --text
+        return builtin_text(), "the built-in corpus"
+    if not os.path.isfile(source):
+        raise CLIError(f"the run trained on {source}, which is not a file from here "
+                       f"(sha256 {str(extra.get('text_sha256', '?'))[:12]}...); pass it with --text PATH")
+    return read_text(source), source
+
+
+def _text_probe(text, vocab, args, rng):
     ids = vocab.encode(text)
     T, B = args.seq_len, args.batch
     if len(ids) < T + 1:
@@ -69,7 +86,18 @@ def _random_probe(net, args, rng):
     return inputs.astype(net.dtype), targets, None
 
 
+def _first_missing(path: str):
+    """The outermost folder of ``path`` that does not exist yet (what a failed run must remove), or None."""
+    path, missing = os.path.abspath(path), None
+    while not os.path.exists(path):
+        missing, path = path, os.path.dirname(path)
+    return missing
+
+
 def run(args) -> int:
+    from ..diagnostics.plots import require_matplotlib
+
+    require_matplotlib("bptt diagnose's figures")            # before any work: nothing computed in vain
     from ..io.checkpoint import load_checkpoint
     from ..diagnostics.report import diagnose
 
@@ -86,18 +114,32 @@ def run(args) -> int:
         raise CLIError("diagnose needs a unidirectional network; this checkpoint is bidirectional")
     run_dir = args.path if os.path.isdir(args.path) else os.path.dirname(os.path.abspath(args.path))
     out = args.out or os.path.join(run_dir, "diagnose")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise CLIError(f"--out {out} is a file, not a folder")
     rng = np.random.default_rng(args.seed)
     vocab = ckpt.vocabulary()
-    probe = _text_probe(ckpt, vocab, args, rng) if vocab is not None else _random_probe(net, args, rng)
+    text = source = None
+    if vocab is not None:
+        text, source = _run_text(ckpt, args)
+        probe = _text_probe(text, vocab, args, rng)
+    else:
+        probe = _random_probe(net, args, rng)
     train_args = ckpt.meta.get("extra", {}).get("train_args", {})
     threshold = train_args.get("clip") if train_args.get("clip_mode") == "global-norm" else None
     from ..diagnostics import read_jsonl
     for name in ("metrics.jsonl", "diagnostics.jsonl"):    # a damaged history fails before any figure is written
         if os.path.exists(os.path.join(run_dir, name)):
             read_jsonl(os.path.join(run_dir, name))
-    numbers = diagnose(net, probe, out, run_dir=run_dir, layer=args.layer, param=args.param,
-                       fraction=args.fraction, clip_threshold=threshold,
-                       title=f"bptt diagnose {os.path.basename(os.path.normpath(run_dir))} (step {ckpt.step})")
+    created = _first_missing(out)
+    try:
+        numbers = diagnose(net, probe, out, run_dir=run_dir, layer=args.layer, param=args.param,
+                           fraction=args.fraction, clip_threshold=threshold,
+                           title=f"bptt diagnose {os.path.basename(os.path.normpath(run_dir))} (step {ckpt.step})",
+                           checkpoint=ckpt, vocab=vocab, text=text, text_source=source)
+    except BaseException:
+        if created is not None:                            # ours alone: made by this run a moment ago
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     width = max(len(k) for k in numbers)
     for key, value in numbers.items():
         shown = ", ".join(f"{v:.4g}" for v in value) if isinstance(value, list) else (

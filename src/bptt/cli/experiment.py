@@ -91,6 +91,9 @@ def _progress(cell, T, seed, step, metrics):
 
 
 def run(args) -> int:
+    from ..diagnostics.plots import require_matplotlib
+
+    require_matplotlib("bptt experiment's figures")        # before minutes of training, not after
     if args.task == "vanishing":
         return _run_vanishing(args)
     from ..experiments.tasks import DEFAULTS, run_experiment

@@ -49,10 +49,11 @@ def write_figure(result: dict, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     metric = result["metric"]
     seq_lens = result["seq_lens"]
-    fig, axes = plt.subplots(1, len(seq_lens), figsize=(5.2 * len(seq_lens), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(seq_lens), figsize=(5.2 * len(seq_lens) + 3.2, 3.8), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, T in zip(axes[0], seq_lens):
         for index, cell in enumerate(result["cells"]):
@@ -62,18 +63,23 @@ def write_figure(result: dict, path: str) -> None:
                 ax.plot(run["curve"]["step"], run["curve"][metric], color=color, alpha=0.3, linewidth=0.8)
             steps = runs[0]["curve"]["step"]
             values = np.array([run["curve"][metric] for run in runs], dtype=float)
-            ax.plot(steps, np.median(values, axis=0), color=color, linewidth=2,
-                    label=f"{cell} (median of {len(runs)} seeds)")
+            label = (f"{cell} (median of {len(runs)} seeds; thin: each seed)" if len(runs) > 1
+                     else f"{cell} (seed {runs[0].get('seed', '?')})")
+            ax.plot(steps, np.median(values, axis=0), color=color, linewidth=2, label=label)
         baseline = result["baseline"][str(T)][metric]
-        ax.axhline(baseline, color="black", linestyle="--", linewidth=1, label="trivial baseline")
+        ax.axhline(baseline, color="black", linestyle="--", linewidth=1,
+                   label="trivial baseline (its value in each panel's title)")
         if metric in LOG_SCALE_METRICS:
             ax.set_yscale("log")
             ax.set_ylim(top=30 * baseline)
-        ax.set_title(f"{result['task']}, T = {T}")
+        ax.set_title(f"{result['task']}, T = {T} (baseline {metric} {_fmt(baseline)})", fontsize=10)
         ax.set_xlabel("training step")
         ax.set_ylabel(f"held-out {metric}")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # one legend for the figure, outside the panels so it hides no curve
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    axes[0][-1].legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     from ..io.files import atomic_output
     try:

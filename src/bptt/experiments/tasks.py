@@ -206,7 +206,11 @@ def _mean_of(group: list, key: str, reduce) -> float | None:
 def run_experiment(task_name: str, *, cells, seq_lens, seeds, out_dir, steps=None, hidden=None, batch=None,
                    lr=None, optimizer=None, clip="default", eval_every=None, eval_batch=500,
                    dtype="float32", sgd_lr=None, omega=None, command: str = "", progress=None) -> dict:
-    """Every (cell, T, seed) in turn; writes result.json, results.md, curves.png to out_dir."""
+    """Every (cell, T, seed) in turn; writes result.json, results.md, curves.png to out_dir
+    (None: write nothing). With an out_dir, matplotlib is checked before any training."""
+    if out_dir is not None:
+        from ..diagnostics.plots import require_matplotlib
+        require_matplotlib("the experiment's figure (curves.png)")
     task = get_task(task_name)
     d = DEFAULTS[task_name]
     settings = {"steps": steps or d["steps"], "hidden": hidden or d["hidden"], "batch": batch or d["batch"],

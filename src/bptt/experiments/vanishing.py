@@ -206,9 +206,9 @@ def write_table(result: dict) -> str:
 
 
 def write_figure(result: dict, path: str) -> str:
-    from ..diagnostics.plots import _figure, _positive, _save
+    from ..diagnostics.plots import _figure, _integer_ticks, _legend, _positive, _save
 
-    fig = _figure(11, 4.2)
+    fig = _figure(12.5, 4.2)
     panels = [("profile_init", "at initialisation"), ("profile_final", f"after {result['settings']['steps']} updates")]
     axes = [fig.add_subplot(1, 2, i + 1) for i in range(2)]
     for ax, (key, title) in zip(axes, panels):
@@ -220,12 +220,18 @@ def write_figure(result: dict, path: str) -> str:
                 shown = np.exp(np.nanmean(np.log(_positive(relative)), axis=0))   # geometric mean over seeds
             style = "--" if method.startswith("tanh") and method != "tanh" else "-"
             ax.semilogy(np.arange(shown.size), shown, style, label=method)
-        ax.axhline(FRACTION, color="gray", linewidth=0.8, linestyle=":")
-        ax.set_title(f"dE_T/dW by lag, {title}")
+        ax.axhline(FRACTION, color="gray", linewidth=0.8, linestyle=":",
+                   label=f"{FRACTION:g} of lag 0 (effective memory)")
+        ax.set_title(f"dE_T/dW by lag, {title}", fontsize=10)
         ax.set_xlabel("lag tau = T - 1 - k")
         ax.set_ylabel("||term k|| / ||term at lag 0||")
         ax.grid(True, which="both", alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=2)
+        _integer_ticks(ax.xaxis)
+    seeds = len(result["seeds"])
+    for ax in axes:
+        ax.set_title(ax.get_title() + (f"\n(geometric mean of {seeds} seeds)" if seeds > 1
+                                       else f"\n(seed {result['seeds'][0]})"), fontsize=10)
+    _legend(axes[1])                                      # one legend, outside the panels: hides no curve
     return _save(fig, path)
 
 
@@ -243,7 +249,11 @@ def run_vanishing(out_dir, steps: int | None = None, seq_len: int | None = None,
     out_dir: where vanishing.json / .md / .png go (None: write nothing); steps: Adam updates
     per run (default 2000; quick 30); seq_len: T (default 100; quick 20); seeds: iterable of
     ints; quick: tiny sizes for tests. ``progress``: called with one line per run (None: silent).
-    Returns the result dict (settings, per-run numbers and profiles, summary rows)."""
+    Returns the result dict (settings, per-run numbers and profiles, summary rows). With an
+    out_dir, matplotlib is checked before any training."""
+    if out_dir is not None:
+        from ..diagnostics.plots import require_matplotlib
+        require_matplotlib("the vanishing experiment's figure (vanishing.png)")
     settings = dict(QUICK if quick else FULL)
     if steps is not None:
         settings["steps"] = check.positive_int("steps", steps)

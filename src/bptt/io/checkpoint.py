@@ -66,7 +66,10 @@ def save_checkpoint(path, net, *, trainer=None, vocab=None, metrics: dict | None
     vocabulary, metrics and ``extra`` JSON such as the training arguments) atomically.
     Returns the file written."""
     from .. import __version__
+    from ..data import require_vocabulary
 
+    if vocab is not None:                             # a list of tokens: TypeError naming vocab, nothing written
+        require_vocabulary(vocab)
     target = checkpoint_path(path)
     directory = os.path.dirname(os.path.abspath(target))
     os.makedirs(directory, exist_ok=True)
