@@ -115,7 +115,7 @@ class Network:
                  bidirectional: bool = False, dropout: float = 0.0, gru_variant: str = "torch",
                  forget_bias: float = 1.0, recurrent_init: str = "uniform", spectral_radius=None,
                  embedding_size: int | None = None, tie_weights: bool = False, readout: str = "all",
-                 readout_bias: bool | None = None):
+                 readout_bias: bool | None = None, layer_norm: bool = False):
         self.input_size = check.positive_int("input_size", input_size)
         self.hidden_size = check.positive_int("hidden_size", hidden_size)
         self.output_size = None if output_size is None else check.positive_int("output_size", output_size)
@@ -154,6 +154,12 @@ class Network:
         if readout_bias is not None and not isinstance(readout_bias, (bool, np.bool_)):
             raise ValueError(f"readout_bias must be True, False or None (= bias), got {readout_bias!r}")
         self.readout_bias = self.bias if readout_bias is None else bool(readout_bias)
+        if not isinstance(layer_norm, (bool, np.bool_)):
+            raise ValueError(f"layer_norm must be True or False, got {layer_norm!r}")
+        if layer_norm and self.cell != "lstm":
+            raise ValueError(f"layer_norm=True is the layer-normalised LSTM (Ba et al. 2016): it needs cell='lstm', "
+                             f"got cell={self.cell!r}")
+        self.layer_norm = bool(layer_norm)
         width = self.num_directions * self.hidden_size          # what each layer outputs per step
         if self.tie_weights:
             if self.embedding_size is None:
@@ -174,7 +180,8 @@ class Network:
 
         rng = np.random.default_rng(self.seed)
         options = {"nonlinearity": self.nonlinearity, "bias": self.bias, "forget_bias": self.forget_bias,
-                   "gru_variant": self.gru_variant, "bidirectional": self.bidirectional}
+                   "gru_variant": self.gru_variant, "bidirectional": self.bidirectional,
+                   "layer_norm": self.layer_norm}
         self.layers = []
         first_input = self.input_size if self.embedding_size is None else self.embedding_size
         for layer_index in range(self.num_layers):
@@ -203,7 +210,7 @@ class Network:
                 "dropout": self.dropout, "gru_variant": self.gru_variant, "forget_bias": self.forget_bias,
                 "recurrent_init": self.recurrent_init, "spectral_radius": self.spectral_radius,
                 "embedding_size": self.embedding_size, "tie_weights": self.tie_weights,
-                "readout": self.readout_mode, "readout_bias": self.readout_bias}
+                "readout": self.readout_mode, "readout_bias": self.readout_bias, "layer_norm": self.layer_norm}
 
     def _init_recurrent(self, scheme: str, radius, rng) -> None:
         """Remedies for vanishing/exploding gradients without changing the architecture: re-draw

@@ -7,6 +7,7 @@ import os
 
 from .bidirectional import BidirectionalLayer
 from .gru import GRULayer
+from .lnlstm import LNLSTMLayer
 from .lstm import LSTMLayer
 from .mingru import MinGRULayer
 from .minlstm import MinLSTMLayer
@@ -42,6 +43,9 @@ def _make_one_direction(cell: str, input_size: int, hidden_size: int, options: d
     if cell == "rnn":
         return RNNLayer(input_size, hidden_size, nonlinearity=options["nonlinearity"],
                         bias=options["bias"], rng=rng, dtype=dtype)
+    if cell == "lstm" and options.get("layer_norm"):
+        return LNLSTMLayer(input_size, hidden_size, bias=options["bias"], forget_bias=options["forget_bias"],
+                           rng=rng, dtype=dtype)
     if cell == "lstm":
         return LSTMLayer(input_size, hidden_size, bias=options["bias"], forget_bias=options["forget_bias"],
                          rng=rng, dtype=dtype)
