@@ -60,7 +60,7 @@ def random_problem(net, seq_len: int, batch: int, seed: int = 0, token_ids: bool
         inputs = rng.integers(0, net.input_size, size=(T, B))
     else:
         inputs = rng.standard_normal((T, B, net.input_size))
-    width = net.output_size if net.output_size is not None else net.num_directions * net.hidden_size
+    width = net.output_size if net.output_size is not None else net.output_width
     lead = (B,) if getattr(net, "pooled", False) else (T, B)
     if net.loss == "cross_entropy":
         targets = rng.integers(0, width, size=lead)

@@ -29,7 +29,7 @@ import numpy as np
 from . import init, workspace
 from . import validation as check
 from .layers.bidirectional import BidirectionalLayer
-from .layers.factory import CELLS, make_layer, refuse_absurd_size
+from .layers.factory import CELLS, make_layer, refuse_absurd_size, state_sizes
 from .layers.gru import GRU_VARIANTS
 from .layers.readout import Readout
 from .functional import scatter_add_columns
@@ -115,7 +115,7 @@ class Network:
                  bidirectional: bool = False, dropout: float = 0.0, gru_variant: str = "torch",
                  forget_bias: float = 1.0, recurrent_init: str = "uniform", spectral_radius=None,
                  embedding_size: int | None = None, tie_weights: bool = False, readout: str = "all",
-                 readout_bias: bool | None = None, layer_norm: bool = False):
+                 readout_bias: bool | None = None, layer_norm: bool = False, proj_size: int | None = None):
         self.input_size = check.positive_int("input_size", input_size)
         self.hidden_size = check.positive_int("hidden_size", hidden_size)
         self.output_size = None if output_size is None else check.positive_int("output_size", output_size)
@@ -160,7 +160,15 @@ class Network:
             raise ValueError(f"layer_norm=True is the layer-normalised LSTM (Ba et al. 2016): it needs cell='lstm', "
                              f"got cell={self.cell!r}")
         self.layer_norm = bool(layer_norm)
-        width = self.num_directions * self.hidden_size          # what each layer outputs per step
+        self.proj_size = None if proj_size is None else check.positive_int("proj_size", proj_size)
+        if self.proj_size is not None:
+            if self.cell != "lstm" or self.layer_norm:
+                raise ValueError(f"proj_size is the LSTM with projection (torch's nn.LSTM(proj_size=P)): it needs "
+                                 f"cell='lstm' without layer_norm, got cell={self.cell!r}, layer_norm={self.layer_norm}")
+            if self.proj_size >= self.hidden_size:
+                raise ValueError(f"proj_size must be smaller than hidden_size={self.hidden_size} (as in torch), "
+                                 f"got {self.proj_size}")
+        width = self.output_width                                # what each layer outputs per step
         if self.tie_weights:
             if self.embedding_size is None:
                 raise ValueError("tie_weights=True needs an embedding (embedding_size=E): the readout V "
@@ -181,7 +189,7 @@ class Network:
         rng = np.random.default_rng(self.seed)
         options = {"nonlinearity": self.nonlinearity, "bias": self.bias, "forget_bias": self.forget_bias,
                    "gru_variant": self.gru_variant, "bidirectional": self.bidirectional,
-                   "layer_norm": self.layer_norm}
+                   "layer_norm": self.layer_norm, "proj_size": self.proj_size}
         self.layers = []
         first_input = self.input_size if self.embedding_size is None else self.embedding_size
         for layer_index in range(self.num_layers):
@@ -210,7 +218,8 @@ class Network:
                 "dropout": self.dropout, "gru_variant": self.gru_variant, "forget_bias": self.forget_bias,
                 "recurrent_init": self.recurrent_init, "spectral_radius": self.spectral_radius,
                 "embedding_size": self.embedding_size, "tie_weights": self.tie_weights,
-                "readout": self.readout_mode, "readout_bias": self.readout_bias, "layer_norm": self.layer_norm}
+                "readout": self.readout_mode, "readout_bias": self.readout_bias, "layer_norm": self.layer_norm,
+                "proj_size": self.proj_size}
 
     def _init_recurrent(self, scheme: str, radius, rng) -> None:
         """Remedies for vanishing/exploding gradients without changing the architecture: re-draw
@@ -309,9 +318,10 @@ class Network:
         if len(names) > 1 and (not isinstance(state, (tuple, list)) or len(state) != len(names)):
             raise ValueError(f"h0 must be a tuple {names} for cell {self.cell!r}, got {type(state).__name__}")
         D = self.num_directions
-        shape = (len(self.layers) * D, batch, self.hidden_size)
-        arrays = [check.float_array(name + "0" if name != "h" else "h0", part, shape, self.dtype)
-                  for name, part in zip(names, parts)]
+        sizes = state_sizes(self.layers[0])                    # h: P with a projection, else H
+        arrays = [check.float_array(name + "0" if name != "h" else "h0", part,
+                                    (len(self.layers) * D, batch, size), self.dtype)
+                  for name, part, size in zip(names, parts, sizes)]
         if D == 2:                                   # rows 2k, 2k+1: layer k forward, reverse (torch's order)
             return [tuple(a[2 * index:2 * index + 2] for a in arrays) for index in range(len(self.layers))]
         return [tuple(a[index] for a in arrays) for index in range(len(self.layers))]
@@ -334,7 +344,7 @@ class Network:
         if not self.training or self.dropout == 0.0 or len(self.layers) < 2:
             return None
         keep = 1.0 - self.dropout
-        width = self.num_directions * self.hidden_size
+        width = self.output_width
         return [(self.dropout_rng.random((T, B, width)) < keep).astype(self.dtype) / self.dtype.type(keep)
                 for _ in range(len(self.layers) - 1)]
 
@@ -344,7 +354,7 @@ class Network:
             got = f"a list of {len(masks)}" if isinstance(masks, (list, tuple)) else type(masks).__name__
             raise ValueError(f"dropout_masks must be a list of {len(self.layers) - 1} arrays "
                              f"(one per layer below the top), got {got}")
-        shape = (T, B, self.num_directions * self.hidden_size)
+        shape = (T, B, self.output_width)
         return [check.float_array(f"dropout_masks[{i}]", m, shape, self.dtype) for i, m in enumerate(masks)]
 
     # -------------------------------------------------------------- validation
@@ -361,12 +371,17 @@ class Network:
         return check.float_array("inputs", arr, (None, None, self.input_size), self.dtype)
 
     @property
+    def output_width(self) -> int:
+        """What the top (and every) layer outputs per step: D x H, or D x P for an LSTM with projection."""
+        return self.num_directions * (self.proj_size or self.hidden_size)
+
+    @property
     def pooled(self) -> bool:
         """readout "last" or "mean": one output per sequence, (B, O), instead of one per step."""
         return self.readout_mode != "all"
 
     def check_targets(self, targets, T: int, B: int) -> np.ndarray:
-        width = self.output_size if self.output_size is not None else self.num_directions * self.hidden_size
+        width = self.output_size if self.output_size is not None else self.output_width
         lead = (B,) if self.pooled else (T, B)
         if self.loss == "cross_entropy":
             return check.id_array("targets", targets, lead, width)
@@ -438,7 +453,7 @@ class Network:
         rows = np.arange(B)
         last = h[np.maximum(ends - 1, 0), rows]               # h at each sequence's last valid step
         if self.bidirectional:                                # reverse direction: its state after reading x_1
-            H = self.hidden_size
+            H = self.output_width // 2
             last[:, H:] = h[0, :, H:]
         return last
 
@@ -454,7 +469,7 @@ class Network:
             return dh
         rows = np.arange(B)
         if self.bidirectional:
-            H = self.hidden_size
+            H = self.output_width // 2
             dh[ends - 1, rows, :H] = dpooled[:, :H]
             dh[0, :, H:] += dpooled[:, H:]
         else:

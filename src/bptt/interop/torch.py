@@ -5,6 +5,7 @@ Name map (layer k, direction suffix s = "" or "_reverse" for bidirectional modul
 
     weight_ih_l{k}{s}  <->  layers.k.U{s}          (H, I), (4H, I) for LSTM, (3H, I) for GRU
     weight_hh_l{k}{s}  <->  layers.k.W{s}
+    weight_hr_l{k}{s}  <->  layers.k.W_hr{s}       (nn.LSTM(proj_size=P): h_t = W_hr (o * tanh c_t))
     head.weight        <->  V,     head.bias <-> c      (the head's bias is independent: readout_bias)
     embedding.weight   <->  embedding                 (an nn.Embedding before layer 0; tied when
                                                        head.weight is embedding.weight)
@@ -81,9 +82,8 @@ def from_torch(module, head=None, loss: str = "cross_entropy", embedding=None, r
         if embedding.padding_idx is not None or embedding.max_norm is not None:
             raise ValueError("from_torch: nn.Embedding with padding_idx or max_norm is not supported "
                              "(bptt's embedding is a plain lookup; use lengths= for padding)")
-    if getattr(module, "proj_size", 0):
-        raise ValueError(f"from_torch: proj_size is not supported, got {module.proj_size}")
-    width = module.hidden_size * (2 if module.bidirectional else 1)
+    proj = getattr(module, "proj_size", 0) or None                # nn.LSTM(proj_size=P): h is W_hr m_t
+    width = (proj or module.hidden_size) * (2 if module.bidirectional else 1)
     if head is not None:
         if not isinstance(head, torch.nn.Linear):
             raise ValueError(f"head must be a torch.nn.Linear, got {type(head).__name__}")
@@ -99,13 +99,15 @@ def from_torch(module, head=None, loss: str = "cross_entropy", embedding=None, r
                   bidirectional=module.bidirectional, dropout=float(module.dropout) if module.num_layers > 1 else 0.0,
                   gru_variant="torch", forget_bias=0.0,
                   embedding_size=None if embedding is None else embedding.embedding_dim, tie_weights=tied,
-                  readout=readout, readout_bias=None if head is None else head.bias is not None)
+                  readout=readout, readout_bias=None if head is None else head.bias is not None, proj_size=proj)
     net.train(module.training)
     H = module.hidden_size
     for k in range(module.num_layers):
         for s in _directions(net):
             net.params[f"layers.{k}.U{s}"][...] = _numpy(getattr(module, f"weight_ih_l{k}{s}"))
             net.params[f"layers.{k}.W{s}"][...] = _numpy(getattr(module, f"weight_hh_l{k}{s}"))
+            if proj:
+                net.params[f"layers.{k}.W_hr{s}"][...] = _numpy(getattr(module, f"weight_hr_l{k}{s}"))
             if not module.bias:
                 continue
             b_ih = _numpy(getattr(module, f"bias_ih_l{k}{s}"))
@@ -141,6 +143,10 @@ def to_torch(net):
                   dropout=net.dropout if net.num_layers > 1 else 0.0)
     if net.cell == "rnn":
         kwargs["nonlinearity"] = net.nonlinearity
+    if getattr(net, "layer_norm", False):
+        raise ValueError("to_torch: the layer-normalised LSTM has no torch.nn module")
+    if getattr(net, "proj_size", None):
+        kwargs["proj_size"] = net.proj_size
     features = net.input_size if net.embedding is None else net.embedding_size     # what layer 0 reads
     module = getattr(torch.nn, _MODULE_OF[net.cell])(features, net.hidden_size, **kwargs).to(dtype)
     module.train(net.training)
@@ -152,6 +158,8 @@ def to_torch(net):
             for s in _directions(net):
                 named[f"weight_ih_l{k}{s}"].copy_(torch.from_numpy(net.params[f"layers.{k}.U{s}"]))
                 named[f"weight_hh_l{k}{s}"].copy_(torch.from_numpy(net.params[f"layers.{k}.W{s}"]))
+                if getattr(net, "proj_size", None):
+                    named[f"weight_hr_l{k}{s}"].copy_(torch.from_numpy(net.params[f"layers.{k}.W_hr{s}"]))
                 if not net.bias:
                     continue
                 named[f"bias_ih_l{k}{s}"].copy_(torch.from_numpy(net.params[f"layers.{k}.b{s}"]))
@@ -164,7 +172,7 @@ def to_torch(net):
             embedding = torch.nn.Embedding(net.input_size, net.embedding_size).to(dtype)
             embedding.weight.copy_(torch.from_numpy(net.params["embedding"]))
         if net.output_size is not None:
-            head = torch.nn.Linear(net.num_directions * H, net.output_size, bias=net.readout_bias).to(dtype)
+            head = torch.nn.Linear(net.output_width, net.output_size, bias=net.readout_bias).to(dtype)
             if net.tie_weights:
                 head.weight = embedding.weight                   # one Parameter, as in torch's weight tying
             else:
@@ -184,6 +192,8 @@ def torch_names(net, grads: dict) -> dict:
         for s in _directions(net):
             mapped[f"weight_ih_l{k}{s}"] = grads[f"layers.{k}.U{s}"]
             mapped[f"weight_hh_l{k}{s}"] = grads[f"layers.{k}.W{s}"]
+            if getattr(net, "proj_size", None):
+                mapped[f"weight_hr_l{k}{s}"] = grads[f"layers.{k}.W_hr{s}"]
             if not net.bias:
                 continue
             db = grads[f"layers.{k}.b{s}"]

@@ -109,10 +109,11 @@ def check_config_fits(path, config: dict, params: dict) -> None:
     expect = {"layers.0.U": (gates * H, I if E is None else E)}
     if E is not None:
         expect["embedding"] = (I, E)
+    R = _int(config.get("proj_size")) or H           # what h holds: P for an LSTM with projection
     for k in range(L if config.get("cell") not in NO_RECURRENT_MATRIX else 0):
-        expect[f"layers.{k}.W"] = (gates * H, H)
+        expect[f"layers.{k}.W"] = (gates * H, R)
     if O is not None and _int(O) is not None and config.get("tie_weights") is not True:   # tied: V is the embedding
-        expect["V"] = (int(O), dirs * H)
+        expect["V"] = (int(O), dirs * R)
     for name, shape in expect.items():
         if name not in params:
             raise ValueError(f"{path}: parameter {name} is missing (the config describes a {config.get('cell')} "

@@ -34,6 +34,9 @@ class BidirectionalLayer:
         self.cell = forward_layer.cell
         self.state_names = forward_layer.state_names
         self.hidden_size = forward_layer.hidden_size
+        self.output_width = getattr(forward_layer, "output_width", forward_layer.hidden_size)   # per direction
+        if hasattr(forward_layer, "state_sizes"):
+            self.state_sizes = forward_layer.state_sizes
         self.input_size = forward_layer.input_size
         self.dtype = forward_layer.dtype
         # The same arrays the sub-layers compute with, so optimisers' in-place updates reach them.
@@ -65,7 +68,7 @@ class BidirectionalLayer:
         Returns dx (T, B, I) or None for ids, dstate0 (per name (2, B, H)), dh_total (T, B, 2H).
         ``input_grad=False`` skips dE/dx (returns None). ``overwrite_dh`` is accepted for the layer
         protocol; the halves below are this layer's own copies, so the directions always reuse them."""
-        H = self.hidden_size
+        H = self.output_width                                         # each direction's share of dh
         cache_fwd, cache_rev = cache
         grads_fwd = {name: grads[name] for name in self.forward_layer.params}
         grads_rev = {name: grads[name + SUFFIX] for name in self.reverse_layer.params}

@@ -9,6 +9,7 @@ from .bidirectional import BidirectionalLayer
 from .gru import GRULayer
 from .lnlstm import LNLSTMLayer
 from .lstm import LSTMLayer
+from .lstmp import LSTMPLayer
 from .mingru import MinGRULayer
 from .minlstm import MinLSTMLayer
 from .rnn import RNNLayer
@@ -22,9 +23,9 @@ RECURRENT_MATRIX = {"rnn": True, "gru": True, "lstm": True, "mingru": False, "mi
 def refuse_absurd_size(net) -> None:
     """ValueError if the weights alone would not fit in this machine's memory (checked before allocating)."""
     gates = GATES[net.cell]
-    width = net.num_directions * net.hidden_size
+    width = net.num_directions * (getattr(net, "proj_size", None) or net.hidden_size)
     per_input = net.num_directions * gates * net.hidden_size            # rows of U, W per layer
-    recurrent = net.hidden_size if RECURRENT_MATRIX[net.cell] else 0
+    recurrent = (getattr(net, "proj_size", None) or net.hidden_size) if RECURRENT_MATRIX[net.cell] else 0
     count = per_input * (net.input_size + recurrent + 2)                # layer 0 (U, W, biases)
     count += (net.num_layers - 1) * per_input * (width + recurrent + 2)
     count += 0 if net.output_size is None else net.output_size * (width + 1)
@@ -43,6 +44,9 @@ def _make_one_direction(cell: str, input_size: int, hidden_size: int, options: d
     if cell == "rnn":
         return RNNLayer(input_size, hidden_size, nonlinearity=options["nonlinearity"],
                         bias=options["bias"], rng=rng, dtype=dtype)
+    if cell == "lstm" and options.get("proj_size"):
+        return LSTMPLayer(input_size, hidden_size, options["proj_size"], bias=options["bias"],
+                          forget_bias=options["forget_bias"], rng=rng, dtype=dtype)
     if cell == "lstm" and options.get("layer_norm"):
         return LNLSTMLayer(input_size, hidden_size, bias=options["bias"], forget_bias=options["forget_bias"],
                            rng=rng, dtype=dtype)
@@ -57,6 +61,16 @@ def _make_one_direction(cell: str, input_size: int, hidden_size: int, options: d
     if cell == "minlstm":
         return MinLSTMLayer(input_size, hidden_size, bias=options["bias"], rng=rng, dtype=dtype)
     raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+
+
+def output_width(layer) -> int:
+    """What one direction of a layer outputs per step: its h's size (P for an LSTM with projection)."""
+    return getattr(layer, "output_width", layer.hidden_size)
+
+
+def state_sizes(layer) -> tuple:
+    """The size of each of the layer's states, in state_names order (h: P, c: H for LSTMP)."""
+    return getattr(layer, "state_sizes", (layer.hidden_size,) * len(layer.state_names))
 
 
 def make_layer(cell: str, input_size: int, hidden_size: int, options: dict, rng, dtype):

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bidirectional import BidirectionalLayer
+from .factory import output_width, state_sizes
 
 
 def pieces(sorted_lengths: np.ndarray) -> list:
@@ -146,7 +147,7 @@ class PackedLayer:
         lengths = self.lengths[order]
         state = tuple(np.ascontiguousarray(s[order]) for s in state0)
         final = [np.array(s) for s in state0]                    # caller's order; length 0 keeps its state
-        h = np.zeros((T, B, layer.hidden_size), layer.dtype)     # caller's order: no un-sorting pass
+        h = np.zeros((T, B, output_width(layer)), layer.dtype)   # caller's order: no un-sorting pass
         parts = []
         for start, stop, rows in self._pieces(lengths):
             active = order[:rows]                                # the caller's rows of this piece
@@ -172,10 +173,11 @@ class PackedLayer:
         layer = self.layer
         order, lengths = cache.order, cache.lengths
         T, B = cache.x_shape[:2]
-        H = layer.hidden_size
+        H = output_width(layer)
+        sizes = state_sizes(layer)
         dtype = np.result_type(dh.dtype, layer.dtype)
         names = len(self.state_names)
-        dfinal = [np.zeros((B, H), dtype) if dstate is None or dstate[i] is None
+        dfinal = [np.zeros((B, sizes[i]), dtype) if dstate is None or dstate[i] is None
                   else np.asarray(dstate[i], dtype)[order] for i in range(names)]      # sorted
         want_dx = input_grad and cache.x_dtype.kind not in "iu"
         dx = np.zeros(cache.x_shape, dtype) if want_dx else None                      # caller's order
@@ -187,7 +189,7 @@ class PackedLayer:
             # dE/d(state at `stop`): rows going on get the later piece's dE/dstate0, rows ending at
             # `stop` get dE/d(final state); a row ending inside the piece gets dE/d(final h) at its
             # own last step, as part of dE/dh_t from above (and nothing at `stop`).
-            dstate_piece = [np.zeros((rows, H), dtype) for _ in range(names)]
+            dstate_piece = [np.zeros((rows, size), dtype) for size in sizes]
             at_stop = lengths[:rows] == stop
             for d, f in zip(dstate_piece, dfinal):
                 d[at_stop] = f[:rows][at_stop]
@@ -235,7 +237,7 @@ class PackedBidirectional:
         self.forward_layer = PackedLayer(layer.forward_layer, self.lengths, final_grad)
         self.reverse_layer = PackedLayer(layer.reverse_layer, self.lengths, final_grad)
         self.state_names = layer.state_names
-        self.hidden_size = layer.hidden_size
+        self.hidden_size = output_width(layer)          # what each direction outputs per step
         self.layer = layer
 
     def forward(self, x: np.ndarray, state0: tuple):
