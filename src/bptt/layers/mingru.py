@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import init
+from .. import init, kernels
 from ..functional import accumulate_matmul, column_sums, scatter_add_columns, sigmoid
 from .projection import project_inputs
 from .scan import linear_scan, linear_scan_backward
@@ -35,7 +35,7 @@ class MinGRUCache:
     h0: np.ndarray      # (B, H)
     h: np.ndarray       # (T, B, H)
     z: np.ndarray       # (T, B, H) update gate
-    cand: np.ndarray    # (T, B, H) candidate h~
+    A: np.ndarray       # (T, B, 2H) pre-activations U x_t + b: [A_z, h~]
 
 
 class MinGRULayer:
@@ -61,10 +61,15 @@ class MinGRULayer:
         H = self.hidden_size
         A = project_inputs(self, x)                       # (T, B, 2H) = U x_t + b, every t at once
         z = sigmoid(A[:, :, :H])
-        cand = np.ascontiguousarray(A[:, :, H:])
-        h0 = np.asarray(state0[0], self.dtype)
+        h0 = np.ascontiguousarray(state0[0], self.dtype)
+        if _compiled(A, h0):                              # the same arithmetic in one pass (kernels/mincells.py)
+            from ..kernels import mincells
+            h = np.empty(z.shape, self.dtype)
+            mincells.mingru_forward(z, A, h0, h, self.dtype.type(1))
+            return h, (h[-1],), MinGRUCache(x, h0, h, z, A)
+        cand = A[:, :, H:]
         h = linear_scan(1.0 - z, z * cand, h0)            # h_t = (1 - z_t) h_{t-1} + z_t h~_t
-        return h, (h[-1],), MinGRUCache(x, h0, h, z, cand)
+        return h, (h[-1],), MinGRUCache(x, h0, h, z, A)
 
     @staticmethod
     def recurrence_weights(cache) -> np.ndarray:
@@ -78,12 +83,25 @@ class MinGRULayer:
     def backward(self, dh, dstate, cache: MinGRUCache, grads: dict, *, input_grad: bool = True,
                  overwrite_dh: bool = False):
         H = self.hidden_size
-        x, z, cand = cache.x, cache.z, cache.cand
-        da, g, dh0 = linear_scan_backward(1.0 - z, cache.h, cache.h0, dh, None if dstate is None else dstate[0])
-        dA = np.empty(z.shape[:2] + (2 * H,), g.dtype)
+        x, z, cand = cache.x, cache.z, cache.A[:, :, H:]
+        dA = np.empty(z.shape[:2] + (2 * H,), np.result_type(dh.dtype, self.dtype))
+        final = None if dstate is None else dstate[0]
+        if _compiled(cache.A, cache.h0) and dh.dtype == self.dtype:
+            from ..kernels import mincells
+            g = np.empty(z.shape, self.dtype)
+            carry = np.zeros(z.shape[1:], self.dtype) if final is None else np.ascontiguousarray(final, self.dtype)
+            dh0 = mincells.mingru_backward(
+                z, cache.A, cache.h0, cache.h, np.ascontiguousarray(dh), carry, dA, g, self.dtype.type(1))
+            return _input_gradients(self, x, dA, grads, input_grad), (dh0,), g
+        da, g, dh0 = linear_scan_backward(1.0 - z, cache.h, cache.h0, dh, final)
         dA[:, :, :H] = (g * cand - da) * z * (1.0 - z)                   # dz_t = -da_t + db_t h~_t, through sigmoid
         dA[:, :, H:] = g * z                                              # dh~_t
         return _input_gradients(self, x, dA, grads, input_grad), (dh0,), g
+
+
+def _compiled(A: np.ndarray, h0: np.ndarray) -> bool:
+    """Run the fused kernel? When numba is on and the arrays are float32/float64 of one dtype."""
+    return kernels.enabled() and A.dtype == h0.dtype and A.dtype.name in ("float32", "float64")
 
 
 def _input_gradients(layer, x: np.ndarray, dA: np.ndarray, grads: dict, input_grad: bool):

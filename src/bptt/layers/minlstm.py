@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import init
 from ..functional import sigmoid
-from .mingru import _input_gradients
+from .mingru import _compiled, _input_gradients
 from .projection import project_inputs
 from .scan import linear_scan, linear_scan_backward
 
@@ -36,7 +36,7 @@ class MinLSTMCache:
     h: np.ndarray       # (T, B, H)
     f: np.ndarray       # (T, B, H) forget gate (before normalising)
     i: np.ndarray       # (T, B, H) input gate (before normalising)
-    cand: np.ndarray    # (T, B, H) candidate h~
+    A: np.ndarray       # (T, B, 3H) pre-activations U x_t + b: [A_f, A_i, h~]
 
 
 class MinLSTMLayer:
@@ -63,11 +63,15 @@ class MinLSTMLayer:
         A = project_inputs(self, x)                       # (T, B, 3H) = U x_t + b, every t at once
         f = sigmoid(A[:, :, :H])
         i = sigmoid(A[:, :, H:2 * H])
-        cand = np.ascontiguousarray(A[:, :, 2 * H:])
+        h0 = np.ascontiguousarray(state0[0], self.dtype)
+        if _compiled(A, h0):                              # the same arithmetic in one pass (kernels/mincells.py)
+            from ..kernels import mincells
+            h = np.empty(f.shape, self.dtype)
+            mincells.minlstm_forward(f, i, A, h0, h, self.dtype.type(1))
+            return h, (h[-1],), MinLSTMCache(x, h0, h, f, i, A)
         s = f + i
-        h0 = np.asarray(state0[0], self.dtype)
-        h = linear_scan(f / s, (i / s) * cand, h0)        # h_t = f'_t h_{t-1} + i'_t h~_t
-        return h, (h[-1],), MinLSTMCache(x, h0, h, f, i, cand)
+        h = linear_scan(f / s, (i / s) * A[:, :, 2 * H:], h0)   # h_t = f'_t h_{t-1} + i'_t h~_t
+        return h, (h[-1],), MinLSTMCache(x, h0, h, f, i, A)
 
     @staticmethod
     def recurrence_weights(cache) -> np.ndarray:
@@ -81,9 +85,18 @@ class MinLSTMLayer:
     def backward(self, dh, dstate, cache: MinLSTMCache, grads: dict, *, input_grad: bool = True,
                  overwrite_dh: bool = False):
         H = self.hidden_size
-        f, i, cand = cache.f, cache.i, cache.cand
+        f, i, cand = cache.f, cache.i, cache.A[:, :, 2 * H:]
+        final = None if dstate is None else dstate[0]
+        if _compiled(cache.A, cache.h0) and dh.dtype == self.dtype:
+            from ..kernels import mincells
+            g = np.empty(f.shape, self.dtype)
+            dA = np.empty(f.shape[:2] + (3 * H,), self.dtype)
+            carry = np.zeros(f.shape[1:], self.dtype) if final is None else np.ascontiguousarray(final, self.dtype)
+            dh0 = mincells.minlstm_backward(
+                f, i, cache.A, cache.h0, cache.h, np.ascontiguousarray(dh), carry, dA, g, self.dtype.type(1))
+            return _input_gradients(self, cache.x, dA, grads, input_grad), (dh0,), g
         s = f + i
-        da, g, dh0 = linear_scan_backward(f / s, cache.h, cache.h0, dh, None if dstate is None else dstate[0])
+        da, g, dh0 = linear_scan_backward(f / s, cache.h, cache.h0, dh, final)
         di_norm = g * cand                                                # di'_t = db_t h~_t
         dA = np.empty(f.shape[:2] + (3 * H,), g.dtype)
         s2 = s * s
