@@ -176,3 +176,8 @@ def accumulate_chunk(grads: dict, name: str, a: np.ndarray, b: np.ndarray, scrat
     np.dot(a, b, out=scratch[name])
     target += scratch[name]
 
+
+
+# The diagonal linear recurrence h_t = a_t * h_{t-1} + b_t of minGRU/minLSTM and its reverse scan live
+# beside those cells (layers/scan.py, which needs only numpy and bptt.kernels); exported here as math.
+from .layers.scan import linear_scan, linear_scan_backward  # noqa: E402,F401
