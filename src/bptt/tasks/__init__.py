@@ -22,6 +22,8 @@ Registered tasks (``TASKS``):
 | copying          | Arjovsky, Shah & Bengio 2016            | cross_entropy | cross_entropy/step  |
 | latch            | Bengio, Simard & Frasconi 1994 (L = 1)  | mse           | accuracy            |
 | two-sequence     | BSF94 / H&S 1997 (L = 3)                | mse           | accuracy            |
+| parity           | running XOR; Grazzi et al. 2024         | cross_entropy | error               |
+| selective-copying| Gu & Dao 2023 (Mamba), sec. 3.1         | cross_entropy | accuracy (copied)   |
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
-from . import adding, copying, latch, temporal_order
+from . import adding, copying, latch, parity, selective_copying, temporal_order
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class Task:
         """Steps the arrays have for delay/length T."""
         if self.name == "copying":
             return copying.length(T)
+        if self.name == "selective-copying":
+            return selective_copying.length(T)
         if self.options.get("vary_length"):
             return T + T // 10
         return T
@@ -82,6 +86,14 @@ TASKS = {
     "copying": Task("copying", "Arjovsky, Shah & Bengio 2016, sec. 4.1", "cross_entropy",
                     copying.NUM_SYMBOLS, copying.NUM_SYMBOLS, "cross_entropy", True,
                     copying.generate, copying.score, copying.trivial_outputs, copying.baseline, copying.solved),
+    "parity": Task("parity", "running XOR of a bit stream; Grazzi et al. 2024 (diagonal linear RNNs cannot)",
+                   "cross_entropy", parity.NUM_SYMBOLS, parity.NUM_SYMBOLS, "error", True, parity.generate,
+                   parity.score, parity.trivial_outputs, parity.baseline, parity.solved),
+    "selective-copying": Task("selective-copying", "Gu & Dao 2023, sec. 3.1", "cross_entropy",
+                              selective_copying.NUM_SYMBOLS, selective_copying.NUM_SYMBOLS, "accuracy", False,
+                              selective_copying.generate, selective_copying.score,
+                              selective_copying.trivial_outputs, selective_copying.baseline,
+                              selective_copying.solved),
     "latch": _latch("latch", 1, "Bengio, Simard & Frasconi 1994 (latch, L = 1)"),
     "two-sequence": _latch("two-sequence", 3, "Bengio, Simard & Frasconi 1994; H&S 1997 (two-sequence, L = 3)"),
 }
@@ -93,4 +105,5 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
-__all__ = ["Task", "TASKS", "get_task", "adding", "copying", "latch", "temporal_order"]
+__all__ = ["Task", "TASKS", "get_task", "adding", "copying", "latch", "parity", "selective_copying",
+           "temporal_order"]
