@@ -543,6 +543,8 @@ class Network:
         for index in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[index]
             runner = layer if lengths is None else packed(layer, lengths)
+            if lean and lengths is not None:
+                runner.keep_dh = False                         # dE/dh_t is not returned by the lean step
             dx, dstate0, dh_total = runner.backward(dtop, None if dfinal is None else dfinal[index],
                                                     fwd.caches[index], self._layer_grads(grads, index),
                                                     input_grad=input_grad or index > 0 or embedded,

@@ -132,6 +132,7 @@ class PackedLayer:
         self.state_names = layer.state_names
         self.hidden_size = layer.hidden_size
         self.final_grad = final_grad
+        self.keep_dh = True             # False (the lean training step): dh_total is not assembled, None is returned
 
     def _pieces(self, lengths: np.ndarray) -> list:
         if self.final_grad and len(self.state_names) > 1:      # dE/dc_final needs a cut at every length
@@ -181,7 +182,7 @@ class PackedLayer:
                   else np.asarray(dstate[i], dtype)[order] for i in range(names)]      # sorted
         want_dx = input_grad and cache.x_dtype.kind not in "iu"
         dx = np.zeros(cache.x_shape, dtype) if want_dx else None                      # caller's order
-        dh_total = np.zeros((T, B, H), dtype)                                         # caller's order
+        dh_total = np.zeros((T, B, H), dtype) if self.keep_dh else None               # caller's order
         carry = None                                              # dE/dstate0 of the piece after this one
         for start, stop, rows, piece_cache in reversed(cache.parts):
             active = order[:rows]
@@ -205,7 +206,8 @@ class PackedLayer:
                     d[:going_on] = c
             dx_piece, carry, total = layer.backward(dh_piece, tuple(dstate_piece), piece_cache, grads,
                                                     input_grad=want_dx, overwrite_dh=True)
-            dh_total[start:stop, active] = total
+            if dh_total is not None:
+                dh_total[start:stop, active] = total
             if want_dx:
                 dx[start:stop, active] = dx_piece
         dstate0 = dfinal                                          # rows never active: passed through
