@@ -396,3 +396,22 @@ def test_gradient_flow_by_lag_with_lengths():
     np.testing.assert_allclose(with_lengths, as_mask, rtol=1e-12, equal_nan=True)
     plain = D.contribution_norms(net, x, y, "W", h0=h0)
     assert not np.allclose(with_lengths[5], plain[5], equal_nan=True)   # lengths changed the last row
+
+
+def test_array_batches_carry_lengths_to_the_trainer():
+    from bptt.data import ArrayBatches, pad_sequences
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(0, 4, size=n) for n in (5, 2, 7, 3)]
+    x, mask = pad_sequences(seqs)
+    lengths = mask.sum(axis=0).astype(int)
+    data = ArrayBatches(x, x, batch=2, seed=0, lengths=lengths)
+    batch = data.batch(0)
+    assert batch.lengths is not None and batch.lengths.shape == (2,)
+    for b in range(2):
+        column = int(np.flatnonzero((x == batch.inputs[:, b:b + 1]).all(axis=0) & (lengths == batch.lengths[b]))[0])
+        assert lengths[column] == batch.lengths[b]
+    with pytest.raises(ValueError, match=r"lengths\[0\] = 9 is outside \[1, 7\]"):
+        ArrayBatches(x, x, lengths=[9, 1, 1, 1])
+    net = Network(4, 5, 4, bidirectional=True, seed=0)
+    summary = Trainer(net, SGD(net.params, lr=0.1)).train_step(batch)
+    assert summary.tokens == batch.lengths.sum()

@@ -264,14 +264,18 @@ class ArrayBatches:
     """Minibatches along the batch axis of fixed arrays, reshuffled every epoch (seeded by
     (seed, epoch), so ``batch(step)`` needs no saved state)."""
 
-    def __init__(self, inputs, targets, mask=None, batch: int = 32, seed: int = 0, shuffle: bool = True):
+    def __init__(self, inputs, targets, mask=None, batch: int = 32, seed: int = 0, shuffle: bool = True,
+                 lengths=None):
         self.inputs, self.targets, self.mask = np.asarray(inputs), np.asarray(targets), mask
+        self.lengths = None if lengths is None else np.asarray(lengths)     # (B,): packed sequences
         n = self.inputs.shape[1] if self.inputs.ndim >= 2 else 0
         if n == 0 or np.shape(targets)[:2] != self.inputs.shape[:2]:
             raise ValueError(f"inputs and targets must share (T, B) with B >= 1, got {self.inputs.shape} and "
                              f"{np.shape(targets)}")
         if mask is not None and np.shape(mask) != self.inputs.shape[:2]:
             raise ValueError(f"mask must have shape {self.inputs.shape[:2]}, got {np.shape(mask)}")
+        if self.lengths is not None:
+            check.lengths_array("lengths", self.lengths, n, self.inputs.shape[0])
         self.batch_size = min(check.positive_int("batch", batch), n)
         self.n, self.seed, self.shuffle = n, int(seed), bool(shuffle)
         self.batches_per_epoch = n // self.batch_size
@@ -282,12 +286,15 @@ class ArrayBatches:
                  else np.arange(self.n))
         pick = order[i * self.batch_size:(i + 1) * self.batch_size]
         mask = None if self.mask is None else np.asarray(self.mask)[:, pick]
-        return Batch(self.inputs[:, pick], self.targets[:, pick], mask, reset=True)
+        lengths = None if self.lengths is None else self.lengths[pick]
+        return Batch(self.inputs[:, pick], self.targets[:, pick], mask, reset=True, lengths=lengths)
 
 
 def pad_sequences(sequences, pad_value=0, dtype=None):
     """Variable-length sequences (each (T_b,) ids or (T_b, I) features) -> (T_max, B[, I]) array and a
-    (T_max, B) 0/1 mask (1 on real steps). Use the mask as the loss mask."""
+    (T_max, B) 0/1 mask (1 on real steps). The mask is enough for the loss of a unidirectional network;
+    for a bidirectional one, the final states or readout "last"/"mean", pass the lengths
+    (``lengths=mask.sum(axis=0).astype(int)``) to the network, ``Batch`` or ``ArrayBatches``."""
     sequences = [np.asarray(s) for s in sequences]
     if not sequences:
         raise ValueError("sequences must not be empty")
