@@ -415,3 +415,23 @@ def test_array_batches_carry_lengths_to_the_trainer():
     net = Network(4, 5, 4, bidirectional=True, seed=0)
     summary = Trainer(net, SGD(net.params, lr=0.1)).train_step(batch)
     assert summary.tokens == batch.lengths.sum()
+
+
+def test_weight_dropout_dropconnect_on_W():
+    """DropConnect on W (AWD-LSTM): one mask per forward pass, net.params untouched, exact gradients for
+    the drawn mask, nothing at evaluation."""
+    for cell in ("rnn", "lstm", "gru"):
+        net = Network(4, 5, 3, num_layers=2, cell=cell, bidirectional=True, weight_dropout=0.4, seed=3)
+        x, y, mask, h0 = random_problem(net, 6, 3, seed=4, masked=True)
+        assert worst(check_network(net, x, y, mask, h0, lengths=random_lengths(3, 6, seed=5))) < TOL
+        W = net.params["layers.1.W_reverse"].copy()
+        fwd = net.forward(x, h0)
+        assert set(fwd.weight_masks) == {"layers.0.W", "layers.0.W_reverse", "layers.1.W", "layers.1.W_reverse"}
+        m = fwd.weight_masks["layers.0.W"]
+        assert set(np.unique(m)) <= {0.0, 1 / 0.6} and 0.4 < np.mean(m == 0) < 0.8 or m.size < 50
+        np.testing.assert_array_equal(net.params["layers.1.W_reverse"], W)          # the live array is untouched
+        assert not np.array_equal(net.forward(x, h0).weight_masks["layers.0.W"], m)  # a new mask per pass
+        net.eval()
+        assert net.forward(x, h0).weight_masks is None
+    with pytest.raises(ValueError, match=r"weight_dropout must be in \[0, 1\), got 1.0"):
+        Network(3, 4, 2, weight_dropout=1.0)

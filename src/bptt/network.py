@@ -115,7 +115,8 @@ class Network:
                  bidirectional: bool = False, dropout: float = 0.0, gru_variant: str = "torch",
                  forget_bias: float = 1.0, recurrent_init: str = "uniform", spectral_radius=None,
                  embedding_size: int | None = None, tie_weights: bool = False, readout: str = "all",
-                 readout_bias: bool | None = None, layer_norm: bool = False, proj_size: int | None = None):
+                 readout_bias: bool | None = None, layer_norm: bool = False, proj_size: int | None = None,
+                 weight_dropout: float = 0.0):
         self.input_size = check.positive_int("input_size", input_size)
         self.hidden_size = check.positive_int("hidden_size", hidden_size)
         self.output_size = None if output_size is None else check.positive_int("output_size", output_size)
@@ -137,6 +138,9 @@ class Network:
         self.dropout = check.positive_float("dropout", dropout, allow_zero=True)
         if self.dropout >= 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        self.weight_dropout = check.positive_float("weight_dropout", weight_dropout, allow_zero=True)
+        if self.weight_dropout >= 1.0:
+            raise ValueError(f"weight_dropout must be in [0, 1), got {self.weight_dropout}")
         if self.dropout > 0 and self.num_layers == 1:
             import warnings
             warnings.warn(f"dropout={self.dropout} has no effect with num_layers=1: it acts between "
@@ -219,7 +223,7 @@ class Network:
                 "recurrent_init": self.recurrent_init, "spectral_radius": self.spectral_radius,
                 "embedding_size": self.embedding_size, "tie_weights": self.tie_weights,
                 "readout": self.readout_mode, "readout_bias": self.readout_bias, "layer_norm": self.layer_norm,
-                "proj_size": self.proj_size}
+                "proj_size": self.proj_size, "weight_dropout": self.weight_dropout}
 
     def _init_recurrent(self, scheme: str, radius, rng) -> None:
         """Remedies for vanishing/exploding gradients without changing the architecture: re-draw
@@ -357,6 +361,45 @@ class Network:
         shape = (T, B, self.output_width)
         return [check.float_array(f"dropout_masks[{i}]", m, shape, self.dtype) for i, m in enumerate(masks)]
 
+    # ----------------------------------------------------- DropConnect on W
+    def _recurrent_owners(self) -> list:
+        """(layer object, name in ``net.params``) for every recurrent matrix W a cell computes with."""
+        owners = []
+        for index, layer in enumerate(self.layers):
+            parts = ([(layer.forward_layer, ""), (layer.reverse_layer, "_reverse")]
+                     if isinstance(layer, BidirectionalLayer) else [(layer, "")])
+            owners += [(part, f"layers.{index}.W{suffix}") for part, suffix in parts if "W" in part.params]
+        return owners
+
+    def _draw_weight_masks(self) -> dict | None:
+        """DropConnect (Wan et al. 2013; on W as in AWD-LSTM, Merity et al. 2017): one inverted keep-mask
+        per recurrent matrix per forward pass (= per update), W_eff = W * m, m in {0, 1/(1-p)}."""
+        if not self.training or self.weight_dropout == 0.0:
+            return None
+        keep = 1.0 - self.weight_dropout
+        return {name: (self.dropout_rng.random(part.params["W"].shape) < keep).astype(self.dtype) / self.dtype.type(keep)
+                for part, name in self._recurrent_owners()}
+
+    def _dropped_weights(self, masks: dict | None):
+        """Context: each cell computes with W * mask (its own params entry swapped, net.params untouched)."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def swapped():
+            if masks is None:
+                yield
+                return
+            owners = self._recurrent_owners()
+            originals = [part.params["W"] for part, _ in owners]
+            try:
+                for (part, name), W in zip(owners, originals):
+                    part.params["W"] = W * masks[name]
+                yield
+            finally:
+                for (part, _), W in zip(owners, originals):
+                    part.params["W"] = W
+        return swapped()
+
     # -------------------------------------------------------------- validation
     def check_inputs(self, inputs) -> np.ndarray:
         arr = np.asarray(inputs)
@@ -408,14 +451,16 @@ class Network:
 
     # ---------------------------------------------------------------- passes
     def forward(self, inputs, h0=None, *, lengths=None, validate: bool = True,
-                dropout_masks: list | None = None, final_grad: bool = True) -> ForwardPass:
+                dropout_masks: list | None = None, final_grad: bool = True,
+                weight_masks: dict | None = None) -> ForwardPass:
         """Run every layer bottom-up over the whole sequence, then the readout.
 
         ``lengths`` (B,): sequence b is its first L_b steps (PyTorch's packed sequences): its state
         stops at step L_b (the final state returned is that one), a bidirectional layer's reverse
         direction starts there, and outputs at padded steps are zero.
         In training mode with ``dropout > 0`` fresh masks are drawn from ``net.dropout_rng``
-        unless ``dropout_masks`` (a previous ``ForwardPass.dropout_masks``) fixes them.
+        unless ``dropout_masks`` (a previous ``ForwardPass.dropout_masks``) fixes them; the same for
+        ``weight_dropout`` and ``weight_masks``.
         ``final_grad=False`` promises that backward gets no ``dfinal_state`` (lets packed LSTM layers
         make fewer pieces; see layers/packed.py)."""
         x = self.check_inputs(inputs) if validate else inputs
@@ -424,17 +469,19 @@ class Network:
         states0 = self._split_state(h0, B)
         masks = (self._check_dropout_masks(dropout_masks, T, B) if dropout_masks is not None
                  else self._draw_dropout_masks(T, B))
+        weight_masks = weight_masks if weight_masks is not None else self._draw_weight_masks()
         layer_input = x if self.embedding is None else self.embedding[x]     # x_t = E[id_t], (T, B, E)
         hidden, caches, finals = [], [], []
-        for index, (layer, state0) in enumerate(zip(self.layers, states0)):
-            runner = layer if lengths is None else packed(layer, lengths, final_grad)
-            h, state_T, cache = runner.forward(layer_input, state0)
-            hidden.append(h)
-            caches.append(cache)
-            finals.append(state_T)
-            layer_input = h                                   # stacked: this h is the next layer's x
-            if masks is not None and index < len(self.layers) - 1:
-                layer_input = h * masks[index]                # dropout between layers, not after the last
+        with self._dropped_weights(weight_masks):
+            for index, (layer, state0) in enumerate(zip(self.layers, states0)):
+                runner = layer if lengths is None else packed(layer, lengths, final_grad)
+                h, state_T, cache = runner.forward(layer_input, state0)
+                hidden.append(h)
+                caches.append(cache)
+                finals.append(state_T)
+                layer_input = h                                   # stacked: this h is the next layer's x
+                if masks is not None and index < len(self.layers) - 1:
+                    layer_input = h * masks[index]                # dropout between layers, not after the last
         pooled = self._pool(layer_input, lengths) if self.pooled else None
         top = pooled[None] if self.pooled else layer_input   # (1, B, W) or (T, B, W)
         outputs = self.readout.forward(top) if self.readout is not None else top
@@ -442,7 +489,8 @@ class Network:
             outputs = outputs[0]                              # (B, O): one output per sequence
         elif lengths is not None:
             outputs = outputs * valid_mask(lengths, T, outputs.dtype)[:, :, None]   # zero at padded steps
-        return ForwardPass(outputs, self._join_state(finals), hidden, caches, x, masks, lengths, pooled)
+        return ForwardPass(outputs, self._join_state(finals), hidden, caches, x, masks, lengths, pooled,
+                           weight_masks)
 
     def _pool(self, h: np.ndarray, lengths) -> np.ndarray:
         """h (T, B, W) -> (B, W): readout "last" or "mean" over each sequence's valid steps."""
@@ -537,9 +585,30 @@ class Network:
         # (T, B, H) array less) unless it is the caller's doutputs; below the top it is always
         # the fresh dE/dx of the layer above.
         dfinal = None if dfinal_state is None else self._split_state(dfinal_state, B)
+        embedded = self.embedding is not None
+        if fwd.weight_masks is not None:
+            # DropConnect: the cells differentiate W_eff = W * m; dE/dW = dE/dW_eff * m, added to grads
+            W_eff_grads = {name: np.zeros_like(grads[name]) for name in fwd.weight_masks}
+            saved = {name: grads[name] for name in fwd.weight_masks}
+            grads.update(W_eff_grads)
+        with self._dropped_weights(fwd.weight_masks):
+            dtop, dh_all, dh0 = self._backward_layers(fwd, grads, dtop, dfinal, owned, input_grad, lean,
+                                                      lengths, embedded)
+        if fwd.weight_masks is not None:
+            for name, mask in fwd.weight_masks.items():
+                saved[name] += grads[name] * mask
+                grads[name] = saved[name]
+        if embedded:
+            # x_t = E[id_t]: row id_t of E receives dE/dx_t (repeated ids add up; with tying, on top of dE/dV)
+            E = self.embedding_size
+            scatter_add_columns(grads["embedding"].T, fwd.inputs.reshape(-1), dtop.reshape(-1, E))
+            dtop = None                                        # token ids have no gradient
+        return BackwardPass(grads, dh_all, dtop, self._join_state(dh0))
+
+    def _backward_layers(self, fwd, grads, dtop, dfinal, owned, input_grad, lean, lengths, embedded):
+        """BPTT through the stacked layers, top-down: (dE/dx of the first layer, dE/dh_t per layer, dE/dstate0)."""
         dh_all = [None] * len(self.layers)
         dh0 = [None] * len(self.layers)
-        embedded = self.embedding is not None
         for index in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[index]
             runner = layer if lengths is None else packed(layer, lengths)
@@ -555,12 +624,7 @@ class Network:
             dtop = dx                                          # dE/dx of layer l is dE/dh of layer l-1
             if fwd.dropout_masks is not None and index > 0:
                 dtop = dtop * fwd.dropout_masks[index - 1]     # through the (fixed) dropout mask
-        if embedded:
-            # x_t = E[id_t]: row id_t of E receives dE/dx_t (repeated ids add up; with tying, on top of dE/dV)
-            E = self.embedding_size
-            scatter_add_columns(grads["embedding"].T, fwd.inputs.reshape(-1), dtop.reshape(-1, E))
-            dtop = None                                        # token ids have no gradient
-        return BackwardPass(grads, dh_all, dtop, self._join_state(dh0))
+        return dtop, dh_all, dh0
 
     def forward_backward(self, inputs, targets, mask=None, h0=None, *, lengths=None,
                          input_grad: bool = True) -> Result:

@@ -21,6 +21,7 @@ class ForwardPass:
     dropout_masks: list | None = None   # per layer below the top, (T, B, D*H) scaled keep-masks, or None
     lengths: np.ndarray | None = None   # (B,) sequence lengths (packed sequences), None: all T steps
     pooled: np.ndarray | None = None    # (B, D*H) what readout "last"/"mean" read, else None
+    weight_masks: dict | None = None    # DropConnect: name of W -> its (scaled) keep-mask, or None
 
 
 @dataclass
