@@ -185,3 +185,17 @@ def test_cli_export_bad_input_one_line_nothing_written(run_dir, tmp_path):
         assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert "Traceback" not in r.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_readme_commands_parse():
+    """The README's "Moving models in and out" commands use flags the CLI has."""
+    import re
+
+    from bptt.cli import build_parser
+
+    readme = open(os.path.join(os.path.dirname(__file__), os.pardir, "README.md"), encoding="utf-8").read()
+    section = readme.split("## Moving models in and out", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"^bptt (.+?)(?:\s+#.*)?$", section, re.M)
+    assert [c.split()[0] for c in commands] == ["export", "export", "import"]
+    for command in commands:
+        build_parser().parse_args(command.split())
