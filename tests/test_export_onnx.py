@@ -199,3 +199,14 @@ def test_readme_commands_parse():
     assert [c.split()[0] for c in commands] == ["export", "export", "import"]
     for command in commands:
         build_parser().parse_args(command.split())
+
+
+def test_without_onnx_one_line_naming_the_extra(run_dir, tmp_path):
+    """onnx made unimportable (a machine without the extra): bptt imports, export says what to install."""
+    code = ("import sys; sys.modules['onnx'] = None; sys.modules['onnxruntime'] = None\n"
+            "import bptt, bptt.export\n"
+            "from bptt.cli import main; sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, "export", str(run_dir), "--onnx", "m.onnx"], cwd=tmp_path,
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert r.returncode == 2 and "bptt[onnx]" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert os.listdir(tmp_path) == []

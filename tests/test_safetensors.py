@@ -236,3 +236,14 @@ def test_refuses_a_cell_torch_does_not_have(tmp_path):
     with pytest.raises(ValueError, match="cho"):
         to_safetensors(Network(4, 3, 2, cell="gru", gru_variant="cho"), tmp_path / "m.safetensors")
     assert os.listdir(tmp_path) == []
+
+
+def test_without_safetensors_one_line_naming_the_extra(tmp_path):
+    code = ("import sys; sys.modules['safetensors'] = None\n"
+            "import bptt, bptt.export\n"
+            "from bptt.cli import main; sys.exit(main(sys.argv[1:]))")
+    (tmp_path / "m.safetensors").write_bytes(b"\0" * 16)
+    r = subprocess.run([sys.executable, "-c", code, "import", "m.safetensors", "--cell", "rnn", "--out", "run"],
+                       cwd=tmp_path, capture_output=True, text=True, env=ENV)
+    assert r.returncode == 2 and "bptt[interop]" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert os.listdir(tmp_path) == ["m.safetensors"]
