@@ -247,3 +247,14 @@ def test_without_safetensors_one_line_naming_the_extra(tmp_path):
                        cwd=tmp_path, capture_output=True, text=True, env=ENV)
     assert r.returncode == 2 and "bptt[interop]" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert os.listdir(tmp_path) == ["m.safetensors"]
+
+
+def test_non_finite_weights_named_with_the_file(tmp_path):
+    from safetensors.numpy import save_file
+
+    state = to_torch_state(Network(4, 3, 2, cell="rnn"))
+    state["weight_hh_l0"][1, 2] = np.nan
+    save_file(state, str(tmp_path / "nan.safetensors"))
+    r = _bptt("import", "nan.safetensors", "--cell", "rnn", "--out", "run", cwd=tmp_path)
+    assert r.returncode == 2 and "nan.safetensors" in r.stderr and "non-finite" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()

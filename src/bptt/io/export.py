@@ -24,7 +24,11 @@ U themselves with W_ih = identity -- both exact in float32.
 ``lengths`` (checked in tests/test_export_onnx.py): onnxruntime's ``sequence_lens`` gives what bptt's
 packed sequences give -- zeros in Y at padded steps, Y_h at each sequence's own last step, the
 reverse direction starting there; only the readout's bias at padded steps differs, so the graph
-multiplies the logits by the (T, B) mask t < L_b.
+multiplies the logits by the (T, B) mask t < L_b. Lengths must lie in [1, T], as for bptt
+(onnxruntime does not check them).
+
+The graph computes the network in evaluation mode: dropout (between layers, training only) is not
+part of it.
 """
 
 from __future__ import annotations

@@ -60,7 +60,12 @@ def from_state_dict(tensors: dict, config: dict, *, where: str = "state dict"):
         net = Network(**full)
     except TypeError as error:
         raise ValueError(f"{where}: config does not fit bptt's Network ({error})") from None
-    names.from_torch_state(net, arrays)
+    except ValueError as error:                       # e.g. an absurd size: still name the file
+        raise ValueError(f"{where}: {error}") from None
+    try:
+        names.from_torch_state(net, arrays)           # shapes, dtypes, finiteness checked before any copy
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
     return net
 
 
