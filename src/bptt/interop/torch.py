@@ -1,7 +1,8 @@
 """Weights to and from ``torch.nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` (+ an ``nn.Linear`` head),
 and gradient names.
 
-Name map (layer k, direction suffix s = "" or "_reverse" for bidirectional modules):
+Name map (layer k, direction suffix s = "" or "_reverse" for bidirectional modules), kept in
+interop/names.py in numpy alone (safetensors files use it too):
 
     weight_ih_l{k}{s}  <->  layers.k.U{s}          (H, I), (4H, I) for LSTM, (3H, I) for GRU
     weight_hh_l{k}{s}  <->  layers.k.W{s}
@@ -60,10 +61,6 @@ def _cell_of(module) -> str:
         if type(module) is getattr(torch.nn, name):
             return cell
     raise ValueError(f"from_torch supports torch.nn.RNN, torch.nn.LSTM and torch.nn.GRU, got {type(module).__name__}")
-
-
-def _directions(net) -> tuple:
-    return ("", "_reverse") if net.bidirectional else ("",)
 
 
 def from_torch(module, head=None, loss: str = "cross_entropy", embedding=None, readout: str = "all"):
