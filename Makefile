@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,all]" "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[test,all,onnx,interop]" "torch==2.13.0"
 	touch $(STAMP)
 
 install: $(STAMP)

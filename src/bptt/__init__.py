@@ -28,5 +28,15 @@ def torch_names(net, grads):
     return _torch_names(net, grads)
 
 
+def from_state_dict(tensors, config):
+    """A bptt Network from a torch state dict (torch's names, numpy arrays; sizes read from the shapes).
+    Numpy only: see bptt.export (to_onnx, to_safetensors, read_safetensors)."""
+    from .io.importer import from_state_dict as _from_state_dict
+    return _from_state_dict(tensors, config)
+
+
+from . import export  # noqa: E402  (numpy only; onnx and safetensors are imported when called)
+
 __all__ = ["Network", "SGD", "check_network", "relative_error", "clip_by_global_norm", "clip_by_value",
-           "global_norm", "softmax_cross_entropy", "squared_error", "from_torch", "to_torch", "torch_names", "__version__"]
+           "global_norm", "softmax_cross_entropy", "squared_error", "from_torch", "to_torch", "torch_names",
+           "from_state_dict", "export", "__version__"]

@@ -15,7 +15,8 @@ import sys
 from .. import kernels
 
 # Subcommand modules in bptt.cli, in the order --help lists them.
-COMMANDS = ["train", "sample", "evaluate", "demo", "gradcheck", "diagnose", "experiment", "bench"]
+COMMANDS = ["train", "sample", "evaluate", "demo", "gradcheck", "diagnose", "experiment", "bench",
+            "export", "importer"]   # issue 18: models out of and into bptt (cli/export.py, cli/importer.py)
 
 
 class CLIError(Exception):

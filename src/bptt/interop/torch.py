@@ -1,7 +1,8 @@
 """Weights to and from ``torch.nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` (+ an ``nn.Linear`` head),
 and gradient names.
 
-Name map (layer k, direction suffix s = "" or "_reverse" for bidirectional modules):
+Name map (layer k, direction suffix s = "" or "_reverse" for bidirectional modules), kept in
+interop/names.py in numpy alone (safetensors files use it too):
 
     weight_ih_l{k}{s}  <->  layers.k.U{s}          (H, I), (4H, I) for LSTM, (3H, I) for GRU
     weight_hh_l{k}{s}  <->  layers.k.W{s}
@@ -26,6 +27,8 @@ torch is imported lazily: the core of bptt needs numpy only.
 from __future__ import annotations
 
 import numpy as np
+
+from . import names
 
 _CELL_OF = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
 _MODULE_OF = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
@@ -59,10 +62,6 @@ def _cell_of(module) -> str:
         if type(module) is getattr(torch.nn, name):
             return cell
     raise ValueError(f"from_torch supports torch.nn.RNN, torch.nn.LSTM and torch.nn.GRU, got {type(module).__name__}")
-
-
-def _directions(net) -> tuple:
-    return ("", "_reverse") if net.bidirectional else ("",)
 
 
 def from_torch(module, head=None, loss: str = "cross_entropy", embedding=None, readout: str = "all"):
@@ -101,30 +100,12 @@ def from_torch(module, head=None, loss: str = "cross_entropy", embedding=None, r
                   embedding_size=None if embedding is None else embedding.embedding_dim, tie_weights=tied,
                   readout=readout, readout_bias=None if head is None else head.bias is not None, proj_size=proj)
     net.train(module.training)
-    H = module.hidden_size
-    for k in range(module.num_layers):
-        for s in _directions(net):
-            net.params[f"layers.{k}.U{s}"][...] = _numpy(getattr(module, f"weight_ih_l{k}{s}"))
-            net.params[f"layers.{k}.W{s}"][...] = _numpy(getattr(module, f"weight_hh_l{k}{s}"))
-            if proj:
-                net.params[f"layers.{k}.W_hr{s}"][...] = _numpy(getattr(module, f"weight_hr_l{k}{s}"))
-            if not module.bias:
-                continue
-            b_ih = _numpy(getattr(module, f"bias_ih_l{k}{s}"))
-            b_hh = _numpy(getattr(module, f"bias_hh_l{k}{s}"))
-            if cell == "gru":
-                b_ih[:2 * H] += b_hh[:2 * H]                    # r, z: the two biases merge
-                net.params[f"layers.{k}.b{s}"][...] = b_ih
-                net.params[f"layers.{k}.b_hn{s}"][...] = b_hh[2 * H:]   # n: inside r * (...)
-            else:
-                net.params[f"layers.{k}.b{s}"][...] = b_ih + b_hh
+    state = {name: _numpy(p) for name, p in module.named_parameters()}
     if embedding is not None:
-        net.params["embedding"][...] = _numpy(embedding.weight)
+        state["embedding.weight"] = _numpy(embedding.weight)
     if head is not None:
-        if not tied:
-            net.params["V"][...] = _numpy(head.weight)
-        if head.bias is not None:
-            net.params["c"][...] = _numpy(head.bias)
+        state.update({f"head.{name}": _numpy(p) for name, p in head.named_parameters()})
+    names.from_torch_state(net, state)                   # merges the biases (interop/names.py)
     return net
 
 
@@ -150,23 +131,12 @@ def to_torch(net):
     features = net.input_size if net.embedding is None else net.embedding_size     # what layer 0 reads
     module = getattr(torch.nn, _MODULE_OF[net.cell])(features, net.hidden_size, **kwargs).to(dtype)
     module.train(net.training)
-    H = net.hidden_size
+    state = names.to_torch_state(net)                    # torch name -> array (interop/names.py)
     named = dict(module.named_parameters())
     head = None
     with torch.no_grad():
-        for k in range(net.num_layers):
-            for s in _directions(net):
-                named[f"weight_ih_l{k}{s}"].copy_(torch.from_numpy(net.params[f"layers.{k}.U{s}"]))
-                named[f"weight_hh_l{k}{s}"].copy_(torch.from_numpy(net.params[f"layers.{k}.W{s}"]))
-                if getattr(net, "proj_size", None):
-                    named[f"weight_hr_l{k}{s}"].copy_(torch.from_numpy(net.params[f"layers.{k}.W_hr{s}"]))
-                if not net.bias:
-                    continue
-                named[f"bias_ih_l{k}{s}"].copy_(torch.from_numpy(net.params[f"layers.{k}.b{s}"]))
-                bias_hh = named[f"bias_hh_l{k}{s}"]
-                bias_hh.zero_()                                  # the mergeable bias lives in bias_ih
-                if net.cell == "gru":
-                    bias_hh[2 * H:] = torch.from_numpy(net.params[f"layers.{k}.b_hn{s}"])
+        for name, param in named.items():
+            param.copy_(torch.from_numpy(state[name]))
         embedding = None
         if net.embedding is not None:
             embedding = torch.nn.Embedding(net.input_size, net.embedding_size).to(dtype)
@@ -186,27 +156,5 @@ def to_torch(net):
 
 def torch_names(net, grads: dict) -> dict:
     """Map a bptt gradient dict onto every torch parameter name (head ones as ``head.*``),
-    so it compares one for one with ``.grad`` of ``module`` and ``head``."""
-    mapped = {}
-    for k in range(net.num_layers):
-        for s in _directions(net):
-            mapped[f"weight_ih_l{k}{s}"] = grads[f"layers.{k}.U{s}"]
-            mapped[f"weight_hh_l{k}{s}"] = grads[f"layers.{k}.W{s}"]
-            if getattr(net, "proj_size", None):
-                mapped[f"weight_hr_l{k}{s}"] = grads[f"layers.{k}.W_hr{s}"]
-            if not net.bias:
-                continue
-            db = grads[f"layers.{k}.b{s}"]
-            mapped[f"bias_ih_l{k}{s}"] = db                       # dE/db_ih = dE/db
-            if net.cell == "gru":
-                H = net.hidden_size                              # dE/db_hh = [db_r, db_z, db_hn]
-                mapped[f"bias_hh_l{k}{s}"] = np.concatenate([db[:2 * H], grads[f"layers.{k}.b_hn{s}"]])
-            else:
-                mapped[f"bias_hh_l{k}{s}"] = db                   # dE/db_hh = dE/db
-    if net.embedding is not None:
-        mapped["embedding.weight"] = grads["embedding"]
-    if net.output_size is not None:
-        mapped["head.weight"] = grads["embedding" if net.tie_weights else "V"]   # tied: one shared .grad
-        if net.readout_bias:
-            mapped["head.bias"] = grads["c"]
-    return mapped
+    so it compares one for one with ``.grad`` of ``module`` and ``head`` (interop/names.py)."""
+    return names.torch_names(net, grads)
