@@ -156,8 +156,10 @@ def test_lstm_step_loop_matches_torch_lstm_cell_by_cell():
 def test_interop_refuses_what_it_cannot_represent():
     with pytest.raises(ValueError, match="gru_variant 'cho'"):
         bptt.to_torch(bptt.Network(3, 4, 2, cell="gru", gru_variant="cho"))
-    with pytest.raises(ValueError, match="proj_size"):
-        bptt.from_torch(torch.nn.LSTM(3, 4, proj_size=2))
+    with pytest.raises(ValueError, match="layer-normalised LSTM has no torch.nn module"):
+        bptt.to_torch(bptt.Network(3, 4, 2, cell="lstm", layer_norm=True))
+    with pytest.raises(ValueError, match="mingru"):
+        bptt.to_torch(bptt.Network(3, 4, 2, cell="mingru"))
     with pytest.raises(ValueError, match="in_features"):
         bptt.from_torch(torch.nn.GRU(3, 4, bidirectional=True), torch.nn.Linear(4, 2))
     with pytest.raises(ValueError, match="LSTMCell"):
