@@ -77,3 +77,12 @@ def test_checkpoint_round_trip(tmp_path, options):
     assert back.config == net.config
     x = np.random.default_rng(0).standard_normal((5, 2, 3))
     np.testing.assert_array_equal(back.forward(x).outputs, net.forward(x).outputs)
+
+
+def test_export_refuses_what_onnx_cannot_express(tmp_path):
+    pytest.importorskip("onnx")
+    from bptt.io.export import to_onnx
+    for options, message in ((dict(proj_size=2), "projection"), (dict(layer_norm=True), "layer-normalised")):
+        with pytest.raises(ValueError, match=message):
+            to_onnx(Network(3, 4, 2, cell="lstm", **options), str(tmp_path / "m.onnx"))
+        assert not (tmp_path / "m.onnx").exists()

@@ -67,6 +67,12 @@ def exportable(net, what: str = "ONNX", readouts=("all",)) -> None:
 
     if net.cell not in GATES:
         raise ValueError(f"{what} export: cell {net.cell!r} has no {what} operator (exportable cells: rnn, lstm, gru)")
+    if getattr(net, "layer_norm", False) and what == "ONNX":
+        raise ValueError("ONNX export: the layer-normalised LSTM has no ONNX operator (its LSTM op has no layer norm)")
+    if getattr(net, "proj_size", None) and what == "ONNX":
+        raise ValueError(f"ONNX export: an LSTM with projection (proj_size={net.proj_size}) has no ONNX operator")
+    if getattr(net, "layer_norm", False):
+        raise ValueError(f"{what} export: the layer-normalised LSTM has no torch counterpart")
     if net.readout_mode not in readouts:
         raise ValueError(f"{what} export: readout {net.readout_mode!r} is not supported (only readout 'all': "
                          f"one output per step)")
