@@ -11,9 +11,12 @@ matplotlib when called.
 
 from .decomposition import contribution_norms, effective_memory, lag_profile, step_contributions
 from .jacobians import jacobian_norms, products_norms, state_jacobians
+from .lyapunov import lyapunov_spectrum
 from .recorder import GradientRecorder, read_jsonl
+from .saliency import input_saliency, saliency_lags, saliency_matrix
 from .spectra import gate_means, saturation, singular_values, spectral_radius, spectrum
 
 __all__ = ["step_contributions", "contribution_norms", "lag_profile", "effective_memory",
            "jacobian_norms", "state_jacobians", "products_norms", "GradientRecorder", "read_jsonl",
-           "singular_values", "spectral_radius", "spectrum", "saturation", "gate_means"]
+           "singular_values", "spectral_radius", "spectrum", "saturation", "gate_means",
+           "input_saliency", "saliency_matrix", "saliency_lags", "lyapunov_spectrum"]
