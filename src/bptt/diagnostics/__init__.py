@@ -14,9 +14,11 @@ from .jacobians import jacobian_norms, products_norms, state_jacobians
 from .lyapunov import lyapunov_spectrum
 from .recorder import GradientRecorder, read_jsonl
 from .saliency import input_saliency, saliency_lags, saliency_matrix
+from .units import best_units, gate_saturation, text_features, unit_activations
 from .spectra import gate_means, saturation, singular_values, spectral_radius, spectrum
 
 __all__ = ["step_contributions", "contribution_norms", "lag_profile", "effective_memory",
            "jacobian_norms", "state_jacobians", "products_norms", "GradientRecorder", "read_jsonl",
            "singular_values", "spectral_radius", "spectrum", "saturation", "gate_means",
-           "input_saliency", "saliency_matrix", "saliency_lags", "lyapunov_spectrum"]
+           "input_saliency", "saliency_matrix", "saliency_lags", "lyapunov_spectrum",
+           "unit_activations", "text_features", "best_units", "gate_saturation"]
