@@ -193,7 +193,9 @@ def render(view: dict, index: int, position: int | None = None, figures=()) -> s
               f"<div class=\"passage\">{_coloured(chars, lags / scale, titles)}</div>"]
     parts.append(f"<h3>{name}: units that track features of the text</h3>")
     for feature, rows in view["best"].items():
-        if not rows:
+        if not rows or rows[0]["r"] == 0.0:                      # correlations() gives 0 for a constant feature
+            parts.append(f"<p class=\"means\"><b>{html.escape(feature.replace('_', ' '))}</b>: constant over this "
+                         "passage, so no unit can be found to track it (choose another with --seed).</p>")
             continue
         row = rows[0]
         values = view["activations"][row["layer"]][row["kind"]][:, 0, row["unit"]]
