@@ -39,7 +39,11 @@ def add_parser(sub) -> None:
     p = sub.add_parser("diagnose", help="figures + an HTML report of a network's gradient flow",
                        description="Vanishing/exploding diagnostics of a checkpoint: the lecture's decomposition "
                                    "of dE_t/dW by step, its profile by time lag, ||dh_t/dh_k||, the spectrum of W, "
-                                   "saturation, gates, and the training history. Writes PNGs and report.html.")
+                                   "saturation, gates, and the training history. Writes PNGs and report.html. "
+                                   "--text-view adds the passage coloured by saliency, the units tracking "
+                                   "features of the text, gate saturation and Lyapunov exponents (character-level "
+                                   "runs); two runs (RUN_A RUN_B) compare their text views on one passage in one "
+                                   "report, RUN_A/compare/report.html by default.")
     p.add_argument("path", metavar="RUN_OR_CHECKPOINT", nargs="+",
                    help="a run folder (with checkpoint.npz) or a .npz checkpoint; two of them: compare their text views")
     p.add_argument("--out", help="output folder (default: RUN/diagnose)")
