@@ -27,6 +27,7 @@ import numpy as np
 
 from .decomposition import contribution_norms, effective_memory, lag_profile
 from .jacobians import jacobian_norms
+from .lyapunov import lyapunov_spectrum
 from .recorder import read_jsonl
 from .spectra import gate_means, saturation, spectrum
 
@@ -325,6 +326,7 @@ def _diagnose_into(out_dir, net, probe, run_dir, layer, param, fraction, clip_th
                "saturated units (derivative < 0.1 of max)": saturation(net, inputs, layer=layer),
                memory_key: "beyond the sequence" if memory is None else int(memory),
                jac_key: float(J[T - 1, 0]),
+               "largest Lyapunov exponent (per step)": float(lyapunov_spectrum(net, inputs, k=1, layer=layer)[0]),
                "lag-0 term of dE_t/dW (mean over t)": float(profile[0])}
     blocks = ", ".join(summary[name]["blocks"])
     meanings = {
@@ -347,6 +349,10 @@ def _diagnose_into(out_dir, net, probe, run_dir, layer, param, fraction, clip_th
                     "how far back this network can learn from.",
         jac_key: f"How strongly the last state h_{T - 1} still depends on the first, h_0: near 0 means the "
                  "gradient from the end of a window no longer reaches its start.",
+        "largest Lyapunov exponent (per step)":
+            "lambda_1 of the layer's dynamics on the probe (QR method, diagnostics.lyapunov_spectrum): below 0 nearby "
+            "states converge and the gradient through time shrinks like exp(lambda_1 x lag), so it predicts the lag "
+            "profile's slope; above 0 they separate and gradients can explode.",
         "lag-0 term of dE_t/dW (mean over t)": "The size of the immediate term k = t, the scale the lag profile "
                                                "is compared with.",
     }
