@@ -186,3 +186,63 @@ def test_report_shows_the_run(tmp_path, capsys):
     assert len(captions) == 5                                   # loss, grad norm; contributions, lag, jacobian
     assert all("layer 0, checkpoint step 5" in c or "all layers, steps 1 to 5" in c for c in captions)
     assert page.count("<math") >= 4
+
+
+def test_text_view_bad_input_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    from bptt.cli import main
+    from bptt.io.checkpoint import save_checkpoint
+
+    text = tmp_path / "t.txt"
+    text.write_text("a (b) \"c\" d\n" * 20, encoding="utf-8")
+    assert main(["train", "--text", str(text), "--steps", "2", "--hidden", "4", "--seq-len", "6", "--batch", "1",
+                 "--out", str(tmp_path / "char"), "--no-progress"]) == 0
+    assert main(["train", "--text", str(text), "--level", "word", "--steps", "2", "--hidden", "4", "--seq-len", "4",
+                 "--batch", "1", "--out", str(tmp_path / "word"), "--no-progress"]) == 0
+    save_checkpoint(tmp_path / "plain", bptt.Network(3, 4, 2, seed=0))
+    other = tmp_path / "other.txt"
+    other.write_text("xyz w\n" * 40, encoding="utf-8")
+    assert main(["train", "--text", str(other), "--steps", "2", "--hidden", "4", "--seq-len", "6", "--batch", "1",
+                 "--out", str(tmp_path / "other"), "--no-progress"]) == 0
+    capsys.readouterr()
+
+    def error_line(*args):
+        assert main(["diagnose", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("bptt diagnose: error: ") and err.count("\n") == 1, err
+        return err
+
+    char = str(tmp_path / "char")
+    assert "--passage-len must be >= 2, got 1" in error_line(char, "--text-view", "--passage-len", "1")
+    assert "--position must be in [0, --passage-len) = [0, 50), got 50" in error_line(
+        char, "--text-view", "--passage-len", "50", "--position", "50")
+    assert "fewer than the passage length + 1 = 10001" in error_line(char, "--text-view", "--passage-len", "10000")
+    assert "needs a character-level text run" in error_line(str(tmp_path / "word"), "--text-view")
+    assert "not a text model" in error_line(str(tmp_path / "plain"), "--text-view")
+    assert "give one run, or two to compare; got 3" in error_line(char, char, char)
+    assert "vocabulary lacks" in error_line(char, str(tmp_path / "other"), "--passage-len", "40",
+                                            "--out", str(tmp_path / "cmp"))
+    assert not (tmp_path / "cmp").exists() and not (tmp_path / "char" / "diagnose").exists()
+
+
+def test_compare_numbers_and_files(tmp_path, capsys):
+    from bptt.cli import main
+
+    text = tmp_path / "t.txt"
+    text.write_text('say "hi" (now)\n' * 30, encoding="utf-8")
+    for cell in ("rnn", "gru"):
+        assert main(["train", "--text", str(text), "--cell", cell, "--steps", "2", "--hidden", "4", "--seq-len", "6",
+                     "--batch", "1", "--out", str(tmp_path / cell), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["diagnose", str(tmp_path / "rnn"), str(tmp_path / "gru"), "--passage-len", "30", "--position", "7"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("largest Lyapunov exponent") == 2 and "gate steps below 0.1" in out
+    folder = tmp_path / "rnn" / "compare"
+    assert sorted(os.listdir(folder)) == ["lyapunov-0.png", "lyapunov-1.png", "report.html", "saturation-1.png"]
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    assert page.count('data-start="7"') == 2
+    data = json.loads(re.search(r'<script type="application/json" id="tv-data-0">(.*?)</script>', page, re.S).group(1))
+    assert len(data["rows"]) == 30 and [len(r) for r in data["rows"][:3]] == [1, 2, 3]
+    assert all(r[-1] == 0.0 for r in data["rows"])                     # lag 0 is the reference: log10(1) = 0
+    refs = _References()
+    refs.feed(page)
+    assert not [u for u in refs.urls if not u[2].startswith("data:")]

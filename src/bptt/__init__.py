@@ -36,7 +36,8 @@ def from_state_dict(tensors, config):
 
 
 from . import export  # noqa: E402  (numpy only; onnx and safetensors are imported when called)
+from . import rtrl  # noqa: E402  (real-time recurrent learning: the same gradient, forwards in time)
 
 __all__ = ["Network", "SGD", "check_network", "relative_error", "clip_by_global_norm", "clip_by_value",
            "global_norm", "softmax_cross_entropy", "squared_error", "from_torch", "to_torch", "torch_names",
-           "from_state_dict", "export", "__version__"]
+           "from_state_dict", "export", "rtrl", "__version__"]

@@ -12,6 +12,17 @@ diagnostics.jsonl, when the run recorded one) and report.html (one self-containe
 run's configuration, equations, figures embedded, a sample). matplotlib is checked first; on
 any failure nothing is left in --out (a folder this run created is removed).
 Prints the key numbers. Cost grows like T^2: keep --seq-len modest (default 40).
+
+    bptt diagnose runs/demo --text-view          # + the text view (character-level runs)
+    bptt diagnose runs/rnn runs/lstm             # two runs' text views on one passage, one report
+
+``--text-view`` adds to the report a passage of the run's text (``--passage-len`` characters, seeded by
+``--seed``) coloured by the saliency ||dE_t/dx_k|| for one output position (``--position``, default the
+last; hover or click in the page to choose another -- plain JavaScript in the file, nothing fetched),
+the look-back lag of every position, the units that best track simple features of the text, the
+gate-saturation scatter and the Lyapunov spectrum (diagnostics/textview.py). Two runs: the text views of
+both on the same passage (taken from the first run's text) in one report, written to --out (default
+RUN_A/compare).
 """
 
 from __future__ import annotations
@@ -28,8 +39,13 @@ def add_parser(sub) -> None:
     p = sub.add_parser("diagnose", help="figures + an HTML report of a network's gradient flow",
                        description="Vanishing/exploding diagnostics of a checkpoint: the lecture's decomposition "
                                    "of dE_t/dW by step, its profile by time lag, ||dh_t/dh_k||, the spectrum of W, "
-                                   "saturation, gates, and the training history. Writes PNGs and report.html.")
-    p.add_argument("path", metavar="RUN_OR_CHECKPOINT", help="a run folder (with checkpoint.npz) or a .npz checkpoint")
+                                   "saturation, gates, and the training history. Writes PNGs and report.html. "
+                                   "--text-view adds the passage coloured by saliency, the units tracking "
+                                   "features of the text, gate saturation and Lyapunov exponents (character-level "
+                                   "runs); two runs (RUN_A RUN_B) compare their text views on one passage in one "
+                                   "report, RUN_A/compare/report.html by default.")
+    p.add_argument("path", metavar="RUN_OR_CHECKPOINT", nargs="+",
+                   help="a run folder (with checkpoint.npz) or a .npz checkpoint; two of them: compare their text views")
     p.add_argument("--out", help="output folder (default: RUN/diagnose)")
     p.add_argument("--text", help="text for the probe batch of a text model (default: the run's text)")
     p.add_argument("--seq-len", type=int, default=40, help="probe length T (cost grows like T^2) [40]")
@@ -39,6 +55,11 @@ def add_parser(sub) -> None:
     p.add_argument("--param", default="W", help="recurrent parameter to decompose: W, U or b [W]")
     p.add_argument("--fraction", type=float, default=0.01,
                    help="effective memory: lag where the profile falls below this share of lag 0 [0.01]")
+    p.add_argument("--text-view", action="store_true",
+                   help="add the text view: saliency on a passage, units, gate saturation, Lyapunov exponents")
+    p.add_argument("--passage-len", type=int, default=200, help="characters of the text view's passage [200]")
+    p.add_argument("--position", type=int, default=None,
+                   help="output position the saliency is first shown for (default: the passage's last)")
     p.set_defaults(run=run)
 
 
@@ -94,6 +115,76 @@ def _first_missing(path: str):
     return missing
 
 
+def _check_text_view_args(args) -> None:
+    if args.passage_len < 2:
+        raise CLIError(f"--passage-len must be >= 2, got {args.passage_len}")
+    if args.position is not None and not 0 <= args.position < args.passage_len:
+        raise CLIError(f"--position must be in [0, --passage-len) = [0, {args.passage_len}), got {args.position}")
+
+
+def _char_level(ckpt, vocab, what: str):
+    if vocab is None or vocab.level != "char":
+        raise CLIError(f"{what} needs a character-level text run; {ckpt.path} is "
+                       + ("not a text model" if vocab is None else "word-level"))
+
+
+def _passage(text, args):
+    from ..diagnostics.textview import choose_passage
+    try:
+        return choose_passage(text, args.passage_len, np.random.default_rng(args.seed))
+    except ValueError as error:
+        raise CLIError(f"--passage-len {args.passage_len}: {error}") from None
+
+
+def _compare(args) -> int:
+    """bptt diagnose RUN_A RUN_B: the text views of both runs on one passage of RUN_A's text."""
+    from ..io.checkpoint import load_checkpoint
+    from ..diagnostics.report import compare_text_views
+
+    if len(args.path) != 2:
+        raise CLIError(f"give one run, or two to compare; got {len(args.path)}")
+    _check_text_view_args(args)
+    if args.seed < 0:
+        raise CLIError(f"--seed must be >= 0, got {args.seed}")
+    runs, passage = [], None
+    for path in args.path:
+        ckpt = load_checkpoint(path)
+        net = ckpt.network()
+        vocab = ckpt.vocabulary()
+        _char_level(ckpt, vocab, "comparing runs")
+        if getattr(net, "bidirectional", False):
+            raise CLIError(f"diagnose needs a unidirectional network; {ckpt.path} is bidirectional")
+        if passage is None:
+            passage = _passage(_run_text(ckpt, args)[0], args)
+        missing = sorted(set(passage) - set(vocab.tokens))
+        if missing:
+            raise CLIError(f"the passage has characters {''.join(missing)!r} that {ckpt.path}'s vocabulary lacks: "
+                           "the runs were trained on different texts")
+        name = os.path.basename(os.path.normpath(path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))))
+        label = f"{name} ({net.cell}{', ' + net.nonlinearity if net.cell == 'rnn' else ''}, step {ckpt.step})"
+        runs.append((net, vocab, label, ckpt))
+    first = args.path[0] if os.path.isdir(args.path[0]) else os.path.dirname(os.path.abspath(args.path[0]))
+    out = args.out or os.path.join(first, "compare")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise CLIError(f"--out {out} is a file, not a folder")
+    created = _first_missing(out)
+    try:
+        result = compare_text_views(runs, passage, out, position=args.position)
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    for label, numbers in result.items():
+        print(label)
+        width = max(len(k) for k in numbers)
+        for key, value in numbers.items():
+            shown = ", ".join(f"{v:.4g}" for v in value) if isinstance(value, list) else (
+                f"{value:.4g}" if isinstance(value, float) else str(value))
+            print(f"  {key:<{width}}  {shown}")
+    print(f"wrote {os.path.join(out, 'report.html')} and the figures in {out}")
+    return 0
+
+
 def run(args) -> int:
     from ..diagnostics.plots import require_matplotlib
 
@@ -101,6 +192,11 @@ def run(args) -> int:
     from ..io.checkpoint import load_checkpoint
     from ..diagnostics.report import diagnose
 
+    if len(args.path) > 1:
+        return _compare(args)
+    args.path = args.path[0]
+    if args.text_view:
+        _check_text_view_args(args)
     for flag in ("seq_len", "batch"):
         if getattr(args, flag) < 1:
             raise CLIError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
@@ -124,6 +220,10 @@ def run(args) -> int:
         probe = _text_probe(text, vocab, args, rng)
     else:
         probe = _random_probe(net, args, rng)
+    text_view = None
+    if args.text_view:
+        _char_level(ckpt, vocab, "--text-view")
+        text_view = {"passage": _passage(text, args), "position": args.position}
     train_args = ckpt.meta.get("extra", {}).get("train_args", {})
     threshold = train_args.get("clip") if train_args.get("clip_mode") == "global-norm" else None
     from ..diagnostics import read_jsonl
@@ -135,7 +235,7 @@ def run(args) -> int:
         numbers = diagnose(net, probe, out, run_dir=run_dir, layer=args.layer, param=args.param,
                            fraction=args.fraction, clip_threshold=threshold,
                            title=f"bptt diagnose {os.path.basename(os.path.normpath(run_dir))} (step {ckpt.step})",
-                           checkpoint=ckpt, vocab=vocab, text=text, text_source=source)
+                           checkpoint=ckpt, vocab=vocab, text=text, text_source=source, text_view=text_view)
     except BaseException:
         if created is not None:                            # ours alone: made by this run a moment ago
             shutil.rmtree(created, ignore_errors=True)

@@ -225,3 +225,24 @@ def loss_history(train: tuple, path, val: tuple | None = None, uniform: float | 
     _integer_ticks(ax.xaxis)
     _legend(ax)
     return _save(fig, path)
+
+
+def saturation_scatter(saturation: list, path, title="gate saturation") -> str:
+    """Karpathy et al. (2015), Fig. 3: one dot per (unit, gate), x = share of steps the gate is < 0.1,
+    y = share > 0.9; one panel per layer. ``saturation``: diagnostics.units.gate_saturation's list."""
+    layers = [(index, gates) for index, gates in enumerate(saturation) if gates]
+    fig = _figure(3.6 * max(len(layers), 1) + 1.6, 3.6)
+    for panel, (index, gates) in enumerate(layers):
+        ax = fig.add_subplot(1, len(layers), panel + 1)
+        for name, (left, right) in gates.items():
+            ax.scatter(left, right, s=14, alpha=0.7, label=f"{name} gate")
+        ax.plot([0, 1], [1, 0], color="black", linewidth=0.8, linestyle=":", label="always saturated")
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("share of steps < 0.1 (left-saturated)", fontsize=8)
+        ax.set_ylabel("share of steps > 0.9 (right-saturated)", fontsize=8)
+        ax.set_title(f"{title}, layer {index}", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        if panel == len(layers) - 1:
+            _legend(ax)
+    return _save(fig, path)

@@ -27,6 +27,7 @@ import numpy as np
 
 from .decomposition import contribution_norms, effective_memory, lag_profile
 from .jacobians import jacobian_norms
+from .lyapunov import lyapunov_spectrum
 from .recorder import read_jsonl
 from .spectra import gate_means, saturation, spectrum
 
@@ -55,14 +56,17 @@ def _rows(items, meanings) -> str:
 
 
 def render_html(title: str, numbers: dict, figures: list, notes=(), *, meanings=None, config=None,
-                equations=None, history=(), sample=None, intro=None) -> str:
+                equations=None, history=(), sample=None, intro=None, sections=(), script=None,
+                style_extra="") -> str:
     """HTML text: ``intro``, the run's ``config`` (name -> value), ``equations`` ((MathML, sentence)
     pairs), the ``history`` figures, a ``sample`` ((text, sentence)), the ``numbers`` table, each
-    (caption, png path) of ``figures`` embedded, then ``notes`` (plain-text paragraphs).
+    (caption, png path) of ``figures`` embedded, then ``sections`` ((heading, HTML fragment) pairs, e.g.
+    the text view), then ``notes`` (plain-text paragraphs). ``script``: JavaScript embedded at the end of
+    the page (the text view's; nothing is fetched), ``style_extra``: CSS added to the page's own.
     ``meanings``: name -> the sentence shown under that config entry or number."""
     meanings = meanings or {}
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
-             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
+             f"<style>{STYLE}{style_extra}</style></head><body><h1>{html.escape(title)}</h1>"]
     if intro:
         parts.append(f"<p>{html.escape(intro)}</p>")
     if config:
@@ -81,7 +85,11 @@ def render_html(title: str, numbers: dict, figures: list, notes=(), *, meanings=
     if figures:
         parts.append("<h2>Gradient flow</h2>" if history or config else "")
         parts += [_figure_html(caption, path) for caption, path in figures]
+    for heading, fragment in sections:
+        parts.append(f"<h2>{html.escape(heading)}</h2>{fragment}")
     parts += [f"<p>{html.escape(note)}</p>" for note in notes]
+    if script:
+        parts.append(f"<script>{script}</script>")
     parts.append("</body></html>")
     return "\n".join(part for part in parts if part) + "\n"
 
@@ -256,13 +264,15 @@ def run_configuration(net, checkpoint=None, vocab=None, text=None, text_source=N
 
 def diagnose(net, probe, out_dir, run_dir=None, layer: int = -1, param: str = "W", fraction: float = 0.01,
              clip_threshold=None, title="bptt diagnose", checkpoint=None, vocab=None, text=None,
-             text_source=None, sample_length: int | None = None) -> dict:
+             text_source=None, sample_length: int | None = None, text_view: dict | None = None) -> dict:
     """Compute, plot and report into ``out_dir``; returns the key numbers (also in the report).
 
     probe = (inputs, targets, mask or None): the batch the decomposition runs on. Cost: one
     backward pass per output step of the probe (T(T+1)/2 single-step backwards) plus T
     products of state Jacobians. ``checkpoint`` (a loaded checkpoint), ``vocab``, ``text``
     and ``text_source`` add the run's configuration and, for a text model, a sample.
+    ``text_view`` ({"passage": str, "position": int or None}; a character-level ``vocab``) adds the text
+    view of diagnostics/textview.py: saliency on the passage, units, gate saturation, Lyapunov spectrum.
 
     Everything is written into a staging folder inside ``out_dir`` and moved into place only
     when all of it succeeded: a failure leaves ``out_dir`` as it was."""
@@ -276,18 +286,23 @@ def diagnose(net, probe, out_dir, run_dir=None, layer: int = -1, param: str = "W
     staging = tempfile.mkdtemp(dir=out_dir, prefix=".tmp-diagnose-")
     try:
         numbers = _diagnose_into(staging, net, probe, run_dir, layer, param, fraction, clip_threshold, title,
-                                 checkpoint, vocab, text, text_source, sample_length)
-        for name in sorted(os.listdir(staging)):                          # the report last: it names the figures
-            if name != "report.html":
-                os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
-        os.replace(os.path.join(staging, "report.html"), os.path.join(out_dir, "report.html"))
+                                 checkpoint, vocab, text, text_source, sample_length, text_view)
+        _move_into(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return numbers
 
 
+def _move_into(staging: str, out_dir: str) -> None:
+    """Every file of ``staging`` into ``out_dir``, report.html last (it names the figures)."""
+    for name in sorted(os.listdir(staging)):
+        if name != "report.html":
+            os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+    os.replace(os.path.join(staging, "report.html"), os.path.join(out_dir, "report.html"))
+
+
 def _diagnose_into(out_dir, net, probe, run_dir, layer, param, fraction, clip_threshold, title, checkpoint,
-                   vocab, text, text_source, sample_length) -> dict:
+                   vocab, text, text_source, sample_length, text_view=None) -> dict:
     from . import plots
 
     inputs, targets, mask = probe
@@ -311,6 +326,7 @@ def _diagnose_into(out_dir, net, probe, run_dir, layer, param, fraction, clip_th
                "saturated units (derivative < 0.1 of max)": saturation(net, inputs, layer=layer),
                memory_key: "beyond the sequence" if memory is None else int(memory),
                jac_key: float(J[T - 1, 0]),
+               "largest Lyapunov exponent (per step)": float(lyapunov_spectrum(net, inputs, k=1, layer=layer)[0]),
                "lag-0 term of dE_t/dW (mean over t)": float(profile[0])}
     blocks = ", ".join(summary[name]["blocks"])
     meanings = {
@@ -333,6 +349,10 @@ def _diagnose_into(out_dir, net, probe, run_dir, layer, param, fraction, clip_th
                     "how far back this network can learn from.",
         jac_key: f"How strongly the last state h_{T - 1} still depends on the first, h_0: near 0 means the "
                  "gradient from the end of a window no longer reaches its start.",
+        "largest Lyapunov exponent (per step)":
+            "lambda_1 of the layer's dynamics on the probe (QR method, diagnostics.lyapunov_spectrum): below 0 nearby "
+            "states converge and the gradient through time shrinks like exp(lambda_1 x lag), so it predicts the lag "
+            "profile's slope; above 0 they separate and gradients can explode.",
         "lag-0 term of dE_t/dW (mean over t)": "The size of the immediate term k = t, the scale the lag profile "
                                                "is compared with.",
     }
@@ -436,7 +456,56 @@ def _diagnose_into(out_dir, net, probe, run_dir, layer, param, fraction, clip_th
     intro = (f"The gradient flow of {where if step is not None else 'this network'}: how far back in time the "
              "gradient of the loss reaches, and why. Each number has a sentence under it saying what it means; each "
              "figure's caption names the layer and the checkpoint step it shows.")
+    sections, script, style = (), None, ""
+    if text_view is not None:
+        from . import textview
+        view = textview.text_view(net, vocab, text_view["passage"], label=net.cell)
+        extra, extra_meanings = textview.summary(view)
+        numbers.update({f"text view: {k}": v for k, v in extra.items()})
+        meanings.update({f"text view: {k}": v for k, v in extra_meanings.items()})
+        fragment = textview.render(view, 0, text_view.get("position"), textview.figures(view, out_dir, ""))
+        sections, script, style = [("The text view", fragment)], textview.SCRIPT, textview.STYLE
     write_report(os.path.join(out_dir, "report.html"), title, numbers, figures, [n for n in notes if n],
                  meanings=meanings, config=config, history=history, sample=sample, intro=intro,
-                 equations=equations(net.cell, getattr(net, "nonlinearity", "tanh"), T))
+                 equations=equations(net.cell, getattr(net, "nonlinearity", "tanh"), T),
+                 sections=sections, script=script, style_extra=style)
     return numbers
+
+
+def compare_text_views(runs: list, passage: str, out_dir, title="bptt diagnose: two runs on one text",
+                       position: int | None = None) -> dict:
+    """One report comparing the text views of several runs on the same ``passage``.
+
+    runs: (net, vocab, label, checkpoint or None) per run (character-level vocabularies that can encode the
+    passage). Writes report.html and the figures into ``out_dir`` (staged: a failure leaves it as it was);
+    returns label -> key numbers."""
+    import shutil
+    import tempfile
+
+    from . import plots, textview
+
+    plots.require_matplotlib("the report's figures")
+    os.makedirs(out_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=out_dir, prefix=".tmp-diagnose-")
+    try:
+        table, meanings, sections, result = {}, {}, [], {}
+        for index, (net, vocab, label, checkpoint) in enumerate(runs):
+            view = textview.text_view(net, vocab, passage, label=label)
+            numbers, means = textview.summary(view)
+            result[label] = numbers
+            meanings.update({f"{label}: {k}": v for k, v in means.items()})
+            table.update({f"{label}: {k}": v for k, v in numbers.items()})
+            fragment = textview.render(view, index, position, textview.figures(view, staging, f"-{index}"))
+            config, _ = run_configuration(net, checkpoint, vocab)
+            rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_show(v))}</td></tr>"
+                           for k, v in config.items())
+            sections.append((f"Run {index + 1}: {label}", f"<table>{rows}</table>{fragment}"))
+        intro = (f"{len(runs)} runs read the same passage of {len(passage) - 1} characters. For each: how far back "
+                 "every prediction looks (saliency by time lag), the units that track features of the text, the gate "
+                 "saturation and the Lyapunov exponents of its dynamics.")
+        write_report(os.path.join(staging, "report.html"), title, table, [], intro=intro, meanings=meanings,
+                     sections=sections, script=textview.SCRIPT, style_extra=textview.STYLE)
+        _move_into(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return result
