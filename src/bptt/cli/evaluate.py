@@ -43,7 +43,7 @@ def run(args) -> int:
         settings = extra.get("train_args")
         if settings is None:
             raise CLIError(f"{ckpt.path} does not say what text it was trained on; pass --text PATH")
-        text, source = load_text(settings.get("text"))
+        text, source = load_text(settings.get("text"), what=f"the training text named in {ckpt.path},")
         if text_sha256(text) != extra.get("text_sha256"):
             raise CLIError(f"{source} changed since training (its SHA-256 differs); pass --text PATH explicitly")
         train_ids, val_ids = split_ids(vocab.encode(text), settings.get("val_fraction", 0.05))

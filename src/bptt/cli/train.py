@@ -169,15 +169,37 @@ def check_settings(s: dict, args) -> None:
         raise CLIError(f"--clip must be > 0, got {s['clip']}")
 
 
-def load_text(path):
+def load_text(path, what: str = "--text"):
+    """(text, source). ``what`` names where the path came from (the flag, or the checkpoint) in errors."""
     from ..corpus import builtin_text
-    from ..data import read_text
+    from ..io.files import read_text_file        # a regular file, size-bounded, UTF-8, not binary
 
     if path is None:
         return builtin_text(), "<built-in corpus>"
     if os.path.isdir(path):
-        raise CLIError(f"--text {path} is a directory, not a text file")
-    return read_text(path), path
+        raise CLIError(f"{what} {path} is a directory, not a text file")
+    return read_text_file(path, what=what), path
+
+
+def overwrite_previous_run(out: str, ckpt, dist) -> None:
+    """With --overwrite (checked by then), clear the old run before the new one writes (rank 0 alone)."""
+    from ..io.files import clear_previous_run
+
+    if ckpt is None and dist.is_root:
+        clear_previous_run(out)
+
+
+def load_run_text(settings: dict, args, ckpt):
+    """(text, source, SHA-256). On --resume without --text the text is the one the checkpoint names:
+    it must still be the text trained on (its SHA-256 is checked before it is used)."""
+    from_checkpoint = ckpt is not None and args.text is None
+    what = f"the training text named in {ckpt.path}," if from_checkpoint else "--text"
+    text, source = load_text(settings["text"], what=what)
+    sha = text_sha256(text)
+    if from_checkpoint and settings["text"] is not None and ckpt.meta["extra"].get("text_sha256") != sha:
+        raise CLIError(f"{source}, the text {ckpt.path} was trained on, changed since (its SHA-256 differs from "
+                       f"the one recorded); to continue on it as it is now, pass --text {source}")
+    return text, source, sha
 
 
 def text_sha256(text: str) -> str:
@@ -240,10 +262,7 @@ def train(args, dist) -> int:
         if not args.overwrite:
             raise CLIError(f"{out} already holds a run: continue it with --resume {out}, or start afresh "
                            f"with --overwrite")
-        if dist.is_root and os.path.exists(os.path.join(out, "metrics.jsonl")):   # MPI: rank 0's file
-            os.unlink(os.path.join(out, "metrics.jsonl"))
-    text, source = load_text(settings["text"])
-    sha = text_sha256(text)
+    text, source, sha = load_run_text(settings, args, ckpt)
     if ckpt is not None:
         vocab = ckpt.vocabulary()
         if ckpt.meta["extra"].get("text_sha256") != sha and dist.is_root:
@@ -267,6 +286,7 @@ def train(args, dist) -> int:
     schedule = make_schedule(settings["schedule"], settings["lr"], every=settings["lr_every"],
                              gamma=settings["lr_gamma"], warmup=settings["warmup"])
     os.makedirs(out, exist_ok=True)
+    overwrite_previous_run(out, ckpt, dist)       # --overwrite: the old run's files go first (bptt.io.files)
     # MPI: each rank trains on its share of the --batch streams; every update is summed over the
     # ranks before clipping (bptt.training.data_parallel); rank 0 alone writes metrics, checkpoints, progress.
     parallel = DataParallel(dist)

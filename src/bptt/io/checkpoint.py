@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..training.numerics import describe_nonfinite, first_nonfinite
-from .files import file_kind
+from .files import file_kind, public_mode
 from .safeload import check_config_fits, check_training_arrays, inspect_archive
 from .schema import MAX_META_BYTES, METADATA, SchemaError, parse_json, validate
 
@@ -101,8 +101,12 @@ def save_checkpoint(path, net, *, trainer=None, vocab=None, metrics: dict | None
     arrays[_META] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
 
     tmp = os.path.join(directory, f".{os.path.basename(target)}.tmp{os.getpid()}")
+    if os.path.lexists(tmp):                          # ours from an earlier failed try (same PID)
+        os.unlink(tmp)
+    # O_EXCL | O_NOFOLLOW: never write through a link planted under the temporary's name
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), public_mode())
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())                      # the bytes are on disk before the rename

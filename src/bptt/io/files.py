@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import stat
+import sys
 import tempfile
 
 
@@ -73,7 +75,7 @@ def open_regular(path, what: str = "", follow: bool = True) -> int:
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{label}: No such file") from None
+        raise FileNotFoundError(errno.ENOENT, f"{what + ' ' if what else ''}No such file or directory", path) from None
     except IsADirectoryError:
         raise ValueError(f"{label} is a directory, not a regular file") from None
     except OSError as error:
@@ -115,14 +117,15 @@ def read_text_file(path, max_bytes: int = MAX_TEXT_BYTES, what: str = "") -> str
     path = os.fspath(path)
     label = f"{what} {path}" if what else path
     raw = read_bytes(path, max_bytes, what)
-    nul = raw.find(b"\0")
-    if nul >= 0:
-        raise ValueError(f"{label} is a binary file, not text (a NUL byte at offset {nul})")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ValueError(f"{label} is not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start}); "
                          f"convert it, e.g. iconv -f latin1 -t utf-8") from None
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        raise ValueError(f"{label} is a binary file, not text (a NUL byte at offset {nul}, "
+                         f"{raw.count(0):,} in all)")
     del raw
     if text.startswith("\ufeff"):
         text = text[1:]                             # a UTF-8 byte-order mark is not content
@@ -150,11 +153,17 @@ def open_in_run(path, flags: int, mode: int = 0o666) -> int:
         if error.errno == errno.ELOOP:
             raise ValueError(f"{path} is a symbolic link; bptt does not write through links "
                              f"(remove it: rm {path})") from None
+        if error.errno == errno.ENXIO:              # a FIFO nobody reads
+            raise ValueError(f"{path} is a FIFO (named pipe), not a regular file; bptt does not write to it") from None
         raise
-    st_mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(st_mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        raise ValueError(f"{path} is {file_kind(st_mode)}, not a regular file; bptt does not write to it")
+        raise ValueError(f"{path} is {file_kind(info.st_mode)}, not a regular file; bptt does not write to it")
+    if info.st_nlink > 1:                           # a hard link to a file elsewhere: writing would change it
+        os.close(fd)
+        raise ValueError(f"{path} has {info.st_nlink} hard links (it is also a file elsewhere); bptt does not "
+                         f"write to it (remove it: rm {path})")
     os.set_blocking(fd, True)
     return fd
 
@@ -168,11 +177,20 @@ class LineAppender:
             log.append(json.dumps(record))
     """
 
-    def __init__(self, path):
+    def __init__(self, path, lazy: bool = False):
         self.path = os.fspath(path)
+        self.fd = None
+        # lazy: a missing file appears with its first line (a run that fails before logging leaves no
+        # empty file); one that exists is opened now, so a symlink or FIFO there is refused up front
+        if not lazy or os.path.lexists(self.path):
+            self._open()
+
+    def _open(self) -> None:
         self.fd = open_in_run(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 
     def append(self, line: str) -> None:
+        if self.fd is None:
+            self._open()
         data = (line.rstrip("\n") + "\n").encode("utf-8")
         start = os.fstat(self.fd).st_size
         try:
@@ -238,5 +256,67 @@ def remove_stale_temporaries(directory) -> list:
                 os.unlink(path)
                 removed.append(name)
         except OSError:
+            pass
+    return removed
+
+
+def _warn_stderr(message: str) -> None:
+    print(f"bptt: warning: {message}", file=sys.stderr, flush=True)
+
+
+def read_json_lines(path, max_bytes: int = MAX_SMALL_BYTES, warn=_warn_stderr) -> list:
+    """Every JSON object in a JSON-lines file (``metrics.jsonl``, ``diagnostics.jsonl``): a regular
+    file of at most ``max_bytes`` (a FIFO there cannot hang the reader); blank lines skipped; a bad
+    line is a ValueError naming its number -- except a torn *last* line (no newline at its end: a
+    writer killed or a disk filled mid-line), which is skipped with a warning."""
+    path = os.fspath(path)
+    raw = read_bytes(path, max_bytes)
+    rows = raw.split(b"\n")
+    torn = rows.pop() if rows else b""               # b"" when the file ends with a newline
+    lines = []
+    for number, row in enumerate(rows + ([torn] if torn.strip() else []), 1):
+        last_and_torn = number == len(rows) + 1
+        try:
+            text = row.decode("utf-8").strip()
+            if not text:
+                continue
+            line = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+            if last_and_torn:
+                warn(f"{path}: line {number} is cut short (a write that did not finish); skipped")
+                break
+            if isinstance(error, UnicodeDecodeError):
+                raise ValueError(f"{path}: line {number} is not UTF-8 text ({error.reason})") from None
+            if isinstance(error, RecursionError):
+                raise ValueError(f"{path}: line {number} is nested too deeply") from None
+            raise ValueError(f"{path}: line {number} is not JSON ({error.msg})") from None
+        if not isinstance(line, dict):            # a hand-edited file must not crash the readers
+            raise ValueError(f"{path}: line {number} is not a JSON object (got {type(line).__name__})")
+        lines.append(line)
+    return lines
+
+
+RUN_FILES = ("checkpoint.npz", "best.npz", "metrics.jsonl", "diagnostics.jsonl")
+
+
+def clear_previous_run(directory, names=RUN_FILES) -> list:
+    """``--overwrite``: remove the previous run's files (links themselves, never their targets) and
+    make the removal durable *before* the new run writes anything -- so a kill before the new run's
+    first checkpoint leaves no old checkpoint for ``--resume`` to continue silently. Returns the
+    names removed."""
+    removed = []
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.lexists(path) and not os.path.isdir(path) or os.path.islink(path):
+            os.unlink(path)
+            removed.append(name)
+    if removed:
+        try:
+            fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:                             # pragma: no cover - platforms without dir fsync
             pass
     return removed
