@@ -181,12 +181,16 @@ def load_text(path, what: str = "--text"):
     return read_text_file(path, what=what), path
 
 
-def overwrite_previous_run(out: str, ckpt, dist) -> None:
-    """With --overwrite (checked by then), clear the old run before the new one writes (rank 0 alone)."""
-    from ..io.files import clear_previous_run
+def prepare_run_directory(out: str, ckpt, dist) -> None:
+    """Rank 0, before anything is written: files the run appends to or replaces must be regular files
+    (no symlink, FIFO or hard link planted there); a fresh run (--overwrite checked by then) first clears
+    the old run's files, so a kill before its first checkpoint leaves nothing of the old run to resume."""
+    from ..io.files import check_run_files, clear_previous_run
 
-    if ckpt is None and dist.is_root:
-        clear_previous_run(out)
+    if dist.is_root:
+        if ckpt is None:
+            clear_previous_run(out)
+        check_run_files(out)
 
 
 def load_run_text(settings: dict, args, ckpt):
@@ -286,7 +290,7 @@ def train(args, dist) -> int:
     schedule = make_schedule(settings["schedule"], settings["lr"], every=settings["lr_every"],
                              gamma=settings["lr_gamma"], warmup=settings["warmup"])
     os.makedirs(out, exist_ok=True)
-    overwrite_previous_run(out, ckpt, dist)       # --overwrite: the old run's files go first (bptt.io.files)
+    prepare_run_directory(out, ckpt, dist)        # planted links/FIFOs refused; --overwrite clears first (bptt.io.files)
     # MPI: each rank trains on its share of the --batch streams; every update is summed over the
     # ranks before clipping (bptt.training.data_parallel); rank 0 alone writes metrics, checkpoints, progress.
     parallel = DataParallel(dist)

@@ -320,3 +320,21 @@ def clear_previous_run(directory, names=RUN_FILES) -> list:
         except OSError:                             # pragma: no cover - platforms without dir fsync
             pass
     return removed
+
+
+def check_run_files(directory, names=RUN_FILES) -> None:
+    """Before a run starts writing: every file it will append to or replace in ``directory`` is absent
+    or a regular file with one link -- not a symlink, FIFO or hard link planted there (ValueError)."""
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(info.st_mode):
+            raise ValueError(f"{path} is a symbolic link; bptt does not write through links (remove it: rm {path})")
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path} is {file_kind(info.st_mode)}, not a regular file; bptt does not write to it")
+        if info.st_nlink > 1 and name.endswith(".jsonl"):      # appended in place (checkpoints are replaced)
+            raise ValueError(f"{path} has {info.st_nlink} hard links (it is also a file elsewhere); bptt does not "
+                             f"write to it (remove it: rm {path})")

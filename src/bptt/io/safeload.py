@@ -54,10 +54,6 @@ def _check_layout(path: str, archive: zipfile.ZipFile, infos: list, on_disk: int
     if len(set(names)) != len(names):
         twice = next(n for n in names if names.count(n) > 1)
         raise ValueError(f"{path} is not a bptt checkpoint: member {twice!r} appears more than once")
-    declared = sum(info.file_size for info in infos)
-    if declared > on_disk:
-        raise ValueError(f"{path} is corrupt: its members declare {declared:,} bytes in all, more than the "
-                         f"whole file ({on_disk:,}); refusing to read it")
     end_of_data = getattr(archive, "start_dir", on_disk)
     extents = []
     with open(path, "rb") as f:
@@ -78,6 +74,10 @@ def _check_layout(path: str, archive: zipfile.ZipFile, infos: list, on_disk: int
         if start < end:
             raise ValueError(f"{path} is not a bptt checkpoint: members {first!r} and {second!r} overlap "
                              f"(a zip trick); refusing to read it")
+    declared = sum(info.file_size for info in infos)     # implied by the above; kept as the stated bound
+    if declared > on_disk:
+        raise ValueError(f"{path} is corrupt: its members declare {declared:,} bytes in all, more than the "
+                         f"whole file ({on_disk:,}); refusing to read it")
 
 
 def inspect_archive(path) -> dict:
@@ -219,7 +219,7 @@ def check_training_arrays(path, meta: dict, arrays: dict) -> None:
             raise ValueError(f"{path} is corrupt: optimizer slot {describe_nonfinite(bad, a)} is not finite")
         if slot in NONNEGATIVE_SLOTS and a.size and a.min() < 0:
             where = tuple(int(i) for i in np.argwhere(a < 0)[0])
-            raise ValueError(f"{path} is corrupt: optimizer slot {name} holds {a[where]!r} at {where}, but it is "
+            raise ValueError(f"{path} is corrupt: optimizer slot {name} holds {float(a[where])!r} at {where}, but it is "
                              f"a running sum of squares and cannot be negative")
     for slot in declared:
         for pname in params:

@@ -123,8 +123,14 @@ class Opt(Spec):
         self.expected = f"null or {spec.expected}"
 
     def check(self, value, where):
-        if value is not None:
+        if value is None:
+            return
+        try:
             self.spec.check(value, where)
+        except SchemaError as error:             # the value itself is wrong (not a field inside it): say null is fine
+            if str(error).startswith(f"metadata field {where or '(top level)'} must be "):
+                _fail(where, self.expected, value)
+            raise
 
 
 class AnyJSON(Spec):
