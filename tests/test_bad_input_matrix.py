@@ -40,6 +40,9 @@ from bptt.training.train import Trainer
 from bptt.training.truncation import make_truncation
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
+# a hidden size whose float32 weights take half this machine's memory: they alone would pass a
+# weights-only guard, the whole run (init draws, gradients, Adam slots) cannot fit
+FITS_BUT_RUN_DOES_NOT = int((os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2 / 4) ** 0.5)
 TEXT = "nothing lost, nothing trusted blindly.\n" * 60
 
 # ---------------------------------------------------------------- the world each case starts from
@@ -319,8 +322,8 @@ CLI = [
     # sizes and rates: negative, zero, absurd, non-finite
     ("zero hidden size", train("--hidden", "0"), r"--hidden must be >= 1, got 0"),
     ("negative hidden size", train("--hidden", "-5"), r"--hidden must be >= 1, got -5"),
-    ("absurd hidden size", train("--hidden", "100000000"), r"hidden_size=100000000,.* more than this machine's memory"),
-    ("absurd layer count", train("--layers", "1000000000"), r"num_layers=1000000000,.* more than this machine's memory"),
+    ("absurd hidden size", train("--hidden", "100000000"), r"this run needs about [\d,.]+ GiB of memory .*more than this machine's"),
+    ("absurd layer count", train("--layers", "1000000000"), r"this run needs about [\d,.]+ GiB of memory .*more than this machine's"),
     ("zero layers", train("--layers", "0"), r"--layers must be >= 1, got 0"),
     ("zero batch", train("--batch", "0"), r"--batch must be >= 1, got 0"),
     ("absurd batch", train("--batch", "100000000"), r"too short.*batch=100000000"),
@@ -343,7 +346,7 @@ CLI = [
     ("negative seed", train("--seed", "-1"), r"--seed must be >= 0, got -1"),
     ("rollback factor 2", train("--rollback-factor", "2"), r"--rollback-factor must be in \(0, 1\), got 2"),
     ("sample: zero length", ["sample", "{w}/good", "--length", "0"], r"--length must be >= 1, got 0"),
-    ("sample: absurd length", ["sample", "{w}/good", "--length", "100000000000"], r"out of memory"),
+    ("sample: absurd length", ["sample", "{w}/good", "--length", "100000000000"], r"--length must be <= 100,000,000 tokens, got 100,000,000,000"),
     ("sample: zero temperature", ["sample", "{w}/good", "--temperature", "0"], r"--temperature must be > 0, got 0"),
     ("sample: infinite temperature", ["sample", "{w}/good", "--temperature", "inf"],
      r"temperature must be a finite number > 0, got inf"),
@@ -431,6 +434,15 @@ CLI = [
     ("resume: a FIFO as the lock", ["train", "--resume", "{w}/fifolock", "--steps", "1"], r"lock .*\.bptt-lock is unreadable"),
     ("resume: a FIFO as metrics.jsonl", ["train", "--resume", "{w}/fifometrics", "--steps", "1"], r"metrics\.jsonl is a FIFO"),
     ("diagnose: a FIFO as metrics.jsonl", ["diagnose", "{w}/fifometrics", "--seq-len", "4", "--batch", "1"], r"metrics\.jsonl is a FIFO"),
+    # resources: counted and refused up front, with the figure
+    ("hidden size whose weights fit but the run does not", train("--hidden", str(FITS_BUT_RUN_DOES_NOT)),
+     r"this run needs about [\d,.]+ GiB of memory \(.*init draws.*\), more than this machine's [\d,.]+ GiB"),
+    ("sample: length of two billion", ["sample", "{w}/good", "--length", "2000000000"], r"--length must be <= 100,000,000"),
+    ("epochs of 1e308", ["train", "--text", "{w}/t.txt", "--out", "{w}/out", "--epochs", "1e308", "--no-progress"],
+     r"--epochs 1e\+308 is \S+ steps .*more than the 9,223,372,036,854,775,807"),
+    ("absurd seed", train("--seed", str(10 ** 30)), r"--seed must be <= 9,223,372,036,854,775,807, got 1,000"),
+    ("absurd step count", train("--steps", str(10 ** 30)), r"--steps must be <= 9,223,372,036,854,775,807"),
+    ("absurd checkpoint interval", train("--checkpoint-every", str(10 ** 30)), r"--checkpoint-every must be <= "),
     ("resume: metrics.jsonl a symlink elsewhere", ["train", "--resume", "{w}/linkmetrics", "--steps", "1"], r"metrics\.jsonl is a symbolic link"),
 ]
 

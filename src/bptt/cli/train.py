@@ -128,7 +128,37 @@ def resolve_settings(args) -> tuple[dict, object]:
     return settings, ckpt
 
 
+MAX_COUNT = 2**63 - 1        # steps, seeds, intervals: what a checkpoint's int64-sized fields hold
+MAX_SIZE = 2**31 - 1         # sizes (hidden, layers, seq-len, batch, windows, vocabulary)
+
+
+def check_integer_ranges(s: dict, args) -> None:
+    """Integer-valued flags are integers in range (argparse accepts 10**400): one line naming the flag."""
+    sizes = ("hidden", "layers", "seq_len", "batch", "k", "k1", "k2", "max_vocab", "lr_every")
+    counts = ("seed", "warmup", "eval_every")
+    values = [(f, s.get(f), MAX_SIZE) for f in sizes] + [(f, s.get(f), MAX_COUNT) for f in counts]
+    values += [(f, getattr(args, f, None), MAX_COUNT) for f in ("steps", "log_every", "checkpoint_every",
+                                                                  "record_every")]
+    for flag, value, top in values:
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CLIError(f"--{flag.replace('_', '-')} must be an integer, got {value!r}")
+        if value > top:
+            raise CLIError(f"--{flag.replace('_', '-')} must be <= {top:,}, got {value:,}")
+
+
+def epochs_to_steps(epochs: float, batches_per_epoch: int) -> int:
+    """--epochs E -> steps, refusing a count no run could reach (1e308 epochs) instead of overflowing."""
+    steps = epochs * batches_per_epoch
+    if not steps <= MAX_COUNT:
+        raise CLIError(f"--epochs {epochs:g} is {steps:.3g} steps of {batches_per_epoch} batches each, more than "
+                       f"the {MAX_COUNT:,} a run can count; use a smaller --epochs")
+    return max(1, int(round(steps)))
+
+
 def check_settings(s: dict, args) -> None:
+    check_integer_ranges(s, args)
     def positive(flag, value):
         if value is not None and value < 1:
             raise CLIError(f"--{flag} must be >= 1, got {value}")
@@ -173,12 +203,25 @@ def load_text(path, what: str = "--text"):
     """(text, source). ``what`` names where the path came from (the flag, or the checkpoint) in errors."""
     from ..corpus import builtin_text
     from ..io.files import read_text_file        # a regular file, size-bounded, UTF-8, not binary
+    from ..training.memory import text_byte_limit
 
     if path is None:
         return builtin_text(), "<built-in corpus>"
     if os.path.isdir(path):
         raise CLIError(f"{what} {path} is a directory, not a text file")
-    return read_text_file(path, what=what), path
+    return read_text_file(path, text_byte_limit(), what=what), path
+
+
+def run_needs_of(settings: dict, vocab, text: str) -> dict:
+    """bptt.training.memory.run_needs for these flags: weights, init draws, gradients, slots, activations, text."""
+    from ..training.memory import run_needs
+
+    return run_needs(cell=settings["cell"], vocab=len(vocab), hidden=settings["hidden"], layers=settings["layers"],
+                     # a batch or window longer than the text is refused later as "too short", not here
+                     seq_len=min(settings["seq_len"], len(text)), batch=min(settings["batch"], len(text)),
+                     dtype=settings["dtype"],
+                     optimizer=settings["optimizer"], momentum=settings["momentum"], chars=len(text),
+                     level=settings["level"])
 
 
 def prepare_run_directory(out: str, ckpt, dist) -> None:
@@ -258,6 +301,8 @@ def train(args, dist) -> int:
     from ..training.interrupt import StopOnSignal
     from ..training.numerics import NonFiniteGuard
     from ..training.train import Progress, Trainer
+    from ..textcodes import build_char_vocabulary, encode_compact
+    from ..training.memory import refuse_if_too_big
 
     settings, ckpt = resolve_settings(args)
     check_settings(settings, args)
@@ -279,12 +324,13 @@ def train(args, dist) -> int:
         else:
             if settings["max_vocab"] is not None:
                 raise CLIError("--max-vocab applies to --level word only")
-            vocab = Vocabulary.build(text, "char")
+            vocab = build_char_vocabulary(text)            # numpy, no list of characters (bptt.textcodes)
+        refuse_if_too_big(run_needs_of(settings, vocab, text), "this run")   # before any large allocation
         net = Network(len(vocab), settings["hidden"], len(vocab), num_layers=settings["layers"],
                       cell=settings["cell"], nonlinearity=settings["nonlinearity"], dropout=settings["dropout"],
                       seed=settings["seed"], dtype=settings["dtype"])
     unit = "char" if vocab.level == "char" else "token"      # word level counts whitespace tokens too
-    ids = vocab.encode(text)
+    ids = encode_compact(vocab, text)                     # uint8/uint16 ids (bptt.textcodes)
     train_ids, val_ids = split_ids(ids, settings["val_fraction"])
     data = TextStreams(train_ids, settings["batch"], settings["seq_len"])
     schedule = make_schedule(settings["schedule"], settings["lr"], every=settings["lr_every"],
@@ -322,7 +368,7 @@ def train(args, dist) -> int:
 
     steps = args.steps
     if args.epochs is not None:
-        steps = max(1, int(round(args.epochs * data.batches_per_epoch)))
+        steps = epochs_to_steps(args.epochs, data.batches_per_epoch)
     has_val = len(val_ids) >= 2
 
     def evaluate(model):
