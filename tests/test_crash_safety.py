@@ -277,3 +277,76 @@ def test_overwrite_killed_before_its_first_checkpoint_leaves_no_old_model(tmp_pa
     resumed = subprocess.run(train_cmd(text_file, "--resume", str(out), "--steps", "1"), capture_output=True,
                              text=True, timeout=120)
     assert resumed.returncode == 2 and "no checkpoint at" in resumed.stderr, resumed.stderr
+
+
+def test_sighup_saves_like_sigterm_and_exits_129(tmp_path, text_file):
+    """A closed terminal (SIGHUP) used to kill the run without a checkpoint and leave its lock."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(train_cmd(text_file, "--out", str(out), "--steps", "100000000", "--checkpoint-every",
+                                      "100000000"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size > 0,
+                        proc, poll=0.01)
+        proc.send_signal(signal.SIGHUP)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 129, err
+    assert "SIGHUP received" in err and "Traceback" not in err
+    assert load_checkpoint(out).step > 0 and not (out / LOCK_NAME).exists()
+
+
+def test_ctrl_c_while_starting_exits_130_quietly(tmp_path, text_file):
+    """SIGINT at moments spread over the first second (imports, argument parsing, loading, training):
+    always exit 130, never a traceback."""
+    for delay in (0.0, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8):
+        proc = subprocess.Popen(train_cmd(text_file, "--out", str(tmp_path / f"run{delay}"), "--steps", "100000000",
+                                          "--checkpoint-every", "100000000"),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert "bptt" + os.sep not in err, (delay, err)            # never a traceback through bptt's code
+        if delay >= 0.1:                                         # Python itself has started by then
+            assert proc.returncode == 130 and "Traceback" not in err, (delay, proc.returncode, err)
+        # earlier, the signal may land before bptt runs at all: Python's own start-up (runpy, site)
+        # dies with -SIGINT or its own message; nothing bptt can catch, nothing written
+
+
+def _edit_meta(path, change):
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(arrays.pop("__meta__").tobytes())
+    change(meta)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+
+
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 1e6), ("adam", 1e30)])
+def test_a_diverging_run_never_replaces_the_last_good_checkpoint(tmp_path, text_file, optimizer, lr):
+    """The issue's two examples: SGD at lr 1e6 without clipping (the loss grows, all finite) and Adam at
+    lr 1e30. A good run is checkpointed, then resumed at the huge rate (the record edited): it stops
+    with one line naming the divergence, and the good checkpoint is byte-identical."""
+    out = tmp_path / "run"
+    first = subprocess.run(train_cmd(text_file, "--out", str(out), "--steps", "3", "--optimizer", optimizer,
+                                     "--clip-mode", "none"), capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+
+    def huge_rate(meta):
+        meta["extra"]["train_args"]["lr"] = lr
+        meta["trainer"]["optimizer"]["hyper"]["lr"] = lr
+        meta["trainer"]["schedule"]["base_lr"] = lr
+    _edit_meta(out / "checkpoint.npz", huge_rate)
+    before = (out / "checkpoint.npz").read_bytes()
+    run = subprocess.run(train_cmd(text_file, "--resume", str(out), "--steps", "200"), capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("bptt train: error: the loss diverged at step"), run.stderr
+    assert (out / "checkpoint.npz").read_bytes() == before
+    assert load_checkpoint(out).step == 3

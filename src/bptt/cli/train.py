@@ -224,6 +224,20 @@ def run_needs_of(settings: dict, vocab, text: str) -> dict:
                      level=settings["level"])
 
 
+DIVERGENCE_FACTOR = 10.0     # a loss per step 10x its running median, 3 updates in a row: diverged (numerics.py)
+
+
+def sound_to_save(trainer, model_loss, dist, out: str) -> bool:
+    """False (with a warning) when the weights look diverged: the last good checkpoint is kept."""
+    from ..training.numerics import unsound_to_save
+
+    why = unsound_to_save(trainer, model_loss)
+    if why is not None and dist.is_root:
+        print(f"bptt train: warning: not checkpointing step {trainer.step}: {why}; the model may be diverging, "
+              f"so the last checkpoint in {out} is kept", file=sys.stderr, flush=True)
+    return why is None
+
+
 def prepare_run_directory(out: str, ckpt, dist) -> None:
     """Rank 0, before anything is written: files the run appends to or replaces must be regular files
     (no symlink, FIFO or hard link planted there); a fresh run (--overwrite checked by then) first clears
@@ -299,7 +313,7 @@ def train(args, dist) -> int:
     from ..data import TextStreams, Vocabulary, eval_loss_per_token, split_ids
     from ..training.data_parallel import DataParallel
     from ..training.interrupt import StopOnSignal
-    from ..training.numerics import NonFiniteGuard
+    from ..training.numerics import NonFiniteGuard, loss_per_step
     from ..training.train import Progress, Trainer
     from ..textcodes import build_char_vocabulary, encode_compact
     from ..training.memory import refuse_if_too_big
@@ -349,6 +363,7 @@ def train(args, dist) -> int:
                       metrics_path=os.path.join(out, "metrics.jsonl") if dist.is_root else None,
                       log_every=args.log_every, seed=settings["seed"],
                       numerics=NonFiniteGuard(args.nonfinite, lr_factor=args.rollback_factor,
+                                              divergence_factor=DIVERGENCE_FACTOR,
                                               snapshot_every=args.checkpoint_every, warn=None if not dist.is_root
                                               else lambda message: print(f"bptt train: warning: {message}",
                                                                          file=sys.stderr, flush=True)))
@@ -377,7 +392,12 @@ def train(args, dist) -> int:
 
     extra = {"train_args": settings, "text_source": source, "text_sha256": sha, "mpi_ranks": dist.size}
 
+    # the weights about to be saved, on the batch just trained: rank 0 computes, every rank gets the number
+    model_loss = parallel.evaluate_on_root(lambda model: loss_per_step(model, data.batch(max(trainer.step - 1, 0))))
+
     def save(tr, metrics):
+        if not sound_to_save(tr, model_loss, dist, out):   # a diverging model never replaces the last good one
+            return
         view = parallel.prepare_checkpoint(tr)        # every rank: identical-parameters check, gather state
         if dist.is_root:
             save_checkpoint(out, net, trainer=view, vocab=vocab, metrics=metrics, extra=extra)
