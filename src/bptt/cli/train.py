@@ -250,6 +250,18 @@ def prepare_run_directory(out: str, ckpt, dist) -> None:
         check_run_files(out)
 
 
+def run_fingerprint(settings: dict, args, sha: str, ckpt) -> dict:
+    """What every MPI rank must share: the settings (not the text's path: nodes may mount it elsewhere),
+    the flags that decide when collectives happen, the text's SHA-256 and the step resumed from."""
+    run = {k: v for k, v in settings.items() if k != "text"}
+    for flag in ("steps", "epochs", "time", "checkpoint_every", "log_every", "record_every", "nonfinite",
+                 "rollback_factor"):
+        run[flag] = getattr(args, flag, None)
+    run["text (its SHA-256)"] = sha                     # keys with a space are not flags (distributed.agree)
+    run["checkpoint step resumed from"] = None if ckpt is None else ckpt.step
+    return run
+
+
 def load_run_text(settings: dict, args, ckpt):
     """(text, source, SHA-256). On --resume without --text the text is the one the checkpoint names:
     it must still be the text trained on (its SHA-256 is checked before it is used)."""
@@ -326,6 +338,7 @@ def train(args, dist) -> int:
             raise CLIError(f"{out} already holds a run: continue it with --resume {out}, or start afresh "
                            f"with --overwrite")
     text, source, sha = load_run_text(settings, args, ckpt)
+    dist.agree(run_fingerprint(settings, args, sha, ckpt))   # MPI: every rank runs rank 0's settings, or all stop
     if ckpt is not None:
         vocab = ckpt.vocabulary()
         if ckpt.meta["extra"].get("text_sha256") != sha and dist.is_root:
