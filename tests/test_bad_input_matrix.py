@@ -470,7 +470,23 @@ def _resume_other_model(w):
     trainer.load_state_dict(load_checkpoint(os.path.join(w, "good")).trainer_state())
 
 
+def _metadata_over_the_limit(w):
+    """A checkpoint whose metadata is 17 MiB (the limit is 16 MiB), built outside the case's world."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as other:
+        good = os.path.join(w, "good", "checkpoint.npz")
+        _rewrite(good, os.path.join(other, "big", "checkpoint.npz"), lambda a, m: m["extra"].update(pad="x" * (17 << 20)))
+        load_checkpoint(os.path.join(other, "big"))
+
+
 API = [
+    ("data: NUL-filled file", lambda w: read_text(os.path.join(w, "nul.txt")), r"nul\.txt is a binary file"),
+    ("data: a FIFO", lambda w: read_text(os.path.join(w, "fifo.txt")), r"fifo\.txt is a FIFO \(named pipe\), not a regular file"),
+    ("data: a character device", lambda w: read_text("/dev/zero"), r"/dev/zero is a character device"),
+    ("data: a file over the limit", lambda w: read_text(os.path.join(w, "t.txt"), max_bytes=100),
+     r"t\.txt is 2,?\d+ bytes|t\.txt is [\d.]+ KiB, more than the 100 bytes bptt reads"),
+    ("load_checkpoint: metadata over the size limit", _metadata_over_the_limit,
+     r"metadata is 17,\d{3},\d{3} bytes, more than the 16,777,216 bptt reads"),
     ("Network: zero hidden size", lambda w: Network(3, 0, 2), r"hidden_size must be >= 1, got 0"),
     ("Network: negative input size", lambda w: Network(-3, 4, 2), r"input_size must be >= 1, got -3"),
     ("Network: fractional size", lambda w: Network(3, 2.5, 2), r"hidden_size must be an integer >= 1, got 2\.5"),
