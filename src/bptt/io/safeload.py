@@ -2,7 +2,11 @@
 
 A checkpoint may come from anyone (a colleague, a download), so loading trusts nothing in it:
 
-1. ``inspect_archive(path)``: the file is a zip whose members are all ``.npy`` arrays, stored
+1. ``inspect_archive(path)``: the zip's layout first -- at most MAX_MEMBERS entries (read from the
+   end-of-central-directory record before zipfile parses any), no duplicate names, no two members
+   whose bytes overlap, none outside the data, declared sizes summing to at most the file's size
+   (so loading reads every byte once: 60,000 entries pointing at one member are refused at once).
+   Then the members: all ``.npy`` arrays, stored
    uncompressed (as ``np.savez`` writes them: no zip bombs), each with a numeric dtype -- an
    object array (which only ``pickle`` could load, and unpickling runs code) is refused by
    name -- and each member's size equals what its ``.npy`` header declares (shape x itemsize),
@@ -13,7 +17,12 @@ A checkpoint may come from anyone (a colleague, a download), so loading trusts n
    ``Network(**config)`` allocates anything -- a hand-edited ``hidden_size: 10**7`` is refused
    instead of allocating terabytes -- and every parameter is finite (bptt never writes a NaN).
 
-Every refusal is a ValueError with one line naming the file, the member and the values.
+3. ``check_training_arrays(path, meta, arrays)``: every other loaded array -- optimiser slots
+   (the parameters' shapes and dtypes, finite, >= 0 where they are sums of squares) and the
+   carried hidden state (the declared parts, (L*dirs, B, H), finite).
+
+The metadata itself is parsed and validated by ``bptt.io.schema`` (one declared schema) between
+steps 1 and 2. Every refusal is a ValueError with one line naming the file, the member and the values.
 """
 
 from __future__ import annotations
@@ -201,7 +210,7 @@ def check_training_arrays(path, meta: dict, arrays: dict) -> None:
     declared = [] if trainer is None else list(trainer.get("optimizer_slots", []))
     inconsistent = f"{path} is corrupt: its training state is inconsistent"
     for name, a in arrays.items():
-        if name.startswith("state/") and trainer is None or name.startswith("optim/") and trainer is None:
+        if name.startswith(("state/", "optim/")) and trainer is None:
             raise ValueError(f"{inconsistent}: member {name!r} but no training record")
         if not name.startswith("optim/"):
             continue
