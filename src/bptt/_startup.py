@@ -6,8 +6,8 @@ for a program that imports bptt as a library; ``bptt.cli.main`` hands SIGINT bac
 it can turn a KeyboardInterrupt into its own one-line exit 130.
 """
 
-import os
-import signal
+import _signal                                      # the C module: no import time (signal.py loads enum)
+import os                                           # os and sys are loaded by Python's start-up already
 import sys
 
 _previous = None
@@ -23,7 +23,7 @@ def _exit_130(signum, frame):                       # pragma: no cover - timing-
 
 if sys.argv[:1] and (sys.argv[0] == "-m" or os.path.basename(sys.argv[0]) == "bptt"):
     try:
-        _previous = signal.signal(signal.SIGINT, _exit_130)
+        _previous = _signal.signal(_signal.SIGINT, _exit_130)
     except (ValueError, OSError):                   # not the main thread: leave signals alone
         _previous = None
 
@@ -31,5 +31,5 @@ if sys.argv[:1] and (sys.argv[0] == "-m" or os.path.basename(sys.argv[0]) == "bp
 def done() -> None:
     global _previous
     if _previous is not None:
-        signal.signal(signal.SIGINT, _previous)
+        _signal.signal(_signal.SIGINT, _previous)
         _previous = None
