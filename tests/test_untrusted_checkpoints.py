@@ -200,3 +200,16 @@ def test_the_unmutated_checkpoint_loads(good, tmp_path):
     """The control: the same writer with nothing changed gives a checkpoint that loads and is used."""
     root, arrays, meta = good
     use(load_checkpoint(write(tmp_path / "same" / "checkpoint.npz", arrays, json.dumps(meta).encode())))
+
+
+def test_an_encrypted_member_is_refused_in_one_line(good, tmp_path):
+    """zipfile raises RuntimeError ("File is encrypted") on opening such a member: refused before."""
+    root, arrays, meta = good
+    path = write(tmp_path / "enc" / "checkpoint.npz", arrays, json.dumps(meta).encode())
+    raw = bytearray(open(path, "rb").read())
+    for signature, flag_at in ((b"PK\x01\x02", 8), (b"PK\x03\x04", 6)):     # central and local headers
+        at = raw.find(signature)
+        raw[at + flag_at] |= 1
+    open(path, "wb").write(bytes(raw))
+    with pytest.raises(ValueError, match=r"is encrypted; bptt checkpoints never are"):
+        load_checkpoint(path)

@@ -229,7 +229,7 @@ def load_checkpoint(path) -> Checkpoint:
         with np.load(target, allow_pickle=False) as archive:
             meta = read_metadata(target, archive[_META].tobytes())
             arrays = {name: archive[name] for name in archive.files if name != _META}
-    except (zipfile.BadZipFile, EOFError, KeyError, OSError) as error:
+    except (zipfile.BadZipFile, EOFError, KeyError, OSError, RuntimeError, NotImplementedError) as error:
         raise ValueError(f"{target} is corrupt or not a bptt checkpoint ({type(error).__name__}: {error})") from None
     except ValueError as error:
         if str(error).startswith(target):

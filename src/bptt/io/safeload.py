@@ -109,6 +109,8 @@ def inspect_archive(path) -> dict:
             name = info.filename
             if not name.endswith(".npy"):
                 raise ValueError(f"{path} is not a bptt checkpoint: member {name!r} is not a .npy array")
+            if info.flag_bits & 0x1:                                   # zipfile would raise RuntimeError
+                raise ValueError(f"{path}: member {name!r} is encrypted; bptt checkpoints never are")
             if info.compress_type != zipfile.ZIP_STORED:
                 raise ValueError(f"{path}: member {name!r} is compressed; bptt checkpoints are written "
                                  f"uncompressed (np.savez), refusing to inflate it")
@@ -147,7 +149,8 @@ def _read_header(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo):
             else:
                 raise ValueError(f"unknown .npy version {version}")
             return np.dtype(dtype), tuple(int(n) for n in shape), f.tell()
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile, SyntaxError, TypeError) as error:
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, SyntaxError, TypeError, RuntimeError,
+            NotImplementedError, MemoryError, RecursionError) as error:
         raise ValueError(f"{path} is corrupt: member {info.filename!r} has no valid .npy header "
                          f"({type(error).__name__}: {error})") from None
 
