@@ -428,6 +428,8 @@ CLI = [
     ("evaluate: checkpoint naming /dev/zero", ["evaluate", "{w}/devzero"], r"training text named in .*devzero/checkpoint\.npz, /dev/zero is a character device"),
     ("evaluate: checkpoint naming a FIFO", ["evaluate", "{w}/fifoname"], r"training text named in .*fifo is a FIFO"),
     ("evaluate: checkpoint naming a directory", ["evaluate", "{w}/dirname"], r"adir is a directory"),
+    ("diagnose: the checkpoint's text changed", ["diagnose", "{w}/changedtext", "--seq-len", "4", "--batch", "1"],
+     r"t2\.txt, the text .* was trained on, changed since .*pass --text"),
     ("resume: the checkpoint's text changed", ["train", "--resume", "{w}/changedtext", "--steps", "1"], r"t2\.txt, the text .* was trained on, changed since .*pass --text"),
     ("NUL-filled text", train(text="{w}/nul.txt"), r"nul\.txt is a binary file, not text \(a NUL byte at offset 0, 100,000 in all\)"),
     ("text over the size limit", train(text="{w}/../big.txt"), r"big\.txt is 600\.0 MiB, more than the 512\.0 MiB bptt reads"),

@@ -49,6 +49,11 @@ def _text_probe(ckpt, vocab, args, rng):
             raise CLIError(f"--text {args.text} is not a file")
         source = None                                       # the run's text moved: fall back
     text = read_text(source) if source else builtin_text()
+    if source and not args.text:                          # the checkpoint's own text: checked before use
+        from .train import text_sha256
+        if text_sha256(text) != ckpt.meta.get("extra", {}).get("text_sha256"):
+            raise CLIError(f"{source}, the text {ckpt.path} was trained on, changed since (its SHA-256 differs "
+                           f"from the one recorded); pass --text PATH for the probe")
     ids = vocab.encode(text)
     T, B = args.seq_len, args.batch
     if len(ids) < T + 1:
