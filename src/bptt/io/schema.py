@@ -264,7 +264,8 @@ def _metadata() -> Dict:
                    "seed": Opt(count), "dtype": dtype, "loss": Str(choices=LOSSES), "bidirectional": Bool(),
                    "dropout": fraction, "gru_variant": Str(choices=GRU_VARIANTS), "forget_bias": Num(),
                    "recurrent_init": Str(choices=RECURRENT_INITS), "spectral_radius": Opt(positive)},
-                  required=("input_size", "hidden_size", "num_layers", "cell"))
+                  required=("input_size", "hidden_size", "num_layers", "cell"),
+                  other=ScalarJSON())               # a newer Network's option: Network(**config) names it
     vocabulary = Dict({"level": Str(choices=("char", "word")),
                        "tokens": List(Str(65536), max_len=MAX_META_BYTES // 3, min_len=1, unique=True),
                        "unk": Opt(Str(65536))}, required=("tokens",))
@@ -273,13 +274,14 @@ def _metadata() -> Dict:
                   "eps": positive, "alpha": Num(0, 1), "centered": Bool(),
                   "betas": List(Num(0, 1, hi_open=True), max_len=2, min_len=2), "amsgrad": Bool(),
                   "decoupled_weight_decay": Bool()}, required=("lr",), other=ScalarJSON())
-    optimizer = Dict({"kind": Str(choices=OPTIMIZERS), "hyper": hyper, "t": count}, required=("kind", "hyper"))
+    optimizer = Dict({"kind": Str(choices=OPTIMIZERS), "hyper": hyper, "t": count}, required=("kind", "hyper"),
+                     other=AnyJSON())
     schedule = Lazy(lambda: Dict({"kind": Str(choices=SCHEDULES + ("warmup",)), "base_lr": positive,
                                   "every": Int(1), "gamma": positive, "steps": count, "inner": schedule,
                                   "current_lr": positive, "factor": positive, "last_loss": Opt(Num(finite=False)),
                                   "halvings": count}, required=("kind",), other=ScalarJSON()))
     numerics = Dict({"policy": Str(choices=POLICIES), "nonfinite": count, "skipped": count, "rollbacks": count,
-                     "lr_scale": Num(0, 1, lo_open=True)})
+                     "lr_scale": Num(0, 1, lo_open=True)}, other=ScalarJSON())
     slots = ("momentum_buffer", "sum", "square_avg", "grad_avg", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     trainer = Dict({"step": count, "updates": count, "optimizer": optimizer,
                     "optimizer_slots": List(Str(choices=slots), max_len=len(slots), unique=True),
@@ -288,7 +290,8 @@ def _metadata() -> Dict:
                                          other=ScalarJSON())),
                     "carried_state": Opt(Str(choices=("tuple", "array"))), "carried_parts": Int(0, 8),
                     "numerics": Opt(numerics)},
-                   required=("step", "updates", "optimizer", "schedule", "rng", "history"))
+                   required=("step", "updates", "optimizer", "schedule", "rng", "history"),
+                   other=AnyJSON())                 # records a newer Trainer adds (still size/depth bounded)
     maybe_size = Opt(Int(1, MAX_SIZE))
     train_args = Dict({"text": Opt(Str(4096)), "level": Str(choices=("char", "word")), "max_vocab": maybe_size,
                        "hidden": size, "layers": Int(1, 100_000), "cell": Str(choices=CELLS),
