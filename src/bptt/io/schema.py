@@ -287,7 +287,7 @@ def _metadata() -> Dict:
                     "optimizer_slots": List(Str(choices=slots), max_len=len(slots), unique=True),
                     "schedule": Opt(schedule), "rng": rng,
                     "history": List(Dict({"step": count, "val_loss": Num(finite=False)}, required=("step",),
-                                         other=ScalarJSON())),
+                                         other=AnyJSON())),
                     "carried_state": Opt(Str(choices=("tuple", "array"))), "carried_parts": Int(0, 8),
                     "numerics": Opt(numerics)},
                    required=("step", "updates", "optimizer", "schedule", "rng", "history"),
@@ -306,7 +306,7 @@ def _metadata() -> Dict:
     extra = Dict({"train_args": train_args, "text_source": Str(4096), "text_sha256": sha,
                   "mpi_ranks": Int(1, 1_000_000)}, other=AnyJSON())
     return Dict({"format": Str(64), "version": Int(1), "bptt_version": Str(64), "config": config,
-                 "vocabulary": Opt(vocabulary), "metrics": Dict({}, other=ScalarJSON()), "extra": extra,
+                 "vocabulary": Opt(vocabulary), "metrics": Dict({}, other=AnyJSON()), "extra": extra,
                  "dropout_rng": rng, "trainer": trainer, "sha256": sha},
                 required=("format", "version", "config", "sha256"), other=AnyJSON())
 
