@@ -9,6 +9,7 @@ must never go backwards, and the next trial resumes from it (taking over the dea
 """
 
 import errno
+import json
 import os
 import resource
 import signal
@@ -91,6 +92,7 @@ def test_sigkill_at_random_moments_never_loses_the_checkpoint(tmp_path, text_fil
     assert "taking over the stale lock" in done.stderr
     assert load_checkpoint(out).step == last_step + 3
     assert not (out / LOCK_NAME).exists()
+    assert [f for f in os.listdir(out) if ".tmp" in f] == []   # a killed writer's temporaries: removed at start
 
 
 def load_step(out):
@@ -167,3 +169,196 @@ def test_a_failing_write_in_process_keeps_the_previous_checkpoint(tmp_path, monk
         save_checkpoint(tmp_path / "run", net)
     assert open(path, "rb").read() == before
     assert os.listdir(tmp_path / "run") == ["checkpoint.npz"]
+
+
+# ---------------------------------------------------------------- round two (issue 15): nothing half-written, nothing stale
+
+
+def test_a_full_disk_mid_line_leaves_metrics_whole_lines(tmp_path, monkeypatch):
+    """The disk fills in the middle of a metrics.jsonl line: the half line is cut off again, so the
+    file holds whole lines only; the error propagates."""
+    from bptt.io import files
+
+    path = tmp_path / "metrics.jsonl"
+    files.append_line(path, json.dumps({"step": 1}))
+    before = path.read_bytes()
+    real_write = os.write
+
+    def half_then_full(fd, data):
+        real_write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "write", half_then_full)
+    with pytest.raises(OSError, match="No space left"):
+        files.append_line(path, json.dumps({"step": 2, "loss": 1.5}))
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+
+
+def test_readers_skip_a_torn_last_line_with_a_warning(tmp_path, text_file):
+    """A metrics.jsonl whose last line was cut short (a kill or a full disk mid-write, before this
+    fix) no longer makes bptt diagnose refuse the run: the line is skipped with a warning."""
+    out = tmp_path / "run"
+    assert subprocess.run(train_cmd(text_file, "--out", str(out), "--steps", "3"), capture_output=True,
+                          timeout=120).returncode == 0
+    with open(out / "metrics.jsonl", "ab") as f:
+        f.write(b'{"step": 4, "loss": 2.')                    # torn: no end, no newline
+    run = subprocess.run([sys.executable, "-m", "bptt", "diagnose", str(out), "--seq-len", "4", "--batch", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "metrics.jsonl: line 4 is cut short" in run.stderr and "Traceback" not in run.stderr
+    from bptt.io.files import read_json_lines
+    warned = []
+    assert [line["step"] for line in read_json_lines(out / "metrics.jsonl", warn=warned.append)] == [1, 2, 3]
+    assert len(warned) == 1
+    (out / "metrics.jsonl").write_bytes(b'{"step": 1}\n{"step": 2\n{"step": 3}\n')   # torn in the middle: refused
+    with pytest.raises(ValueError, match="line 2 is not JSON"):
+        read_json_lines(out / "metrics.jsonl")
+
+
+def test_a_full_disk_while_taking_the_lock_leaves_nothing(tmp_path, monkeypatch):
+    from bptt.io import runlock
+
+    def disk_full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runlock.os, "write", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        runlock.RunLock(tmp_path / "new-run").acquire()
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []                            # no temporary, no lock, no empty run directory
+
+
+def test_stale_temporaries_of_dead_writers_are_removed_at_start(tmp_path, text_file):
+    out = tmp_path / "run"
+    assert subprocess.run(train_cmd(text_file, "--out", str(out), "--steps", "2"), capture_output=True,
+                          timeout=120).returncode == 0
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()                                                  # its PID is free now
+    (out / f".checkpoint.npz.tmp{dead.pid}").write_bytes(b"half a checkpoint")
+    (out / f".bptt-lock.{'0' * 32}.tmp{dead.pid}").write_bytes(b"{}")
+    (out / f".checkpoint.npz.tmp{os.getpid()}").write_bytes(b"a live writer's")   # this test process is alive
+    run = subprocess.run(train_cmd(text_file, "--resume", str(out), "--steps", "1"), capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert sorted(f for f in os.listdir(out) if ".tmp" in f) == [f".checkpoint.npz.tmp{os.getpid()}"]
+
+
+def test_the_checkpoint_writer_never_follows_a_planted_link(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    os.symlink(victim, run / f".checkpoint.npz.tmp{os.getpid()}")
+    save_checkpoint(run, Network(3, 4, 3, seed=0))
+    assert victim.read_text() == "precious\n"
+    assert load_checkpoint(run).step == 0 and sorted(os.listdir(run)) == ["checkpoint.npz"]
+
+
+def test_overwrite_killed_before_its_first_checkpoint_leaves_no_old_model(tmp_path, text_file):
+    """--overwrite clears the old run before it writes: killed before its first checkpoint, it leaves
+    no old checkpoint beside its own metrics, so --resume cannot silently continue the old model."""
+    out = tmp_path / "run"
+    assert subprocess.run(train_cmd(text_file, "--out", str(out), "--steps", "2"), capture_output=True,
+                          timeout=120).returncode == 0
+    proc = subprocess.Popen(train_cmd(text_file, "--out", str(out), "--overwrite", "--steps", "100000000",
+                                      "--checkpoint-every", "100000000", "--hidden", "12"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: not (out / "checkpoint.npz").exists() and (out / "metrics.jsonl").exists() and
+                        (out / "metrics.jsonl").stat().st_size > 0, proc, poll=0.01)   # the new run is training
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    assert not (out / "checkpoint.npz").exists()
+    resumed = subprocess.run(train_cmd(text_file, "--resume", str(out), "--steps", "1"), capture_output=True,
+                             text=True, timeout=120)
+    assert resumed.returncode == 2 and "no checkpoint at" in resumed.stderr, resumed.stderr
+
+
+def test_sighup_saves_like_sigterm_and_exits_129(tmp_path, text_file):
+    """A closed terminal (SIGHUP) used to kill the run without a checkpoint and leave its lock."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(train_cmd(text_file, "--out", str(out), "--steps", "100000000", "--checkpoint-every",
+                                      "100000000"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size > 0,
+                        proc, poll=0.01)
+        proc.send_signal(signal.SIGHUP)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 129, err
+    assert "SIGHUP received" in err and "Traceback" not in err
+    assert load_checkpoint(out).step > 0 and not (out / LOCK_NAME).exists()
+
+
+def bptt_frames(err: str) -> list:
+    """Traceback frames in bptt's code, but for the one line that can precede installing the handler
+    (``from . import _startup`` at the top of bptt/__init__.py, and _startup's own first lines)."""
+    import bptt
+    init = bptt.__file__
+    first = next(n for n, line in enumerate(open(init), 1) if "import _startup" in line)
+    frames = [line for line in err.splitlines() if line.strip().startswith('File "') and "bptt" + os.sep in line]
+    return [f for f in frames if "_startup.py" not in f and f'{init}", line {first},' not in f]
+
+
+def test_ctrl_c_while_starting_exits_130_quietly(tmp_path, text_file):
+    """SIGINT at moments spread over the first second (imports, argument parsing, loading, training):
+    always exit 130, never a traceback."""
+    for delay in (0.0, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8):
+        proc = subprocess.Popen(train_cmd(text_file, "--out", str(tmp_path / f"run{delay}"), "--steps", "100000000",
+                                          "--checkpoint-every", "100000000"),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert not bptt_frames(err), (delay, err)                 # never a traceback through bptt's code
+        # Early, the signal may land before bptt runs at all: Python's own start-up (site, runpy) dies
+        # with -SIGINT or its own message (on a loaded machine that can take 0.1 s); nothing is written.
+        if "Traceback" not in err and proc.returncode != -signal.SIGINT:
+            assert proc.returncode == 130, (delay, proc.returncode, err)
+        if delay >= 0.4:                                         # surely inside bptt by then
+            assert proc.returncode == 130 and "Traceback" not in err, (delay, proc.returncode, err)
+
+
+def _edit_meta(path, change):
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(arrays.pop("__meta__").tobytes())
+    change(meta)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+
+
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 1e6), ("adam", 1e30)])
+def test_a_diverging_run_never_replaces_the_last_good_checkpoint(tmp_path, text_file, optimizer, lr):
+    """The issue's two examples: SGD at lr 1e6 without clipping (the loss grows, all finite) and Adam at
+    lr 1e30. A good run is checkpointed, then resumed at the huge rate (the record edited): it stops
+    with one line naming the divergence, and the good checkpoint is byte-identical."""
+    out = tmp_path / "run"
+    first = subprocess.run(train_cmd(text_file, "--out", str(out), "--steps", "3", "--optimizer", optimizer,
+                                     "--clip-mode", "none"), capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+
+    def huge_rate(meta):
+        meta["extra"]["train_args"]["lr"] = lr
+        meta["trainer"]["optimizer"]["hyper"]["lr"] = lr
+        meta["trainer"]["schedule"]["base_lr"] = lr
+    _edit_meta(out / "checkpoint.npz", huge_rate)
+    before = (out / "checkpoint.npz").read_bytes()
+    run = subprocess.run(train_cmd(text_file, "--resume", str(out), "--steps", "200"), capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("bptt train: error: the loss diverged at step"), run.stderr
+    assert (out / "checkpoint.npz").read_bytes() == before
+    assert load_checkpoint(out).step == 3

@@ -592,6 +592,44 @@ def test_bptt_train_bad_input_under_mpiexec_is_one_line_not_a_hang(tmp_path, fla
 
 
 @pytest.mark.mpi
+@pytest.mark.parametrize("rank1, fragment", [
+    (["--steps", "3"], "MPI rank 1 was started with a different --steps than rank 0 (2)"),
+    (["--checkpoint-every", "1"], "MPI rank 1 was started with a different --checkpoint-every than rank 0 (2)"),
+    (["--hidden", "13"], "MPI rank 1 was started with a different --hidden than rank 0 (12)"),
+    (["--text", "OTHER"], "MPI rank 1 was started with a different text (its SHA-256) than rank 0"),
+])
+def test_ranks_started_differently_stop_with_one_line_naming_the_rank_and_setting(tmp_path, rank1, fragment):
+    """Issue 15: different --steps/--checkpoint-every/--epochs deadlocked, different --hidden gave a
+    13-line MPICH error stack, different texts trained silently. mpiexec's MPMD form gives rank 1
+    other flags than rank 0."""
+    launcher = need_mpi()
+    text = small_text(tmp_path)
+    other = tmp_path / "other.txt"
+    other.write_text(text.read_text(encoding="utf-8").replace("fox", "dog"), encoding="utf-8")
+    base = ["--text", str(text), "--steps", "2", "--out", str(tmp_path / "run"), *TRAIN_FLAGS]
+
+    def with_(flags):
+        argv = list(base)
+        for flag, value in zip(flags[::2], flags[1::2]):
+            argv[argv.index(flag) + 1] = str(other) if value == "OTHER" else value
+        return argv
+
+    command = [launcher, "-n", "1", sys.executable, "-m", "bptt", "train", *base, ":",
+               "-n", "1", sys.executable, "-m", "bptt", "train", *with_(rank1)]
+    job = start(command)
+    try:
+        out, err = job.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        kill_job(job)
+        pytest.fail(f"MPI job hung: {command}")
+    assert job.returncode != 0
+    ours = [line for line in err.splitlines() if line.startswith("[rank")]
+    assert len(ours) == 1 and fragment in ours[0], (job.returncode, err)
+    assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()                                # nothing created
+
+
+@pytest.mark.mpi
 def test_the_mpi_benchmark_runs_in_quick_mode(tmp_path):
     """bench/mpi_allreduce.py must not rot: tiny sizes, 1 and 2 ranks, its JSON read back
     (structure only -- timings are never asserted)."""

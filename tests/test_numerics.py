@@ -279,3 +279,78 @@ def test_cli_rollback_recovers(tmp_path, capsys):
     assert ckpt.step == 6 and first_nonfinite(ckpt.params) is None
     lines = [json.loads(line) for line in open(out / "metrics.jsonl")]
     assert lines[-1]["rollbacks"] == 1 and lines[-1]["lr_scale"] == pytest.approx(1e-300)
+
+
+# ---------------------------------------------------------------- divergence with finite numbers (issue 15)
+class _Piece:
+    def __init__(self, loss, T=4):
+        self.loss, self.span, self.grads = loss, (0, T), {"w": np.ones(2)}
+
+
+def _feed(guard, losses):
+    """admit() each loss (per step x 4 steps); returns the admit results."""
+    return [guard.admit(_Piece(4.0 * loss), step) for step, loss in enumerate(losses, 1)]
+
+
+def test_a_finite_loss_far_above_its_median_for_three_updates_stops():
+    guard = NonFiniteGuard("stop", divergence_factor=10.0, warn=None)
+    assert _feed(guard, [3.0, 2.9, 2.8, 2.9]) == [True] * 4
+    assert guard.threshold() == pytest.approx(10 * 2.9)
+    assert _feed(guard, [40.0, 1e3]) == [True, True] and guard.suspect          # suspect, not yet diverged
+    with pytest.raises(NonFiniteError, match=r"the loss diverged at step 1: 1e\+05 per step, more than 10x its "
+                                             r"running median 2\.9 for 3 updates in a row; stopped"):
+        _feed(guard, [1e5])
+
+
+def test_one_spike_is_not_divergence_and_does_not_move_the_median():
+    guard = NonFiniteGuard("stop", divergence_factor=10.0, warn=None)
+    _feed(guard, [3.0, 3.0, 500.0, 500.0, 2.5, 3.0, 700.0, 2.0])
+    assert not guard.suspect and guard.threshold() == pytest.approx(30.0)      # spikes never entered the median
+    assert guard.judge(29.0) is None and "more than 10x the running median 3" in guard.judge(31.0)
+    assert NonFiniteGuard("stop").threshold() is None                          # off unless asked for
+
+
+def test_skip_cannot_undo_a_divergence_and_says_so():
+    guard = NonFiniteGuard("skip", divergence_factor=10.0, warn=None)
+    with pytest.raises(NonFiniteError, match="policy 'skip' cannot undo a divergence"):
+        _feed(guard, [3.0, 100.0, 100.0, 100.0])
+
+
+def test_rollback_undoes_a_divergence_and_lowers_the_rate():
+    net, trainer, messages = make("rollback", snapshot_every=2, divergence_factor=10.0)
+    data = [batch(s) for s in range(4)]
+    trainer.fit(lambda step: data[step % 4], steps=4)
+    at_four = params_copy(net)
+    real = trainer.truncation.run
+
+    def diverging_once(net_, x, targets, mask, state, update):   # steps 5-7 look diverged, until the rollback
+        def inflate(piece):
+            if trainer.numerics.rollbacks == 0:
+                piece.loss = 1e6
+            update(piece)
+        return real(net_, x, targets, mask, state, inflate)
+
+    trainer.truncation.run = diverging_once
+    trainer.fit(lambda step: data[step % 4], steps=3)
+    assert trainer.numerics.rollbacks == 1 and trainer.numerics.lr_scale == 0.5 and trainer.step == 7
+    assert any("diverged at step 7" in m and "rolled back to step 4" in m for m in messages), messages
+    # the snapshot of step 6 was not taken (suspect): the rollback went to step 4's weights, then on
+    trainer2 = make("rollback", snapshot_every=2, divergence_factor=10.0)[1]
+    trainer2.fit(lambda step: data[step % 4], steps=4)
+    assert_same(params_copy(trainer2.net), at_four)
+
+
+def test_checking_a_model_before_saving_it_changes_nothing():
+    """loss_per_step runs in evaluation mode: no dropout mask drawn, so a run stays bit-identical."""
+    from bptt.losses import softmax_cross_entropy
+    from bptt.training.numerics import loss_per_step
+    from bptt.training.train import Batch
+
+    net = Network(V, 4, V, num_layers=2, dropout=0.5, seed=3)
+    x, y = batch(0)
+    state = net.dropout_rng.bit_generator.state
+    value = loss_per_step(net, Batch(x, y))
+    assert net.dropout_rng.bit_generator.state == state and net.training
+    net.eval()
+    expected = softmax_cross_entropy(net.forward(x).outputs, y)[0] / T
+    assert value == pytest.approx(expected, rel=1e-12)

@@ -1,6 +1,7 @@
 """bptt: recurrent networks trained by backpropagation through time -- exact, fast on a
 CPU, and showing its gradients. The core needs numpy only."""
 
+from . import _startup  # noqa: F401  (first: Ctrl-C while the command line starts exits 130 quietly)
 from .training.clip import clip_by_global_norm, clip_by_value, global_norm
 from .gradcheck import check_network, relative_error
 from .losses import softmax_cross_entropy, squared_error

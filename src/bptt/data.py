@@ -58,20 +58,12 @@ OPENING = "([{$#\u2018\u201c\u00ab"                # no space after these
 _QUOTES = {'"', "'", "`"}                            # the same mark opens and closes: paired per line
 
 
-def read_text(path) -> str:
-    """The whole file as text; ValueError if it is not UTF-8 or is empty, OSError if it cannot be read."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start}); "
-                         f"convert it, e.g. iconv -f latin1 -t utf-8") from None
-    if text.startswith("\ufeff"):
-        text = text[1:]                                  # a UTF-8 byte-order mark is not content
-    if not text:
-        raise ValueError(f"{path} is empty")
-    return text
+def read_text(path, max_bytes: int | None = None) -> str:
+    """The whole file as text; ValueError if it is not UTF-8, binary, empty, not a regular file (a FIFO,
+    a device) or larger than ``max_bytes`` (bptt.io.files.MAX_TEXT_BYTES), OSError if it cannot be read."""
+    from .io.files import MAX_TEXT_BYTES, read_text_file     # the one bounded reader (bptt.io.files)
+
+    return read_text_file(path, MAX_TEXT_BYTES if max_bytes is None else max_bytes)
 
 
 def tokenize(text: str, level: str, word_rule: str = "simple") -> list:

@@ -32,12 +32,23 @@ def sample_ids(net, length: int, *, prime_ids=None, temperature: float = 1.0, to
                greedy: bool = False, seed: int = 0, start_id: int | None = None) -> np.ndarray:
     """Generate ``length`` token ids (the priming ids are not included)."""
     length = check.positive_int("length", length)
+    return np.fromiter(iter_sample_ids(net, length, prime_ids=prime_ids, temperature=temperature, top_k=top_k,
+                                       greedy=greedy, seed=seed, start_id=start_id), np.int64, count=length)
+
+
+def iter_sample_ids(net, length: int, *, prime_ids=None, temperature: float = 1.0, top_k: int | None = None,
+                    greedy: bool = False, seed: int = 0, start_id: int | None = None):
+    """``sample_ids`` one id at a time (a generator: nothing of size ``length`` is ever allocated)."""
+    length = check.positive_int("length", length)
     temperature = check.positive_float("temperature", temperature)
     if top_k is not None:
         top_k = check.positive_int("top_k", top_k)
     if net.output_size is None or net.loss != "cross_entropy":
         raise ValueError("sampling needs a network with a softmax readout (loss='cross_entropy')")
-    rng = np.random.default_rng(seed)
+    return _generate(net, length, prime_ids, temperature, top_k, greedy, np.random.default_rng(seed), start_id)
+
+
+def _generate(net, length, prime_ids, temperature, top_k, greedy, rng, start_id):
     was_training = getattr(net, "training", False)
     if hasattr(net, "eval"):
         net.eval()
@@ -51,17 +62,15 @@ def sample_ids(net, length: int, *, prime_ids=None, temperature: float = 1.0, to
             first = start_id if start_id is not None else int(rng.integers(net.input_size))
             logits, state = net.step(np.array([first]), state)
             logits = logits[0]
-        out = np.empty(length, np.int64)
         for t in range(length):
             if greedy:
                 token = int(np.argmax(logits))
             else:
                 token = int(rng.choice(logits.size, p=next_token_distribution(logits, temperature, top_k)))
-            out[t] = token
+            yield token
             if t + 1 < length:
                 logits, state = net.step(np.array([token]), state)
                 logits = logits[0]
-        return out
     finally:
         if was_training:
             net.train()
@@ -77,13 +86,46 @@ def sample_text(net, vocab, length: int, *, prime: str = "", temperature: float 
     if len(vocab) != net.input_size or len(vocab) != net.output_size:
         raise ValueError(f"the vocabulary has {len(vocab)} tokens but the network reads {net.input_size} "
                          f"and writes {net.output_size}: they come from different models")
+    return "".join(iter_sample_text(net, vocab, length, prime=prime, temperature=temperature, top_k=top_k,
+                                    greedy=greedy, seed=seed))
+
+
+def iter_sample_text(net, vocab, length: int, *, prime: str = "", temperature: float = 1.0,
+                     top_k: int | None = None, greedy: bool = False, seed: int = 0, chunk: int = 4096):
+    """``sample_text`` as a stream of strings (the prime, then pieces of ``chunk`` tokens): ``bptt sample``
+    writes each piece as it comes, so a long --length costs time, never memory."""
+    if len(vocab) != net.input_size or len(vocab) != net.output_size:
+        raise ValueError(f"the vocabulary has {len(vocab)} tokens but the network reads {net.input_size} "
+                         f"and writes {net.output_size}: they come from different models")
     prime_ids = vocab.encode(prime) if prime else None
     spaced = vocab.level == "word" and vocab.word_rule == "simple"
     start = vocab.index.get(EOL if spaced else "\n")
-    ids = sample_ids(net, length, prime_ids=prime_ids, temperature=temperature, top_k=top_k, greedy=greedy,
-                     seed=seed, start_id=start)
+    ids = iter_sample_ids(net, length, prime_ids=prime_ids, temperature=temperature, top_k=top_k, greedy=greedy,
+                          seed=seed, start_id=start)                  # checks every argument before we yield
+    if spaced:
+        return _spaced_words(prime, ids, vocab)
+    return _pieces(prime, ids, vocab, chunk)
+
+
+def _spaced_words(prime, ids, vocab):
+    """Word level reads like words: the sample is detokenised as a whole (quotes pair within a line, so
+    pieces cannot be decoded apart); the prime as written, then the words spaced alike."""
+    ids = list(ids)
     text = vocab.decode(ids)
-    if spaced and prime and not prime[-1].isspace() and text[:1] != "\n" \
-            and not closes(vocab.tokens[ids[0]]):
-        return prime + " " + text                     # the prime as written, then the words spaced alike
-    return prime + text
+    if prime and not prime[-1].isspace() and text[:1] != "\n" and ids and not closes(vocab.tokens[ids[0]]):
+        yield prime + " " + text
+    else:
+        yield prime + text
+
+
+def _pieces(prime, ids, vocab, chunk):
+    if prime:
+        yield prime
+    piece = []
+    for token in ids:
+        piece.append(vocab.tokens[token])
+        if len(piece) == chunk:
+            yield "".join(piece)
+            piece = []
+    if piece:
+        yield "".join(piece)

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .. import _startup
+    _startup.done()                       # from here a Ctrl-C is a KeyboardInterrupt caught below (exit 130)
     try:
         kernels.check_setting()           # a bad BPTT_KERNELS fails here, before anything is written
         code = args.run(args)

@@ -83,10 +83,12 @@ def _run_text(ckpt, args):
     if not os.path.isfile(source):
         raise CLIError(f"the run trained on {source}, which is not a file from here "
                        f"(sha256 {str(extra.get('text_sha256', '?'))[:12]}...); pass it with --text PATH")
-    return read_text(source), source
-
-
-def _text_probe(text, vocab, args, rng):
+    text = read_text(source)
+    from .train import text_sha256                          # the checkpoint's own text: checked before use
+    if text_sha256(text) != extra.get("text_sha256"):
+        raise CLIError(f"{source}, the text {ckpt.path} was trained on, changed since (its SHA-256 differs "
+                       f"from the one recorded); pass --text PATH for the probe")
+    return text, source
     ids = vocab.encode(text)
     T, B = args.seq_len, args.batch
     if len(ids) < T + 1:

@@ -25,6 +25,7 @@ def run(args) -> int:
     from ..io.checkpoint import load_checkpoint
     from ..data import eval_loss_per_token, split_ids
     from . import CLIError
+    from ..textcodes import encode_compact
     from .train import load_text, text_sha256
 
     if args.batch < 1 or args.seq_len < 1:
@@ -37,18 +38,19 @@ def run(args) -> int:
     extra = ckpt.meta.get("extra", {})
     if args.text is not None:
         text, source = load_text(args.text)
-        ids = vocab.encode(text)
+        ids = encode_compact(vocab, text)                 # compact ids, no list of characters (bptt.textcodes)
         part = "all"
     else:
         settings = extra.get("train_args")
         if settings is None:
             raise CLIError(f"{ckpt.path} does not say what text it was trained on; pass --text PATH")
-        text, source = load_text(settings.get("text"))
+        text, source = load_text(settings.get("text"), what=f"the training text named in {ckpt.path},")
         if text_sha256(text) != extra.get("text_sha256"):
             raise CLIError(f"{source} changed since training (its SHA-256 differs); pass --text PATH explicitly")
-        train_ids, val_ids = split_ids(vocab.encode(text), settings.get("val_fraction", 0.05))
+        all_ids = encode_compact(vocab, text)
+        train_ids, val_ids = split_ids(all_ids, settings.get("val_fraction", 0.05))
         part = args.split
-        ids = {"val": val_ids, "train": train_ids, "all": vocab.encode(text)}[part]
+        ids = {"val": val_ids, "train": train_ids, "all": all_ids}[part]
         if len(ids) < 2:
             raise CLIError(f"the {part} split of {source} is empty (val_fraction {settings.get('val_fraction')})")
     loss = eval_loss_per_token(net, ids, batch=args.batch, seq_len=args.seq_len)

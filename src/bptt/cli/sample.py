@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+
+MAX_LENGTH = 100_000_000        # tokens per call (about a day of sampling on one core)
 
 
 def add_parser(sub) -> None:
@@ -24,11 +28,13 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..io.checkpoint import load_checkpoint
-    from ..sample import sample_text
+    from ..sample import iter_sample_text
     from . import CLIError
 
     if args.length < 1:
         raise CLIError(f"--length must be >= 1, got {args.length}")
+    if args.length > MAX_LENGTH:                      # streamed, so memory is not the limit: time is
+        raise CLIError(f"--length must be <= {MAX_LENGTH:,} tokens, got {args.length:,}")
     if args.seed < 0:
         raise CLIError(f"--seed must be >= 0, got {args.seed}")
     if not args.temperature > 0:
@@ -41,13 +47,21 @@ def run(args) -> int:
         raise CLIError(f"{ckpt.path} has no vocabulary: it is not a language model from bptt train")
     net = ckpt.network()
     try:
-        text = sample_text(net, vocab, args.length, prime=args.prime, temperature=args.temperature,
-                           top_k=args.top_k, greedy=args.greedy, seed=args.seed)
+        pieces = iter_sample_text(net, vocab, args.length, prime=args.prime, temperature=args.temperature,
+                                  top_k=args.top_k, greedy=args.greedy, seed=args.seed)
     except ValueError as error:
         if args.prime and "vocabulary" in str(error):
             raise CLIError(f"--prime: {error}") from None
         raise
-    sys.stdout.write(text)
-    if not text.endswith("\n"):
-        sys.stdout.write("\n")
+    last = ""
+    try:
+        for piece in pieces:                          # streamed: written as generated, never held whole
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            last = piece or last
+        if not last.endswith("\n"):
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+    except BrokenPipeError:                           # `bptt sample ... | head`: the reader has enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

@@ -128,7 +128,37 @@ def resolve_settings(args) -> tuple[dict, object]:
     return settings, ckpt
 
 
+MAX_COUNT = 2**63 - 1        # steps, seeds, intervals: what a checkpoint's int64-sized fields hold
+MAX_SIZE = 2**31 - 1         # sizes (hidden, layers, seq-len, batch, windows, vocabulary)
+
+
+def check_integer_ranges(s: dict, args) -> None:
+    """Integer-valued flags are integers in range (argparse accepts 10**400): one line naming the flag."""
+    sizes = ("hidden", "layers", "seq_len", "batch", "k", "k1", "k2", "max_vocab", "lr_every")
+    counts = ("seed", "warmup", "eval_every")
+    values = [(f, s.get(f), MAX_SIZE) for f in sizes] + [(f, s.get(f), MAX_COUNT) for f in counts]
+    values += [(f, getattr(args, f, None), MAX_COUNT) for f in ("steps", "log_every", "checkpoint_every",
+                                                                  "record_every")]
+    for flag, value, top in values:
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CLIError(f"--{flag.replace('_', '-')} must be an integer, got {value!r}")
+        if value > top:
+            raise CLIError(f"--{flag.replace('_', '-')} must be <= {top:,}, got {value:,}")
+
+
+def epochs_to_steps(epochs: float, batches_per_epoch: int) -> int:
+    """--epochs E -> steps, refusing a count no run could reach (1e308 epochs) instead of overflowing."""
+    steps = epochs * batches_per_epoch
+    if not steps <= MAX_COUNT:
+        raise CLIError(f"--epochs {epochs:g} is {steps:.3g} steps of {batches_per_epoch} batches each, more than "
+                       f"the {MAX_COUNT:,} a run can count; use a smaller --epochs")
+    return max(1, int(round(steps)))
+
+
 def check_settings(s: dict, args) -> None:
+    check_integer_ranges(s, args)
     def positive(flag, value):
         if value is not None and value < 1:
             raise CLIError(f"--{flag} must be >= 1, got {value}")
@@ -169,15 +199,80 @@ def check_settings(s: dict, args) -> None:
         raise CLIError(f"--clip must be > 0, got {s['clip']}")
 
 
-def load_text(path):
+def load_text(path, what: str = "--text"):
+    """(text, source). ``what`` names where the path came from (the flag, or the checkpoint) in errors."""
     from ..corpus import builtin_text
-    from ..data import read_text
+    from ..io.files import read_text_file        # a regular file, size-bounded, UTF-8, not binary
+    from ..training.memory import text_byte_limit
 
     if path is None:
         return builtin_text(), "<built-in corpus>"
     if os.path.isdir(path):
-        raise CLIError(f"--text {path} is a directory, not a text file")
-    return read_text(path), path
+        raise CLIError(f"{what} {path} is a directory, not a text file")
+    return read_text_file(path, text_byte_limit(), what=what), path
+
+
+def run_needs_of(settings: dict, vocab, text: str) -> dict:
+    """bptt.training.memory.run_needs for these flags: weights, init draws, gradients, slots, activations, text."""
+    from ..training.memory import run_needs
+
+    return run_needs(cell=settings["cell"], vocab=len(vocab), hidden=settings["hidden"], layers=settings["layers"],
+                     # a batch or window longer than the text is refused later as "too short", not here
+                     seq_len=min(settings["seq_len"], len(text)), batch=min(settings["batch"], len(text)),
+                     dtype=settings["dtype"],
+                     optimizer=settings["optimizer"], momentum=settings["momentum"], chars=len(text),
+                     level=settings["level"])
+
+
+DIVERGENCE_FACTOR = 10.0     # a loss per step 10x its running median, 3 updates in a row: diverged (numerics.py)
+
+
+def sound_to_save(trainer, model_loss, dist, out: str) -> bool:
+    """False (with a warning) when the weights look diverged: the last good checkpoint is kept."""
+    from ..training.numerics import unsound_to_save
+
+    why = unsound_to_save(trainer, model_loss)
+    if why is not None and dist.is_root:
+        print(f"bptt train: warning: not checkpointing step {trainer.step}: {why}; the model may be diverging, "
+              f"so the last checkpoint in {out} is kept", file=sys.stderr, flush=True)
+    return why is None
+
+
+def prepare_run_directory(out: str, ckpt, dist) -> None:
+    """Rank 0, before anything is written: files the run appends to or replaces must be regular files
+    (no symlink, FIFO or hard link planted there); a fresh run (--overwrite checked by then) first clears
+    the old run's files, so a kill before its first checkpoint leaves nothing of the old run to resume."""
+    from ..io.files import check_run_files, clear_previous_run
+
+    if dist.is_root:
+        if ckpt is None:
+            clear_previous_run(out)
+        check_run_files(out)
+
+
+def run_fingerprint(settings: dict, args, sha: str, ckpt) -> dict:
+    """What every MPI rank must share: the settings (not the text's path: nodes may mount it elsewhere),
+    the flags that decide when collectives happen, the text's SHA-256 and the step resumed from."""
+    run = {k: v for k, v in settings.items() if k != "text"}
+    for flag in ("steps", "epochs", "time", "checkpoint_every", "log_every", "record_every", "nonfinite",
+                 "rollback_factor"):
+        run[flag] = getattr(args, flag, None)
+    run["text (its SHA-256)"] = sha                     # keys with a space are not flags (distributed.agree)
+    run["checkpoint step resumed from"] = None if ckpt is None else ckpt.step
+    return run
+
+
+def load_run_text(settings: dict, args, ckpt):
+    """(text, source, SHA-256). On --resume without --text the text is the one the checkpoint names:
+    it must still be the text trained on (its SHA-256 is checked before it is used)."""
+    from_checkpoint = ckpt is not None and args.text is None
+    what = f"the training text named in {ckpt.path}," if from_checkpoint else "--text"
+    text, source = load_text(settings["text"], what=what)
+    sha = text_sha256(text)
+    if from_checkpoint and settings["text"] is not None and ckpt.meta["extra"].get("text_sha256") != sha:
+        raise CLIError(f"{source}, the text {ckpt.path} was trained on, changed since (its SHA-256 differs from "
+                       f"the one recorded); to continue on it as it is now, pass --text {source}")
+    return text, source, sha
 
 
 def text_sha256(text: str) -> str:
@@ -230,8 +325,10 @@ def train(args, dist) -> int:
     from ..data import TextStreams, Vocabulary, eval_loss_per_token, split_ids
     from ..training.data_parallel import DataParallel
     from ..training.interrupt import StopOnSignal
-    from ..training.numerics import NonFiniteGuard
+    from ..training.numerics import NonFiniteGuard, loss_per_step
     from ..training.train import Progress, Trainer
+    from ..textcodes import build_char_vocabulary, encode_compact
+    from ..training.memory import refuse_if_too_big
 
     settings, ckpt = resolve_settings(args)
     check_settings(settings, args)
@@ -240,10 +337,8 @@ def train(args, dist) -> int:
         if not args.overwrite:
             raise CLIError(f"{out} already holds a run: continue it with --resume {out}, or start afresh "
                            f"with --overwrite")
-        if dist.is_root and os.path.exists(os.path.join(out, "metrics.jsonl")):   # MPI: rank 0's file
-            os.unlink(os.path.join(out, "metrics.jsonl"))
-    text, source = load_text(settings["text"])
-    sha = text_sha256(text)
+    text, source, sha = load_run_text(settings, args, ckpt)
+    dist.agree(run_fingerprint(settings, args, sha, ckpt))   # MPI: every rank runs rank 0's settings, or all stop
     if ckpt is not None:
         vocab = ckpt.vocabulary()
         if ckpt.meta["extra"].get("text_sha256") != sha and dist.is_root:
@@ -256,17 +351,19 @@ def train(args, dist) -> int:
         else:
             if settings["max_vocab"] is not None:
                 raise CLIError("--max-vocab applies to --level word only")
-            vocab = Vocabulary.build(text, "char")
+            vocab = build_char_vocabulary(text)            # numpy, no list of characters (bptt.textcodes)
+        refuse_if_too_big(run_needs_of(settings, vocab, text), "this run")   # before any large allocation
         net = Network(len(vocab), settings["hidden"], len(vocab), num_layers=settings["layers"],
                       cell=settings["cell"], nonlinearity=settings["nonlinearity"], dropout=settings["dropout"],
                       seed=settings["seed"], dtype=settings["dtype"])
     unit = "char" if vocab.level == "char" else "token"      # word level counts whitespace tokens too
-    ids = vocab.encode(text)
+    ids = encode_compact(vocab, text)                     # uint8/uint16 ids (bptt.textcodes)
     train_ids, val_ids = split_ids(ids, settings["val_fraction"])
     data = TextStreams(train_ids, settings["batch"], settings["seq_len"])
     schedule = make_schedule(settings["schedule"], settings["lr"], every=settings["lr_every"],
                              gamma=settings["lr_gamma"], warmup=settings["warmup"])
     os.makedirs(out, exist_ok=True)
+    prepare_run_directory(out, ckpt, dist)        # planted links/FIFOs refused; --overwrite clears first (bptt.io.files)
     # MPI: each rank trains on its share of the --batch streams; every update is summed over the
     # ranks before clipping (bptt.training.data_parallel); rank 0 alone writes metrics, checkpoints, progress.
     parallel = DataParallel(dist)
@@ -279,6 +376,7 @@ def train(args, dist) -> int:
                       metrics_path=os.path.join(out, "metrics.jsonl") if dist.is_root else None,
                       log_every=args.log_every, seed=settings["seed"],
                       numerics=NonFiniteGuard(args.nonfinite, lr_factor=args.rollback_factor,
+                                              divergence_factor=DIVERGENCE_FACTOR,
                                               snapshot_every=args.checkpoint_every, warn=None if not dist.is_root
                                               else lambda message: print(f"bptt train: warning: {message}",
                                                                          file=sys.stderr, flush=True)))
@@ -298,7 +396,7 @@ def train(args, dist) -> int:
 
     steps = args.steps
     if args.epochs is not None:
-        steps = max(1, int(round(args.epochs * data.batches_per_epoch)))
+        steps = epochs_to_steps(args.epochs, data.batches_per_epoch)
     has_val = len(val_ids) >= 2
 
     def evaluate(model):
@@ -307,7 +405,12 @@ def train(args, dist) -> int:
 
     extra = {"train_args": settings, "text_source": source, "text_sha256": sha, "mpi_ranks": dist.size}
 
+    # the weights about to be saved, on the batch just trained: rank 0 computes, every rank gets the number
+    model_loss = parallel.evaluate_on_root(lambda model: loss_per_step(model, data.batch(max(trainer.step - 1, 0))))
+
     def save(tr, metrics):
+        if not sound_to_save(tr, model_loss, dist, out):   # a diverging model never replaces the last good one
+            return
         view = parallel.prepare_checkpoint(tr)        # every rank: identical-parameters check, gather state
         if dist.is_root:
             save_checkpoint(out, net, trainer=view, vocab=vocab, metrics=metrics, extra=extra)

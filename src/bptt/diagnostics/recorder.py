@@ -31,6 +31,7 @@ import os
 import numpy as np
 
 from .. import validation as check
+from ..io.files import append_line
 from .decomposition import contribution_norms, effective_memory, lag_profile
 from .spectra import spectrum
 
@@ -96,26 +97,12 @@ class GradientRecorder:
         if self.path is not None:
             folder = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(folder, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:     # append: one complete line per record
-                f.write(json.dumps(line) + "\n")
+            append_line(self.path, json.dumps(line))       # one whole line per record, no symlink followed
 
 
 def read_jsonl(path) -> list:
-    """Every JSON object in a JSON-lines file (blank lines skipped; a bad line names its number)."""
-    lines = []
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                text = raw.decode("utf-8").strip()
-            except UnicodeDecodeError as error:
-                raise ValueError(f"{path}: line {number} is not UTF-8 text ({error.reason})") from None
-            if not text:
-                continue
-            try:
-                line = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}: line {number} is not JSON ({error.msg})") from None
-            if not isinstance(line, dict):        # a hand-edited file must not crash the readers
-                raise ValueError(f"{path}: line {number} is not a JSON object (got {type(line).__name__})")
-            lines.append(line)
-    return lines
+    """Every JSON object in a JSON-lines file (blank lines skipped; a bad line names its number; a torn
+    last line is skipped with a warning; FIFOs and oversized files refused): bptt.io.files.read_json_lines."""
+    from ..io.files import read_json_lines
+
+    return read_json_lines(path)

@@ -24,13 +24,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..training.numerics import describe_nonfinite, first_nonfinite
-from .safeload import check_config_fits, inspect_archive
+from .files import file_kind, public_mode
+from .safeload import check_config_fits, check_training_arrays, inspect_archive
+from .schema import MAX_META_BYTES, METADATA, SchemaError, parse_json, validate
 
 FORMAT = "bptt-checkpoint"
 FORMAT_VERSION = 1
@@ -101,8 +104,12 @@ def save_checkpoint(path, net, *, trainer=None, vocab=None, metrics: dict | None
     arrays[_META] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
 
     tmp = os.path.join(directory, f".{os.path.basename(target)}.tmp{os.getpid()}")
+    if os.path.lexists(tmp):                          # ours from an earlier failed try (same PID)
+        os.unlink(tmp)
+    # O_EXCL | O_NOFOLLOW: never write through a link planted under the temporary's name
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), public_mode())
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())                      # the bytes are on disk before the rename
@@ -144,7 +151,7 @@ class Checkpoint:
 
         try:
             net = Network.from_config(self.config)
-        except TypeError as error:
+        except (TypeError, ValueError) as error:
             raise ValueError(f"{self.path}: the checkpoint's config does not fit this bptt's Network ({error})") from None
         if set(net.params) != set(self.params):
             raise ValueError(f"{self.path}: the checkpoint's parameters {sorted(self.params)} do not match "
@@ -177,64 +184,78 @@ class Checkpoint:
                 "history": t["history"], "numerics": t.get("numerics")}
 
 
-def load_checkpoint(path) -> Checkpoint:
-    """Read and verify a checkpoint; ValueError/OSError with one clear line when it is missing,
-    corrupt, foreign, or from a newer format version."""
-    target = checkpoint_path(path)
-    if not os.path.exists(target):
-        where = f" (expected {target})" if target != os.fspath(path) else ""
-        raise FileNotFoundError(f"no checkpoint at {os.fspath(path)}{where}")
-    if not os.path.isfile(target):
-        raise ValueError(f"{target} is not a file")
-    inspect_archive(target)       # bptt.io.safeload: only .npy members, no objects, sizes bounded by the file
+def read_metadata(target: str, raw: bytes) -> dict:
+    """The ``__meta__`` record parsed (size and depth bounded) and validated against the declared
+    schema (bptt.io.schema), before anything reads a field of it; one line naming file, field, value."""
     try:
-        with np.load(target, allow_pickle=False) as archive:
-            names = list(archive.files)
-            if _META not in names:
-                raise ValueError(f"{target} is not a bptt checkpoint (no {_META} record)")
-            arrays = {name: archive[name] for name in names}
-    except (zipfile.BadZipFile, EOFError, KeyError) as error:
-        raise ValueError(f"{target} is corrupt or not a bptt checkpoint ({type(error).__name__}: {error})") from None
+        meta = parse_json(raw)
     except ValueError as error:
-        if "bptt checkpoint" in str(error):
-            raise
-        raise ValueError(f"{target} is corrupt or not a bptt checkpoint ({error})") from None
-    try:
-        meta = json.loads(arrays.pop(_META).tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{target} is corrupt: its metadata is not JSON ({error})") from None
+        raise ValueError(f"{target} is corrupt: {error}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{target} is not a bptt checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     version = meta.get("version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise ValueError(f"{target} was written by a newer bptt (checkpoint format version {version}; "
                          f"this bptt reads up to {FORMAT_VERSION}): upgrade bptt")
-    if arrays_sha256(arrays) != meta.get("sha256"):
-        raise ValueError(f"{target} is corrupt: its arrays do not match the SHA-256 recorded when it was saved")
-    if not isinstance(meta.get("config"), dict):
-        raise ValueError(f"{target} is corrupt: no network config")
-    check_config_fits(target, meta["config"], {n[len("params/"):]: a for n, a in arrays.items()
-                                               if n.startswith("params/")})   # before any Network is built
+    try:
+        validate(meta, METADATA)
+    except SchemaError as error:
+        raise ValueError(f"{target} is corrupt: {error}") from None
+    return meta
 
+
+def load_checkpoint(path) -> Checkpoint:
+    """Read and verify a checkpoint; ValueError/OSError with one clear line when it is missing,
+    corrupt, foreign, or from a newer format version. Order: a regular file; the zip's layout and
+    every member's header (bptt.io.safeload); the metadata's size, depth and schema
+    (bptt.io.schema); the arrays' SHA-256; the config against the weights; every other array."""
+    target = checkpoint_path(path)
+    if not os.path.lexists(target):
+        where = f" (expected {target})" if target != os.fspath(path) else ""
+        raise FileNotFoundError(f"no checkpoint at {os.fspath(path)}{where}")
+    try:
+        mode = os.stat(target).st_mode
+    except OSError as error:
+        raise ValueError(f"{target} cannot be read: {error.strerror or error}") from None
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{target} is not a file ({file_kind(mode)})")
+    members = inspect_archive(target)   # bptt.io.safeload: only .npy members, no objects, no zip tricks
+    if _META not in members:
+        raise ValueError(f"{target} is not a bptt checkpoint (no {_META} record)")
+    meta_dtype, meta_shape = members[_META]
+    if meta_dtype != np.uint8 or len(meta_shape) != 1:
+        raise ValueError(f"{target} is corrupt: its {_META} record is {meta_dtype} {meta_shape}, not bytes")
+    if meta_shape[0] > MAX_META_BYTES:
+        raise ValueError(f"{target} is corrupt: its metadata is {meta_shape[0]:,} bytes, more than the "
+                         f"{MAX_META_BYTES:,} bptt reads")
+    try:
+        with np.load(target, allow_pickle=False) as archive:
+            meta = read_metadata(target, archive[_META].tobytes())
+            arrays = {name: archive[name] for name in archive.files if name != _META}
+    except (zipfile.BadZipFile, EOFError, KeyError, OSError, RuntimeError, NotImplementedError) as error:
+        raise ValueError(f"{target} is corrupt or not a bptt checkpoint ({type(error).__name__}: {error})") from None
+    except ValueError as error:
+        if str(error).startswith(target):
+            raise
+        raise ValueError(f"{target} is corrupt or not a bptt checkpoint ({error})") from None
+    if arrays_sha256(arrays) != meta["sha256"]:
+        raise ValueError(f"{target} is corrupt: its arrays do not match the SHA-256 recorded when it was saved")
     params = {name[len("params/"):]: a for name, a in arrays.items() if name.startswith("params/")}
+    check_config_fits(target, meta["config"], params)     # before any Network is built
+    check_training_arrays(target, meta, arrays)           # optimiser slots and carried state too
+
     optimizer_state, carried = None, None
     t = meta.get("trainer")
     if t is not None:
-        try:                          # a hand-edited or foreign training record: one line, not a KeyError
-            for key in ("step", "updates", "optimizer", "schedule", "rng", "history"):
-                t[key]
-            slots = {slot: {} for slot in t.get("optimizer_slots", [])}
-            for name, a in arrays.items():
-                if name.startswith("optim/"):
-                    _, slot, pname = name.split("/", 2)
-                    slots.setdefault(slot, {})[pname] = a
-            optimizer_state = dict(t["optimizer"], slots=slots)
-            parts = [arrays[f"state/{i}"] for i in range(int(t.get("carried_parts", 0)))]
-            if t.get("carried_state") == "tuple":
-                carried = tuple(parts)
-            elif t.get("carried_state") == "array":
-                carried = parts[0]
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
-            raise ValueError(f"{target} is corrupt: its training state is inconsistent "
-                             f"({type(error).__name__}: {error})") from None
+        slots = {slot: {} for slot in t.get("optimizer_slots", [])}
+        for name, a in arrays.items():
+            if name.startswith("optim/"):
+                _, slot, pname = name.split("/", 2)
+                slots[slot][pname] = a
+        optimizer_state = dict(t["optimizer"], slots=slots)
+        parts = [arrays[f"state/{i}"] for i in range(t.get("carried_parts", 0))]
+        if t.get("carried_state") == "tuple":
+            carried = tuple(parts)
+        elif t.get("carried_state") == "array":
+            carried = parts[0]
     return Checkpoint(target, meta, params, optimizer_state, carried)

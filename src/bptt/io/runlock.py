@@ -16,12 +16,15 @@ with the command to remove it by hand.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
 import sys
 import uuid
 import warnings
+
+from .files import read_bytes, remove_stale_temporaries
 
 LOCK_NAME = ".bptt-lock"
 
@@ -87,9 +90,17 @@ class RunLock:
         if not os.access(self.directory, os.W_OK | os.X_OK):
             self._forget_dir()
             raise PermissionError(f"the run directory {self.directory} is not writable")
+        try:
+            return self._acquire()
+        except BaseException:
+            self._forget_dir()                                # a refused or failed start leaves nothing behind
+            raise
+
+    def _acquire(self) -> "RunLock":
         for _ in range(3):                                    # create, or clear a stale lock and retry
             if self._create():
                 self.held = True
+                remove_stale_temporaries(self.directory)      # what killed writers left (.checkpoint.npz.tmpPID)
                 return self
             holder = self.read()
             if holder is None:
@@ -103,9 +114,7 @@ class RunLock:
                     self.warn(message)
                 self._remove_if(holder)
                 continue
-            self._forget_dir()
             raise RunLocked(self._describe(holder))
-        self._forget_dir()
         raise RunLocked(f"{self.directory} is in use: could not take its lock {self.path}")
 
     def _record(self) -> bytes:
@@ -114,17 +123,25 @@ class RunLock:
 
     def _create(self) -> bool:
         """Create the lock atomically; False if it exists."""
-        tmp = os.path.join(self.directory, f".bptt-lock.{self.token}.tmp")
+        # .NAME.tmpPID: if this process is killed right here, the next start removes it (files.py)
+        tmp = os.path.join(self.directory, f".bptt-lock.{self.token}.tmp{os.getpid()}")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as error:
             raise PermissionError(f"cannot write a lock in the run directory {self.directory}: "
                                   f"{error.strerror or error}") from None
         try:
-            os.write(fd, self._record())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            try:
+                record = self._record()
+                if os.write(fd, record) != len(record):
+                    raise OSError(errno.ENOSPC, "short write")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as error:                              # a full disk: no temporary left behind
+            os.unlink(tmp)
+            raise OSError(f"cannot write a lock in the run directory {self.directory}: "
+                          f"{error.strerror or error}") from None
         try:
             os.link(tmp, self.path)                           # atomic; EEXIST if held
             return True
@@ -145,11 +162,12 @@ class RunLock:
 
     def read(self) -> dict | None:
         """The holder's record; None if there is no lock; {} if it cannot be parsed."""
-        try:
-            with open(self.path, "rb") as f:
-                raw = f.read(65536)
+        try:                                                  # a FIFO or a huge file there must not hang us
+            raw = read_bytes(self.path, 65536, follow=False)
         except FileNotFoundError:
             return None
+        except (ValueError, OSError):
+            return {}
         try:
             record = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):

@@ -23,6 +23,9 @@ Safety nets (an MPI job that hangs burns a cluster allocation silently):
 - ``check_identical``: at every checkpoint each rank hashes its parameters (SHA-256 over
   the raw bytes, in name order) and the hashes are all-gathered; any difference raises
   ``DivergedError`` naming the ranks that disagree.
+- ``agree``: at start every rank compares its settings and its text's SHA-256 with rank 0's
+  (one broadcast, one Allgather) and every rank stops with the same line naming the first rank
+  and setting that differ.
 - ``abort_on_error``: an exception on one rank prints one line naming the rank and calls
   ``MPI_Abort``, which ends every rank -- instead of the others waiting forever in their
   next Allreduce. ``install_excepthook`` does the same for uncaught exceptions.
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import sys
 import time
@@ -59,6 +63,13 @@ from .. import validation as check
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 RANK_VARIABLES = ("PMI_RANK", "PMIX_RANK")
 LAUNCH_VARIABLES = SIZE_VARIABLES + RANK_VARIABLES
+
+
+_MISSING = object()
+
+
+class SettingsDiffer(ValueError):
+    """MPI ranks were started with different settings or texts."""
 
 
 class DivergedError(RuntimeError):
@@ -276,6 +287,40 @@ class Distributed:
         differ = [rank for rank in range(self.size) if not np.array_equal(digests[rank], digests[0])]
         if differ:
             raise ValueError(f"{what} differs between MPI ranks: ranks {differ} disagree with rank 0")
+
+    def agree(self, settings: dict, what: str = "settings") -> None:
+        """Stop unless every rank runs with rank 0's ``settings`` (a dict of JSON values: flags, the
+        text's SHA-256, the step resumed from). Rank 0's canonical JSON is broadcast (its length, then
+        its bytes: buffer collectives, no pickle) and one Allgather collects from every rank the index
+        of its first differing key, so every rank raises the same ``SettingsDiffer`` naming the lowest
+        such rank and the setting -- instead of deadlocking (different --steps) or failing deep in MPI
+        (different --hidden) or training on different texts without a word."""
+        if not self.active:
+            return
+        mine = json.dumps(settings, sort_keys=True, default=str).encode("utf-8")
+        length = np.array([len(mine)], dtype=np.int64)
+        self.comm.Bcast(length, root=0)
+        root_bytes = np.frombuffer(mine, dtype=np.uint8).copy() if self.is_root else np.empty(int(length[0]), np.uint8)
+        self.comm.Bcast(root_bytes, root=0)
+        reference = json.loads(root_bytes.tobytes().decode("utf-8"))
+        mine_again = json.loads(mine.decode("utf-8"))          # compared as rank 0 sees them (JSON values)
+        keys = sorted(reference)
+        first = next((i for i, key in enumerate(keys) if mine_again.get(key, _MISSING) != reference[key]), -1)
+        if first < 0 and set(mine_again) - set(reference):
+            first = len(keys)                                  # a setting rank 0 does not have
+        codes = np.empty(self.size, dtype=np.int64)
+        self.comm.Allgather(np.array([first], dtype=np.int64), codes)
+        differ = [rank for rank in range(self.size) if codes[rank] >= 0]
+        if not differ:
+            return
+        rank, index = differ[0], int(codes[differ[0]])
+        if index >= len(keys):
+            raise SettingsDiffer(f"MPI rank {rank} has {what} that rank 0 lacks; every rank must run the same command")
+        key = keys[index]
+        shown = key if " " in key else f"--{key.replace('_', '-')}"      # a flag, or a described value
+        others = f" (and ranks {differ[1:]})" if len(differ) > 1 else ""
+        raise SettingsDiffer(f"MPI rank {rank}{others} was started with a different {shown} than rank 0 "
+                             f"({json.dumps(reference[key])}): every rank must run the same command on the same text")
 
     def gather_columns(self, array: np.ndarray, axis: int = 1):
         """Root gets the ranks' shards concatenated along ``axis`` (e.g. a carried state

@@ -30,7 +30,9 @@ write a non-finite parameter to disk.
 
 from __future__ import annotations
 
+import collections
 import math
+import statistics
 import sys
 
 import numpy as np
@@ -73,7 +75,9 @@ class NonFiniteGuard:
     """The check-and-policy object a ``Trainer`` consults before every update (see the module doc)."""
 
     def __init__(self, policy: str = "stop", *, lr_factor: float = 0.5, max_skips: int = 10,
-                 max_rollbacks: int = 5, snapshot_every: int | None = None, warn=_stderr):
+                 max_rollbacks: int = 5, snapshot_every: int | None = None, warn=_stderr,
+                 divergence_factor: float | None = None, divergence_patience: int = 3,
+                 divergence_window: int = 50):
         self.policy = check.one_of("policy", policy, POLICIES)
         self.lr_factor = check.positive_float("lr_factor", lr_factor)
         if self.lr_factor >= 1:
@@ -90,6 +94,15 @@ class NonFiniteGuard:
         self._this_step = 0
         self._pending = None              # rollback: the message of the update that triggered it
         self._snapshot = None
+        # divergence with finite numbers: the loss per step far above its running median
+        self.divergence_factor = None if divergence_factor is None else \
+            check.positive_float("divergence_factor", divergence_factor)
+        if self.divergence_factor is not None and self.divergence_factor <= 1:
+            raise ValueError(f"divergence_factor must be > 1, got {divergence_factor}")
+        self.divergence_patience = check.positive_int("divergence_patience", divergence_patience)
+        self._recent = collections.deque(maxlen=check.positive_int("divergence_window", divergence_window))
+        self._streak = 0                  # updates in a row with the loss above the threshold
+        self._worst = 0.0
 
     # ------------------------------------------------------------ per update
     def admit(self, piece, step: int) -> bool:
@@ -100,7 +113,20 @@ class NonFiniteGuard:
         problem = self._problem(piece)
         if problem is None:
             self._in_a_row = 0
-            return True
+            problem = self._diverging(piece, step)
+            if problem is None:
+                return True
+            if self.policy != "rollback":           # the weights are bad already: skipping cannot help
+                raise NonFiniteError(f"{problem}; stopped before the update (policy {self.policy!r}"
+                                     f"{'' if self.policy == 'stop' else ' cannot undo a divergence'}); the last "
+                                     f"checkpoint saved before it is kept; lower the learning rate, clip "
+                                     f"gradients, or use rollback")
+            if self.rollbacks >= self.max_rollbacks:
+                raise NonFiniteError(f"{problem}: still diverging after {self.rollbacks} rollbacks "
+                                     f"(max_rollbacks={self.max_rollbacks}); stopping")
+            self._streak = 0
+            self._pending = problem
+            return False
         self.nonfinite += 1
         self._this_step += 1
         message = f"{problem} at step {step}"
@@ -123,6 +149,49 @@ class NonFiniteGuard:
         self.skipped += 1
         self._pending = message
         return False
+
+    # ------------------------------------------------------------ divergence
+    def threshold(self) -> float | None:
+        """The loss per step above which an update counts as diverging: factor x the running median
+        of the recent sound updates' losses (None until there is one, or when detection is off)."""
+        if self.divergence_factor is None or not self._recent:
+            return None
+        return self.divergence_factor * max(statistics.median(self._recent), 1e-3)
+
+    @property
+    def suspect(self) -> bool:
+        """True while the loss is above the threshold (not yet for ``divergence_patience`` updates):
+        the weights may be diverging, so ``bptt train`` does not checkpoint them."""
+        return self._streak > 0
+
+    def judge(self, loss_per_step: float) -> str | None:
+        """Why a model with this loss per step must not be saved as good (None: it may be)."""
+        limit = self.threshold()
+        if not math.isfinite(loss_per_step):
+            return f"its loss is {loss_per_step}"
+        if limit is not None and loss_per_step > limit:
+            return (f"its loss {loss_per_step:.4g} per step is more than {self.divergence_factor:g}x the running "
+                    f"median {limit / self.divergence_factor:.4g}")
+        return None
+
+    def _diverging(self, piece, step: int) -> str | None:
+        if self.divergence_factor is None:
+            return None
+        t0, t1 = piece.span
+        per_step = piece.loss / max(t1 - t0, 1)
+        limit = self.threshold()
+        if limit is None or per_step <= limit:
+            self._streak, self._worst = 0, 0.0
+            self._recent.append(per_step)          # only sound losses make the median
+            return None
+        self._streak += 1
+        self._worst = max(self._worst, per_step)
+        if self._streak < self.divergence_patience:
+            return None
+        self.nonfinite += 1
+        self._this_step += 1
+        return (f"the loss diverged at step {step}: {per_step:.4g} per step, more than {self.divergence_factor:g}x "
+                f"its running median {limit / self.divergence_factor:.4g} for {self._streak} updates in a row")
 
     @staticmethod
     def _problem(piece) -> str | None:
@@ -174,7 +243,8 @@ class NonFiniteGuard:
             parts = state if isinstance(state, tuple) else (state,)
             if state is not None and any(not np.isfinite(p).all() for p in parts):
                 trainer.state = None                      # start the next batch from zero, not from NaN
-            if self.policy == "rollback" and self.snapshot_every and trainer.step % self.snapshot_every == 0:
+            if self.policy == "rollback" and self.snapshot_every and trainer.step % self.snapshot_every == 0 \
+                    and not self.suspect:                 # never snapshot weights that may be diverging
                 self._snapshot = _Snapshot(trainer)
         return {"nonfinite": self._this_step, "skipped_updates": self.skipped, "rollbacks": self.rollbacks,
                 "lr_scale": self.lr_scale}
@@ -217,3 +287,34 @@ class _Snapshot:
         trainer.load_state_dict(state)
         if self.dropout_rng is not None:
             trainer.net.dropout_rng.bit_generator.state = self.dropout_rng
+
+
+def loss_per_step(net, batch) -> float:
+    """E / T of ``net`` on ``batch`` (inputs, targets[, mask]) from the zero state, in evaluation mode:
+    no dropout mask drawn, no RNG advanced, no state kept -- so checking a model before saving it
+    changes nothing about the run (a resumed run stays bit-identical)."""
+    from ..losses import compute_loss
+
+    inputs, targets = batch.inputs, batch.targets
+    was_training = getattr(net, "training", False)
+    if hasattr(net, "eval"):
+        net.eval()
+    try:
+        fwd = net.forward(inputs)
+        loss, _ = compute_loss(net.loss, fwd.outputs, targets, getattr(batch, "mask", None))
+    finally:
+        if was_training:
+            net.train()
+    return float(loss) / max(1, np.asarray(inputs).shape[0])
+
+
+def unsound_to_save(trainer, loss_of_model) -> str | None:
+    """Why the trainer's current weights must not overwrite the last good checkpoint, or None.
+    ``loss_of_model(net) -> loss per step`` (e.g. ``loss_per_step`` on the batch just trained; under
+    MPI run on rank 0 and broadcast, so every rank decides alike). Only with divergence detection on."""
+    guard = trainer.numerics
+    if guard is None or getattr(guard, "divergence_factor", None) is None:
+        return None
+    if guard.suspect:
+        return f"its loss is far above the running median ({guard._streak} updates in a row)"
+    return guard.judge(loss_of_model(trainer.net))

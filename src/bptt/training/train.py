@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..io.files import LineAppender
 from .clip import ClipReport, ClipStats, global_norm
 from .numerics import NonFiniteGuard, TrainingDiverged
 from .truncation import FullBPTT, Piece
@@ -245,7 +246,8 @@ class Trainer:
         target = None if steps is None else self.step + int(steps)
         deadline = None if time_limit is None else time.perf_counter() + float(time_limit)
         summaries = []
-        log = open(self.metrics_path, "a", encoding="utf-8") if self.metrics_path else None
+        # whole lines or none, never through a symlink, created with its first line (bptt.io.files)
+        log = LineAppender(self.metrics_path, lazy=True) if self.metrics_path else None
         try:
             while target is None or self.step < target:
                 if deadline is not None and time.perf_counter() >= deadline:
@@ -264,8 +266,7 @@ class Trainer:
                         self.schedule.observe(val)
                     summary.extra["val_loss"] = val
                 if log is not None and (self.step % self.log_every == 0 or "val_loss" in summary.extra):
-                    log.write(json.dumps(self.metrics_line(summary)) + "\n")
-                    log.flush()
+                    log.append(json.dumps(self.metrics_line(summary)))
                 if progress is not None:
                     progress.update(summary)
                 if on_step is not None:
