@@ -89,6 +89,9 @@ def _run_text(ckpt, args):
         raise CLIError(f"{source}, the text {ckpt.path} was trained on, changed since (its SHA-256 differs "
                        f"from the one recorded); pass --text PATH for the probe")
     return text, source
+
+
+def _text_probe(text, vocab, args, rng):
     ids = vocab.encode(text)
     T, B = args.seq_len, args.batch
     if len(ids) < T + 1:
