@@ -6,6 +6,7 @@ from .gradcheck import check_network, relative_error
 from .losses import softmax_cross_entropy, squared_error
 from .network import Network
 from .training.optim import SGD
+from .threads import set_threads
 
 __version__ = "0.1.0"
 
@@ -29,4 +30,5 @@ def torch_names(net, grads):
 
 
 __all__ = ["Network", "SGD", "check_network", "relative_error", "clip_by_global_norm", "clip_by_value",
-           "global_norm", "softmax_cross_entropy", "squared_error", "from_torch", "to_torch", "torch_names", "__version__"]
+           "global_norm", "softmax_cross_entropy", "squared_error", "from_torch", "to_torch", "torch_names",
+           "set_threads", "__version__"]
