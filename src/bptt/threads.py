@@ -83,16 +83,17 @@ def default_threads(cell: str = "rnn", hidden: int = 0, batch: int = 0) -> tuple
     return n, f"auto: large per-step GEMMs, {idle} idle core{'s' if idle != 1 else ''}"
 
 
-def set_threads(n: int | None = None, *, cell: str = "rnn", hidden: int = 0, batch: int = 0) -> int:
+def set_threads(n: int | None = None, *, cell: str = "rnn", hidden: int = 0, batch: int = 0,
+                reason: str = "set") -> int:
     """Set the BLAS thread count for everything that follows (all BLAS libraries numpy loaded).
 
     ``n`` >= 1: exactly that many. ``None``: the default -- respect OPENBLAS/OMP/MKL_NUM_THREADS if
-    set, else ``default_threads(cell, hidden, batch)``. Returns the number of threads now in effect."""
+    set, else ``default_threads(cell, hidden, batch)``. ``reason`` is what ``describe()`` says of an
+    explicit ``n``. Returns the number of threads now in effect."""
     global _limiter, _choice
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"threads must be an integer >= 1, got {n!r}")
-        reason = "set"
     else:
         env = next((name for name in ENV_VARS if os.environ.get(name)), None)
         if env is not None:
