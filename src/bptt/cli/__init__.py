@@ -65,9 +65,9 @@ def show_defaults(parser: argparse.ArgumentParser, **shown) -> None:
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
     """``--threads N`` of every compute command; main() applies it before the command runs."""
     parser.add_argument("--threads", type=int, metavar="N",
-                        help="BLAS threads for the computation; the default is one thread unless the per-step "
-                             "matrix products are large and a second core is idle (see bptt.threads)")
-    show_defaults(parser, threads="auto")
+                        help="BLAS threads for the computation")
+    show_defaults(parser, threads="auto: 1, or the idle cores when the per-step matrix products are large "
+                                  "(bptt.threads)")
     parser.set_defaults(threads_option=True)
 
 

@@ -22,20 +22,24 @@ from . import CLIError
 
 
 def add_parser(sub) -> None:
+    from . import add_threads_option, show_defaults
+
     p = sub.add_parser("diagnose", help="figures + an HTML report of a network's gradient flow",
                        description="Vanishing/exploding diagnostics of a checkpoint: the lecture's decomposition "
                                    "of dE_t/dW by step, its profile by time lag, ||dh_t/dh_k||, the spectrum of W, "
                                    "saturation, gates, and the training history. Writes PNGs and report.html.")
     p.add_argument("path", metavar="RUN_OR_CHECKPOINT", help="a run folder (with checkpoint.npz) or a .npz checkpoint")
-    p.add_argument("--out", help="output folder (default: RUN/diagnose)")
-    p.add_argument("--text", help="text for the probe batch of a text model (default: the run's text)")
-    p.add_argument("--seq-len", type=int, default=40, help="probe length T (cost grows like T^2) [40]")
-    p.add_argument("--batch", type=int, default=4, help="probe sequences [4]")
-    p.add_argument("--seed", type=int, default=0, help="seed of the probe windows / random probe [0]")
-    p.add_argument("--layer", type=int, default=-1, help="which layer (negative counts from the top) [-1]")
-    p.add_argument("--param", default="W", help="recurrent parameter to decompose: W, U or b [W]")
+    p.add_argument("--out", help="output folder")
+    p.add_argument("--text", help="text for the probe batch of a text model")
+    p.add_argument("--seq-len", type=int, default=40, help="probe length T (cost grows like T^2)")
+    p.add_argument("--batch", type=int, default=4, help="probe sequences")
+    p.add_argument("--seed", type=int, default=0, help="seed of the probe windows / random probe")
+    p.add_argument("--layer", type=int, default=-1, help="which layer (negative counts from the top)")
+    p.add_argument("--param", default="W", help="recurrent parameter to decompose: W, U or b")
     p.add_argument("--fraction", type=float, default=0.01,
-                   help="effective memory: lag where the profile falls below this share of lag 0 [0.01]")
+                   help="effective memory: lag where the profile falls below this share of lag 0")
+    add_threads_option(p)
+    show_defaults(p, out="RUN/diagnose", text="the text the run trained on")
     p.set_defaults(run=run)
 
 
