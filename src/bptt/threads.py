@@ -100,6 +100,7 @@ def set_threads(n: int | None = None, *, cell: str = "rnn", hidden: int = 0, bat
             _choice = (current_threads(), f"from {env}")
             return _choice[0]
         n, reason = default_threads(cell, hidden, batch)
+    _load_kernels()
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:                      # core without its dependency: leave BLAS as it is
@@ -108,6 +109,19 @@ def set_threads(n: int | None = None, *, cell: str = "rnn", hidden: int = 0, bat
     _limiter = threadpool_limits(limits=n, user_api="blas")
     _choice = (n, reason)
     return n
+
+
+def _load_kernels() -> None:
+    """threadpoolctl limits the BLAS libraries loaded *now*. numba (bptt.kernels) loads scipy's
+    OpenBLAS beside numpy's when it compiles (its BLAS binding, scipy.linalg.cython_blas), so load
+    both first and limit them alike; without the kernels nothing extra is imported."""
+    from . import kernels
+
+    try:
+        if kernels.enabled():
+            import scipy.linalg.cython_blas  # noqa: F401
+    except (ImportError, ValueError):        # a bad BPTT_KERNELS is reported where it is used
+        pass
 
 
 def current_threads() -> int:
