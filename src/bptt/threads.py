@@ -36,36 +36,47 @@ _choice = None           # (threads, reason) of the last set_threads
 
 def usable_cores() -> int:
     """Cores this process may run on (its affinity mask), else os.cpu_count()."""
+    return max(1, len(_affinity()))
+
+
+def _affinity():
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        return sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        return list(range(os.cpu_count() or 1))
 
 
-def _cpu_times():
+def _cpu_times(cpus) -> tuple[int, int]:
+    """(idle, total) jiffies summed over the given cores, from /proc/stat's ``cpuN`` lines."""
+    wanted = {f"cpu{i}" for i in cpus}
+    idle = total = 0
     with open("/proc/stat", encoding="ascii") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)          # idle + iowait
-    return idle, sum(fields[:8])                                      # guest time is already in user
+        for line in f:
+            parts = line.split()
+            if parts and parts[0] in wanted:
+                fields = [int(v) for v in parts[1:9]]
+                idle += fields[3] + fields[4]                  # idle + iowait
+                total += sum(fields)                           # user .. steal (guest is inside user)
+    return idle, total
 
 
 def idle_cores(window: float = 0.1) -> float:
-    """How many cores are idle now: the share of idle time in /proc/stat over ``window`` seconds
-    times the number of cores (Linux), else cores minus the 1-minute load average. The load average
-    lags by a minute, so a job that just started is seen only by the first."""
-    cores = os.cpu_count() or 1
+    """How many of the cores this process may run on are idle now: their share of idle time in
+    /proc/stat over ``window`` seconds (Linux), else cores minus the 1-minute load average. The
+    load average lags by a minute, so a job that just started is seen only by the first."""
+    cpus = _affinity()
     try:
-        idle0, total0 = _cpu_times()
+        idle0, total0 = _cpu_times(cpus)
         time.sleep(window)
-        idle1, total1 = _cpu_times()
+        idle1, total1 = _cpu_times(cpus)
         if total1 > total0:
-            return cores * (idle1 - idle0) / (total1 - total0)
+            return len(cpus) * (idle1 - idle0) / (total1 - total0)
     except (OSError, ValueError, IndexError):
         pass
     try:
-        return max(0.0, cores - os.getloadavg()[0])
+        return max(0.0, len(cpus) - os.getloadavg()[0])
     except (AttributeError, OSError):
-        return float(cores)
+        return float(len(cpus))
 
 
 def gemm_size(cell: str = "rnn", hidden: int = 0, batch: int = 0) -> int:
