@@ -8,7 +8,9 @@ For each condition -- "idle" (nothing started by us; a shared machine is only ro
 it asks ``bptt.threads.default_threads`` what it would choose *under that condition*, then
 times one float32 training step (``net.loss_and_grads``: forward, loss, every gradient) with
 the default, 1 and 2 BLAS threads (set through threadpoolctl, ``bptt.set_threads``),
-interleaved round by round, and reports medians and default / best-fixed. Same process, same
+interleaved step by step (the order rotated every round), and reports medians and default /
+best-fixed. Where the default *is* one of the fixed choices the two columns time the same thing:
+their difference is the noise of the machine. Same process, same
 weights and data for every choice.
 """
 
@@ -50,7 +52,7 @@ def problem(cell, hidden, batch, layers, T=64, vocab=65, seed=0):
     return net, x, y
 
 
-def time_step(net, x, y, inner=3):
+def time_step(net, x, y, inner=1):
     """Median of ``inner`` consecutive steps (seconds)."""
     times = []
     for _ in range(inner):
@@ -83,7 +85,9 @@ def measure(size, repeats):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", default=DEFAULT_SIZES, help="cell:hidden:batch[:layers]")
-    parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds per size and condition")
+    parser.add_argument("--repeats", type=int, default=21,
+                        help="interleaved rounds per size and condition (one step per choice per round: "
+                             "fine interleaving, so that a burst of another job's work hits every choice alike)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     sizes = [parse_size(s) for s in args.sizes]
@@ -97,7 +101,8 @@ def main(argv=None):
             for size in sizes:
                 row = measure(size, args.repeats)
                 row["condition"] = condition
-                row["idle_cores_seen"] = round(threads.idle_cores(), 2)
+                row["idle_cores_seen"] = round(threads.idle_cores(), 2)      # after the size, for the record
+                row["loadavg_1min"] = os.getloadavg()[0]
                 rows.append(row)
                 print(f"{condition:6s} {row['size']:24s} default={row['default_threads']} "
                       f"({row['why']}): " + "  ".join(f"{k} {v:.1f} ms" for k, v in row["ms"].items())
@@ -108,18 +113,20 @@ def main(argv=None):
                 hog.wait()
     blas = threads.current_threads()
     header = (f"float32, one training step (forward + loss + every gradient), median of {args.repeats} "
-              f"interleaved rounds x 3 steps; BLAS: "
+              f"interleaved rounds (one step per choice each); BLAS: "
               f"{', '.join(sorted({i.get('internal_api', '?') for i in _info()}))}; kernels: "
               f"{bptt.kernels.describe()}; {os.cpu_count()} cores; Python {platform.python_version()}; "
               f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}")
     print()
     print(header)
     print()
-    print("| condition | size | default threads (why) | default ms | 1 thread ms | 2 threads ms | default / best |")
-    print("|---|---|---|---|---|---|---|")
+    print("| condition | size | default threads (why) | default ms | 1 thread ms | 2 threads ms | default / best "
+          "| idle cores after | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['condition']} | {r['size']} | {r['default_threads']} ({r['why']}) | {r['ms']['default']:.1f} | "
-              f"{r['ms']['1']:.1f} | {r['ms']['2']:.1f} | {r['default_over_best']:.2f} |")
+              f"{r['ms']['1']:.1f} | {r['ms']['2']:.1f} | {r['default_over_best']:.2f} | {r['idle_cores_seen']:.1f} "
+              f"| {r['loadavg_1min']:.1f} |")
     if args.json:
         from bptt.io.files import write_text
         write_text(args.json, json.dumps({"header": header, "rows": rows}, indent=1))
