@@ -67,3 +67,17 @@ def test_the_formatter_shows_a_default_once():
     assert "nothing to show" in text and "nothing to show (default" not in text
     assert "a flag (default" not in text
     assert "share of 100% at lag 0 (default: 0.01)" in text
+
+
+def test_experiment_out_defaults_like_the_other_commands(tmp_path, monkeypatch, capsys):
+    import bptt.experiments.vanishing as vanishing
+
+    seen = {}
+    monkeypatch.setattr(vanishing, "run_vanishing", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.chdir(tmp_path)
+    assert main(["experiment", "vanishing", "--quick"]) == 0
+    assert seen["out_dir"] == "runs/vanishing"
+    out = capsys.readouterr().out
+    assert "runs/vanishing/vanishing.json" in out and "runs/vanishing/vanishing.png" in out
+    help_text = " ".join(subparsers()["experiment"].format_help().split())
+    assert "vanishing.json, vanishing.md and vanishing.png" in help_text
