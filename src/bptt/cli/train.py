@@ -4,7 +4,6 @@ steps and gives bit-identical parameters to one uninterrupted run."""
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import sys
