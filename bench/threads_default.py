@@ -8,10 +8,10 @@ For each condition -- "idle" (nothing started by us; a shared machine is only ro
 it asks ``bptt.threads.default_threads`` what it would choose *under that condition*, then
 times one float32 training step (``net.loss_and_grads``: forward, loss, every gradient) with
 the default, 1 and 2 BLAS threads (set through threadpoolctl, ``bptt.set_threads``),
-interleaved step by step (the order rotated every round), and reports medians and default /
-best-fixed. Where the default *is* one of the fixed choices the two columns time the same thing:
-their difference is the noise of the machine. Same process, same
-weights and data for every choice.
+interleaved step by step (the order rotated every round; after each switch one untimed step), and
+reports medians and default / best-fixed. Same process, same weights and data for every choice.
+Where the default *is* one of the fixed choices the two columns time the same thing: their
+difference is the noise of the machine.
 """
 
 from __future__ import annotations
@@ -75,6 +75,9 @@ def measure(size, repeats):
     for r in range(repeats):                                           # interleaved rounds, order rotated
         for key in keys[r % 3:] + keys[:r % 3]:
             bptt.set_threads(choices[key])
+            # one untimed step first: OpenBLAS's threads keep spinning for a while after a call, so a
+            # step right after a 2-thread step would pay for the previous choice's spin
+            net.loss_and_grads(x, y)
             samples[key].append(time_step(net, x, y))
     medians = {k: statistics.median(v) for k, v in samples.items()}
     best = min(medians["1"], medians["2"])
@@ -85,7 +88,7 @@ def measure(size, repeats):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", default=DEFAULT_SIZES, help="cell:hidden:batch[:layers]")
-    parser.add_argument("--repeats", type=int, default=21,
+    parser.add_argument("--repeats", type=int, default=11,
                         help="interleaved rounds per size and condition (one step per choice per round: "
                              "fine interleaving, so that a burst of another job's work hits every choice alike)")
     parser.add_argument("--json", help="also write the results here")
