@@ -3,33 +3,42 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# Two stamps: the demo needs the core and the progress bar (.[cli]: numpy, threadpoolctl, tqdm);
+# the tests need everything (torch, MPI, matplotlib, numba, pytest, hypothesis).
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_STAMP := $(VENV)/.installed-test
 # The venv's bin first, so tests find its mpiexec and bptt entry point.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: demo test bench install clean
 
-$(STAMP): pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+$(DEMO_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[cli]"
+	touch $(DEMO_STAMP)
+
+$(TEST_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[test,all,onnx,interop]" "torch==2.13.0"
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
-install: $(STAMP)
+install: $(TEST_STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/bptt train --out runs/demo --overwrite --time 60 --hidden 256 --eval-every 100
 	$(VENV)/bin/bptt sample runs/demo --length 600 --temperature 0.8
 
 # The whole suite runs on the numba kernels when numba is installed (it is, with .[all]); the
 # gradient checks against finite differences and torch then run once more on the numpy path,
 # the reference the kernels are compared with.
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest
 	BPTT_KERNELS=numpy $(PY) -m pytest -q tests/test_core_gradcheck.py tests/test_core_torch_parity.py \
 		tests/test_torch_parity_gated.py tests/test_lstm.py tests/test_gru.py tests/test_diagnostics.py
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(VENV)/bin/bptt bench --cells rnn lstm gru --clean-blas-env --json bench/results/latest.json
 
 clean:

@@ -145,7 +145,8 @@ def test_a_write_error_keeps_the_previous_checkpoint(tmp_path, text_file):
     assert lines[-1].startswith("bptt train: error:") and "File too large" in lines[-1], failed.stderr
     assert "Traceback" not in failed.stderr
     assert (out / "checkpoint.npz").read_bytes() == before
-    assert sorted(f for f in os.listdir(out) if not f.startswith("metrics")) == ["checkpoint.npz"]   # no temp, no lock
+    assert sorted(f for f in os.listdir(out) if not f.startswith("metrics")) == \
+        ["best.npz", "checkpoint.npz"]                          # no temp, no lock (best.npz: the first run's)
     assert load_checkpoint(out).step == 3
 
 

@@ -7,6 +7,7 @@ from .gradcheck import check_network, relative_error
 from .losses import softmax_cross_entropy, squared_error
 from .network import Network
 from .training.optim import SGD
+from .threads import set_threads
 
 __version__ = "0.1.0"
 
@@ -41,4 +42,4 @@ from . import rtrl  # noqa: E402  (real-time recurrent learning: the same gradie
 
 __all__ = ["Network", "SGD", "check_network", "relative_error", "clip_by_global_norm", "clip_by_value",
            "global_norm", "softmax_cross_entropy", "squared_error", "from_torch", "to_torch", "torch_names",
-           "from_state_dict", "export", "rtrl", "__version__"]
+           "from_state_dict", "export", "rtrl", "set_threads", "__version__"]

@@ -29,15 +29,14 @@ def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="time a training step against torch and JAX",
                        description="Time one float32 training step (forward + loss + every gradient) of bptt "
                                    "against torch.nn.RNN/LSTM/GRU + nn.Linear + cross-entropy + backward() and "
-                                   "JAX jit(value_and_grad(lax.scan)), at the sizes of issue 7, with pinned and "
+                                   "JAX jit(value_and_grad(lax.scan)), at the goal sizes of docs/performance.md, with pinned and "
                                    "equal thread counts, interleaved repeats and medians. Prints ratios "
                                    "(bptt time / peer time), GFLOP/s and the fraction of numpy's GEMM peak "
-                                   "measured in the same run; --json writes everything.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   "measured in the same run; --json writes everything.")
     p.add_argument("--cells", nargs="+", choices=("rnn", "lstm", "gru"), default=["rnn"],
                    help="recurrent cells to time")
     p.add_argument("--sizes", nargs="+", type=_size, metavar="I,H,B,T", default=None,
-                   help="sizes (input=output, hidden, batch, time); default: issue 7's four")
+                   help="sizes (input=output, hidden, batch, time)")
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts, one worker each")
     p.add_argument("--peers", nargs="*", choices=("torch", "jax"), default=["torch", "jax"],
                    help="peers to time (skipped with a message when not installed)")
@@ -48,6 +47,8 @@ def add_parser(sub) -> None:
     p.add_argument("--clean-blas-env", action="store_true",
                    help="unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for the workers (they can slow numpy)")
     p.add_argument("--json", metavar="PATH", help="write the full report here (atomically)")
+    from . import show_defaults
+    show_defaults(p, sizes="the four goal sizes of docs/performance.md")
     p.set_defaults(run=run)
 
 

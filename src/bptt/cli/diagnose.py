@@ -36,6 +36,8 @@ from . import CLIError
 
 
 def add_parser(sub) -> None:
+    from . import add_threads_option, show_defaults
+
     p = sub.add_parser("diagnose", help="figures + an HTML report of a network's gradient flow",
                        description="Vanishing/exploding diagnostics of a checkpoint: the lecture's decomposition "
                                    "of dE_t/dW by step, its profile by time lag, ||dh_t/dh_k||, the spectrum of W, "
@@ -46,20 +48,22 @@ def add_parser(sub) -> None:
                                    "report, RUN_A/compare/report.html by default.")
     p.add_argument("path", metavar="RUN_OR_CHECKPOINT", nargs="+",
                    help="a run folder (with checkpoint.npz) or a .npz checkpoint; two of them: compare their text views")
-    p.add_argument("--out", help="output folder (default: RUN/diagnose)")
-    p.add_argument("--text", help="text for the probe batch of a text model (default: the run's text)")
-    p.add_argument("--seq-len", type=int, default=40, help="probe length T (cost grows like T^2) [40]")
-    p.add_argument("--batch", type=int, default=4, help="probe sequences [4]")
-    p.add_argument("--seed", type=int, default=0, help="seed of the probe windows / random probe [0]")
-    p.add_argument("--layer", type=int, default=-1, help="which layer (negative counts from the top) [-1]")
-    p.add_argument("--param", default="W", help="recurrent parameter to decompose: W, U or b [W]")
+    p.add_argument("--out", help="output folder")
+    p.add_argument("--text", help="text for the probe batch of a text model")
+    p.add_argument("--seq-len", type=int, default=40, help="probe length T (cost grows like T^2)")
+    p.add_argument("--batch", type=int, default=4, help="probe sequences")
+    p.add_argument("--seed", type=int, default=0, help="seed of the probe windows / random probe")
+    p.add_argument("--layer", type=int, default=-1, help="which layer (negative counts from the top)")
+    p.add_argument("--param", default="W", help="recurrent parameter to decompose: W, U or b")
     p.add_argument("--fraction", type=float, default=0.01,
-                   help="effective memory: lag where the profile falls below this share of lag 0 [0.01]")
+                   help="effective memory: lag where the profile falls below this share of lag 0")
     p.add_argument("--text-view", action="store_true",
                    help="add the text view: saliency on a passage, units, gate saturation, Lyapunov exponents")
-    p.add_argument("--passage-len", type=int, default=200, help="characters of the text view's passage [200]")
+    p.add_argument("--passage-len", type=int, default=200, help="characters of the text view's passage")
     p.add_argument("--position", type=int, default=None,
                    help="output position the saliency is first shown for (default: the passage's last)")
+    add_threads_option(p)
+    show_defaults(p, out="RUN/diagnose (RUN_A/compare with two runs)", text="the text the run trained on")
     p.set_defaults(run=run)
 
 

@@ -11,6 +11,7 @@ comparison of ``bptt.experiments.vanishing`` instead.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..tasks import TASKS
@@ -33,37 +34,42 @@ def _int_list(name: str):
 
 def add_parser(sub) -> None:
     from ..experiments.tasks import VARIANTS
+    from . import add_threads_option, show_defaults
+
     p = sub.add_parser(
         "experiment", help="train on a long-range task (adding, copying, ...) and compare with the baseline",
         description="Train fresh networks on a long-range task for every cell, sequence length and seed; write "
                     "result.json, results.md and curves.png to --out. Defaults per task are sized for a CPU in "
-                    "minutes; see docs/results.md. TASK 'vanishing' runs the gradient-flow experiment instead.",
+                    "minutes; see docs/results.md. TASK 'vanishing' runs the gradient-flow experiment instead "
+                    "and writes vanishing.json, vanishing.md and vanishing.png.",
     )
     p.add_argument("task", metavar="TASK", choices=list(TASKS) + ["vanishing"],
                    help="one of: " + ", ".join(list(TASKS) + ["vanishing"]))
     p.add_argument("--cell", default="rnn,lstm",
-                   help="comma-separated variants (default rnn,lstm): " + ", ".join(VARIANTS))
+                   help="comma-separated variants: " + ", ".join(VARIANTS))
     p.add_argument("--T", dest="seq_lens", type=_int_list("--T"), default=None,
-                   help="comma-separated sequence lengths / delays (default: the task's)")
-    p.add_argument("--seeds", type=_int_list("--seeds"), default=[0], help="comma-separated seeds (default 0)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per run (default: the task's)")
-    p.add_argument("--hidden", type=int, default=None, help="hidden units (default: the task's)")
-    p.add_argument("--batch", type=int, default=None, help="sequences per step (default: the task's)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the task's)")
-    p.add_argument("--optimizer", choices=["sgd", "adam", "rmsprop", "adagrad"], default=None,
-                   help="optimiser (default: the task's)")
+                   help="comma-separated sequence lengths / delays")
+    p.add_argument("--seeds", type=_int_list("--seeds"), default=[0], help="comma-separated seeds")
+    p.add_argument("--steps", type=int, default=None, help="training steps per run")
+    p.add_argument("--hidden", type=int, default=None, help="hidden units")
+    p.add_argument("--batch", type=int, default=None, help="sequences per step")
+    p.add_argument("--lr", type=float, default=None, help="learning rate")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "rmsprop", "adagrad"], default=None, help="optimiser")
     p.add_argument("--clip", type=float, default=None,
-                   help="global-norm clipping threshold; 0 turns clipping off (default: the task's)")
+                   help="global-norm clipping threshold; 0 turns clipping off")
     p.add_argument("--sgd-lr", type=float, default=None,
-                   help="learning rate of the rnn-sgd* variants (Pascanu et al.'s SGD comparison; default 0.3)")
+                   help="learning rate of the rnn-sgd* variants (Pascanu et al.'s SGD comparison)")
     p.add_argument("--omega", type=float, default=None,
-                   help="strength alpha of Pascanu's regulariser in rnn-sgd-clip-omega (default 2.0)")
-    p.add_argument("--eval-every", type=int, default=None,
-                   help="steps between held-out evaluations (default: steps / 30)")
-    p.add_argument("--eval-batch", type=int, default=None, help="held-out sequences (default 500)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="default float32")
-    p.add_argument("--out", required=True, help="output folder (created; files in it are replaced)")
+                   help="strength alpha of Pascanu's regulariser in rnn-sgd-clip-omega")
+    p.add_argument("--eval-every", type=int, default=None, help="steps between held-out evaluations")
+    p.add_argument("--eval-batch", type=int, default=None, help="held-out sequences")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="float type of the networks")
+    p.add_argument("--out", default=None, help="output folder (created; files in it are replaced)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, a few seconds (smoke test)")
+    add_threads_option(p)
+    show_defaults(p, seq_lens="the task's", steps="the task's", hidden="the task's", batch="the task's",
+                  lr="the task's", optimizer="the task's", clip="the task's", sgd_lr=0.3, omega=2.0,
+                  eval_every="steps / 30", eval_batch=500, out="runs/TASK")
     p.set_defaults(run=run)
 
 
@@ -94,6 +100,8 @@ def run(args) -> int:
     from ..diagnostics.plots import require_matplotlib
 
     require_matplotlib("bptt experiment's figures")        # before minutes of training, not after
+    if args.out is None:                                   # like bptt train's runs/train
+        args.out = os.path.join("runs", args.task)
     if args.task == "vanishing":
         return _run_vanishing(args)
     from ..experiments.tasks import DEFAULTS, run_experiment
@@ -142,4 +150,5 @@ def _run_vanishing(args) -> int:
     if seq_len is not None:
         kwargs["seq_len"] = seq_len
     run_vanishing(**kwargs)
+    print(f"wrote {args.out}/vanishing.json, {args.out}/vanishing.md, {args.out}/vanishing.png")
     return 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 from ..gradcheck import check_network, random_lengths, random_problem
 from ..layers.gru import GRU_VARIANTS
 from ..network import CELLS, Network
@@ -13,8 +11,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("gradcheck", help="check every gradient against float64 central differences",
                        description="Build a small float64 network with random weights and data, compute every "
                                    "gradient by BPTT and by central differences, print the worst relative "
-                                   "error per parameter, and exit 1 if any exceeds --tol.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   "error per parameter, and exit 1 if any exceeds --tol.")
     p.add_argument("--cell", choices=CELLS, default="rnn", help="recurrent cell")
     p.add_argument("--layers", type=int, default=2, help="number of stacked layers")
     p.add_argument("--input", type=int, default=4, help="input size (vocabulary size with --ids)")
@@ -30,12 +27,13 @@ def add_parser(sub) -> None:
     p.add_argument("--dropout", type=float, default=0.0,
                    help="dropout between stacked layers; checked under one fixed random mask")
     p.add_argument("--no-bias", action="store_true", help="layers and readout without biases")
-    p.add_argument("--loss", choices=("cross_entropy", "mse"), default="cross_entropy")
+    p.add_argument("--loss", choices=("cross_entropy", "mse"), default="cross_entropy",
+                   help="cross_entropy: softmax outputs and token targets; mse: identity outputs, float targets")
     p.add_argument("--ids", action="store_true", help="integer token ids as inputs instead of float features")
     p.add_argument("--mask", action="store_true", help="a random 0/1 mask over (T, B)")
     p.add_argument("--eps", type=float, default=1e-6, help="finite-difference step")
     p.add_argument("--tol", type=float, default=1e-6, help="largest relative error accepted")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, the data and the random upstream gradient")
     # Variable-length sequences, embeddings and readout modes (README "Sequences").
     p.add_argument("--lengths", action="store_true",
                    help="random sequence lengths in [1, T] (1 and T among them): packed sequences")

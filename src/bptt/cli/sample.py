@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -11,18 +10,22 @@ MAX_LENGTH = 100_000_000        # tokens per call (about a day of sampling on on
 
 
 def add_parser(sub) -> None:
+    from . import add_threads_option
+
     p = sub.add_parser("sample", help="generate text from a checkpoint (to stdout)",
                        description="Generate text from the model checkpointed in DIR by `bptt train`: "
                                    "softmax(z / temperature), optionally only the top-k tokens, or greedy argmax. "
-                                   "The same --seed gives the same text.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   "The same --seed gives the same text.")
     p.add_argument("checkpoint", metavar="DIR", help="run directory (or a .npz checkpoint file)")
+    p.add_argument("--best", action="store_true",
+                   help="use DIR/best.npz (the lowest validation loss of the run) instead of DIR/checkpoint.npz")
     p.add_argument("--length", type=int, default=500, help="tokens to generate")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--temperature", type=float, default=1.0, help="< 1: safer, > 1: more varied")
     p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens only")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--prime", default="", help="text to start from (must use the model's vocabulary)")
+    add_threads_option(p)
     p.set_defaults(run=run)
 
 
@@ -41,7 +44,7 @@ def run(args) -> int:
         raise CLIError(f"--temperature must be > 0, got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
         raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_checkpoint(checkpoint_file(args.checkpoint, args.best))
     vocab = ckpt.vocabulary()
     if vocab is None:
         raise CLIError(f"{ckpt.path} has no vocabulary: it is not a language model from bptt train")
@@ -65,3 +68,19 @@ def run(args) -> int:
     except BrokenPipeError:                           # `bptt sample ... | head`: the reader has enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def checkpoint_file(path: str, best: bool) -> str:
+    """DIR or a .npz file; with --best, DIR/best.npz (refused, in one line, when the run has none)."""
+    if not best:
+        return path
+    from . import CLIError
+    from .train import BEST
+
+    if path.endswith(".npz"):
+        raise CLIError(f"--best takes a run directory, not a checkpoint file ({path})")
+    target = os.path.join(path, BEST)
+    if not os.path.isfile(target):
+        raise CLIError(f"no {BEST} in {path}: it is written when bptt train validates (--eval-every, and at the "
+                       f"end when the text has a validation part); drop --best to use checkpoint.npz")
+    return target

@@ -12,6 +12,16 @@
 (what ``bptt.training.train.Trainer`` takes); ``ClipStats`` accumulates the reports so training
 logs how often clipping fired and how hard (the smallest scale it applied).
 
+Which loss's gradient the threshold bounds. bptt's loss is summed over time,
+``E = (1/B) sum_b sum_t E_t``, so its gradient grows with the number n of loss-bearing steps
+(n = T for a text batch: the median norm of a healthy char model at T = 64 is ~36, and "clip 5"
+fires on every update). ``make_clipper(mode, c, per_token=True)`` bounds the gradient of the
+per-token mean loss ``E / n`` instead -- what char-rnn's and PyTorch's "clip 5" mean, their loss
+being a mean. Clipping is linear in the gradient, so this is the same rule on dE/dtheta with the
+threshold ``c * n``; the clipper is called ``clip(grads, loss_steps=n)`` (the Trainer passes n:
+the update's time steps, or its mask's sum / B) and reports the norm of d(E/n)/dtheta, the number
+compared with ``c``. ``bptt train`` clips this way by default (``--clip-loss mean``).
+
 Both work in place and return what they measured, so training can log how often and
 how hard clipping fired.
 """
@@ -78,18 +88,28 @@ def clip_by_param_norm(grads: dict, max_norm: float) -> ClipReport:
 CLIP_MODES = ("none", "value", "global-norm", "param-norm")
 
 
-def make_clipper(mode: str, threshold: float | None = None):
-    """A function ``grads -> ClipReport`` (or None for ``mode="none"``) for the Trainer."""
+def make_clipper(mode: str, threshold: float | None = None, *, per_token: bool = False):
+    """A function ``grads -> ClipReport`` (or None for ``mode="none"``) for the Trainer.
+
+    ``per_token=True``: the threshold bounds the gradient of the per-token mean loss E / n; the
+    function is then ``clip(grads, loss_steps=n)`` and clips dE/dtheta at ``threshold * n``."""
     mode = check.one_of("clip mode", mode, CLIP_MODES)
     if mode == "none":
         return None
     threshold = check.positive_float("clip threshold", threshold)
     fn = {"value": clip_by_value, "global-norm": clip_by_global_norm, "param-norm": clip_by_param_norm}[mode]
 
-    def clip(grads: dict) -> ClipReport:
-        return fn(grads, threshold)
+    if per_token:
+        def clip(grads: dict, loss_steps: float = 1.0) -> ClipReport:
+            n = float(loss_steps) if loss_steps > 0 else 1.0     # no loss-bearing step: the gradient is 0 anyway
+            report = fn(grads, threshold * n)                    # clip(g, c n) == n * clip(g / n, c)
+            report.norm /= n                                     # the norm of d(E/n)/dtheta, compared with c
+            return report
+    else:
+        def clip(grads: dict) -> ClipReport:
+            return fn(grads, threshold)
 
-    clip.mode, clip.threshold = mode, threshold
+    clip.mode, clip.threshold, clip.per_token = mode, threshold, per_token
     return clip
 
 

@@ -6,6 +6,8 @@
     Warmup(inner, steps)               inner.lr(step) * min(1, (step + 1) / steps)   (linear warm-up)
     HalveOnRise(lr, factor=0.5)        the WildML tutorial: after each evaluation, if the evaluated loss
                                        rose above the previous evaluation's, lr <- lr * factor
+    Offset(inner, start)               inner.lr(step - start): a schedule begun at step ``start``
+                                       (``bptt train --resume --lr ...`` counts the new schedule from there)
 
 Only ``HalveOnRise`` has state that training changes (it hears ``observe(loss)`` after
 each evaluation); every schedule still has ``state_dict()``/``load_state_dict()`` so a
@@ -129,9 +131,39 @@ class HalveOnRise(Schedule):
         self.last_loss = loss
 
 
+class Offset(Schedule):
+    """``inner`` started at step ``start``: lr(step) = inner.lr(step - start). When a run's learning
+    rate or schedule changes on resume, the new one begins where the run stands (its decays and
+    warm-up count from there) instead of jumping to where it would be had it run from step 0."""
+
+    kind = "offset"
+
+    def __init__(self, inner: Schedule, start: int):
+        if not isinstance(inner, Schedule):
+            raise TypeError(f"inner must be a Schedule, got {type(inner).__name__}")
+        self.inner = inner
+        if isinstance(start, bool) or int(start) != start or start < 0:
+            raise ValueError(f"start must be an integer >= 0, got {start!r}")
+        self.start = int(start)
+
+    def lr(self, step):
+        return self.inner.lr(max(0, step - self.start))
+
+    def observe(self, loss):
+        self.inner.observe(loss)
+
+    def _fields(self):
+        return {"start": self.start, "inner": self.inner.state_dict()}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.inner.load_state_dict(state["inner"])
+
+
 def make_schedule(kind: str, lr: float, *, every: int = 1000, gamma: float = 0.5, warmup: int = 0,
-                  factor: float = 0.5) -> Schedule:
-    """A schedule by name (``constant``, ``step``, ``exponential``, ``halve-on-rise``), optionally warmed up."""
+                  factor: float = 0.5, start: int = 0) -> Schedule:
+    """A schedule by name (``constant``, ``step``, ``exponential``, ``halve-on-rise``), optionally warmed up,
+    optionally begun at step ``start`` (``Offset``)."""
     kind = check.one_of("schedule", kind, SCHEDULES)
     if kind == "constant":
         schedule = Constant(lr)
@@ -143,4 +175,6 @@ def make_schedule(kind: str, lr: float, *, every: int = 1000, gamma: float = 0.5
         schedule = HalveOnRise(lr, factor)
     if warmup:
         schedule = Warmup(schedule, warmup)
+    if start:
+        schedule = Offset(schedule, start)
     return schedule

@@ -144,6 +144,7 @@ class Trainer:
         self.state = None                 # hidden state carried between batches (format of h0)
         self.clip_stats = ClipStats()     # since the start of this process's fit (logged per step)
         self.history: list = []           # evaluations: {"step", "val_loss"}
+        self.stopped_early = False        # did the last fit stop on its patience
 
     # ----------------------------------------------------------------- one step
     def train_step(self, batch) -> StepSummary:
@@ -188,7 +189,10 @@ class Trainer:
             if self.clip is not None:
                 if self.keep_unclipped:
                     unclipped = {k: g.copy() for k, g in grads.items()}
-                report = self.clip(grads)
+                if getattr(self.clip, "per_token", False):       # bounds d(E/n)/dtheta (bptt.training.clip)
+                    report = self.clip(grads, loss_steps=self._loss_steps(piece, mask, B))
+                else:
+                    report = self.clip(grads)
                 self.clip_stats.add(report)
                 clipped += int(report.clipped)
                 norm = report.norm
@@ -222,6 +226,14 @@ class Trainer:
             summary.extra.update(self.numerics.end_step(self))   # may roll back self.step and the weights
         return summary
 
+    @staticmethod
+    def _loss_steps(piece: Piece, mask, batch_size: int) -> float:
+        """n of the per-token mean loss E / n: the update's output steps, or its mask's sum / B (E is
+        already a mean over the batch). Under MPI with ragged masks each rank sees its own share of
+        the mask, so give every rank the same mask pattern there (the CLI uses no mask)."""
+        t0, t1 = piece.span
+        return float(t1 - t0) if mask is None else float(mask[t0:t1].sum()) / batch_size
+
     def _carried_state(self, batch_size: int):
         s = self.state
         if s is None:
@@ -231,13 +243,19 @@ class Trainer:
 
     # ----------------------------------------------------------------- the loop
     def fit(self, data, steps: int | None = None, *, evaluate=None, eval_every: int = 0, on_step=None,
-            time_limit: float | None = None, progress=None, stop=None) -> list:
+            time_limit: float | None = None, progress=None, stop=None, patience: int | None = None) -> list:
         """Train until ``self.step`` has advanced by ``steps`` (None: until the data runs out or the
         time limit). ``evaluate(net) -> loss`` runs every ``eval_every`` steps (feeds the schedule's
         ``observe``); ``on_step(trainer, summary)`` after every step (checkpointing);
         ``progress``: an object with ``update(summary)`` and ``close()`` (see ``Progress``);
         ``stop() -> bool`` is asked before every step (``bptt.training.interrupt.StopOnSignal``: Ctrl-C ends
-        training between steps, never inside an update). Returns the list of StepSummary of this call."""
+        training between steps, never inside an update). ``patience`` N: stop early once N evaluations in a
+        row (``self.history``, so counted across resumes) brought no new lowest loss; ``self.stopped_early``
+        says whether it did. Returns the list of StepSummary of this call."""
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, (int, np.integer))
+                                     or patience < 1):
+            raise ValueError(f"patience must be an integer >= 1 or None, got {patience!r}")
+        self.stopped_early = False
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0):
             raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
         if steps is None and time_limit is None and not hasattr(data, "__iter__"):
@@ -271,12 +289,25 @@ class Trainer:
                     progress.update(summary)
                 if on_step is not None:
                     on_step(self, summary)
+                if patience is not None and "val_loss" in summary.extra and \
+                        self.evaluations_since_best() >= patience:
+                    self.stopped_early = True
+                    break
         finally:
             if log is not None:
                 log.close()
             if progress is not None:
                 progress.close()
         return summaries
+
+    def evaluations_since_best(self) -> int:
+        """Evaluations in ``self.history`` after the one with the lowest loss (0: the last was the best)."""
+        losses = [h["val_loss"] for h in self.history]
+        finite = [i for i, v in enumerate(losses) if math.isfinite(v)]
+        if not finite:
+            return len(losses)
+        best = min(finite, key=lambda i: (losses[i], i))     # the first of equal losses
+        return len(losses) - 1 - best
 
     def metrics_line(self, summary: StepSummary) -> dict:
         line = {"step": summary.step, "updates": self.updates, "loss": summary.loss,
@@ -314,7 +345,10 @@ class Trainer:
 class Progress:
     """A progress display: tqdm on a terminal (imported lazily), plain lines otherwise.
 
-    Shows step, loss per token, tokens/s and the time left."""
+    Shows the step, the loss per token, the latest validation loss (kept after each evaluation),
+    tokens/s, the elapsed time and the time left. With a step total (``total``) the bar counts steps
+    and the time left is the smaller of the step-rate estimate and what is left of ``time_limit``;
+    with a time limit alone the bar counts the seconds of that budget."""
 
     def __init__(self, total: int | None, every: int = 50, stream=None, use_tqdm: bool | None = None,
                  time_limit: float | None = None):
@@ -325,41 +359,59 @@ class Progress:
         self.started = time.perf_counter()
         self.tokens = 0.0
         self.count = 0
+        self.val = None                   # (step, loss) of the latest evaluation
         self.bar = None
+        self.by_time = total is None and time_limit is not None
         if use_tqdm is None:
             use_tqdm = hasattr(self.stream, "isatty") and self.stream.isatty()
         if use_tqdm:
             try:
                 from tqdm import tqdm
-                self.bar = tqdm(total=total, file=self.stream, unit="step", dynamic_ncols=True)
             except ImportError:
-                self.bar = None
+                tqdm = None
+            if tqdm is not None:
+                # our own time fields, not tqdm's: its estimate knows nothing of the time budget
+                if self.by_time:
+                    self.bar = tqdm(total=float(time_limit), file=self.stream, dynamic_ncols=True,
+                                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}")
+                else:
+                    self.bar = tqdm(total=total, file=self.stream, dynamic_ncols=True,
+                                    bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps{postfix}")
+
+    def left(self, elapsed: float) -> float:
+        """Seconds left: from the step rate (with a total), capped by the time budget (with a limit)."""
+        left = float("nan")
+        if self.total:
+            left = elapsed / max(self.count, 1) * (self.total - self.count)
+        if self.time_limit:
+            budget = max(0.0, self.time_limit - elapsed)
+            left = min(left, budget) if math.isfinite(left) else budget
+        return left
+
+    def fields(self, summary: StepSummary, elapsed: float) -> list:
+        rate = self.tokens / max(elapsed, 1e-9)
+        shown = [f"step {summary.step}", f"loss {summary.loss_per_token:.4f}"]
+        if self.val is not None:
+            shown.append(f"val {self.val[1]:.4f} (step {self.val[0]})")
+        shown += [f"{rate:,.0f} tok/s", f"elapsed {_clock(elapsed)}", f"left {_clock(self.left(elapsed))}"]
+        return shown
 
     def update(self, summary: StepSummary) -> None:
         self.count += 1
         self.tokens += summary.tokens
         elapsed = time.perf_counter() - self.started
-        rate = self.tokens / max(elapsed, 1e-9)
         val = summary.extra.get("val_loss")
+        if val is not None:
+            self.val = (summary.step, val)
         if self.bar is not None:
-            post = {"loss": f"{summary.loss_per_token:.3f}", "tok/s": f"{rate:,.0f}"}
-            if val is not None:
-                post["val"] = f"{val:.3f}"
-            self.bar.set_postfix(post, refresh=False)
-            self.bar.update(1)
+            self.bar.set_postfix_str("  ".join(self.fields(summary, elapsed)), refresh=False)
+            if self.by_time:
+                self.bar.update(min(elapsed, self.time_limit) - self.bar.n)
+            else:
+                self.bar.update(1)
             return
         if self.count % self.every == 0 or val is not None or (self.total and self.count == self.total):
-            left = float("nan")
-            if self.total:
-                left = elapsed / self.count * (self.total - self.count)
-            if self.time_limit:                      # a time limit caps the estimate
-                left = min(left, max(0.0, self.time_limit - elapsed)) if math.isfinite(left) else \
-                    max(0.0, self.time_limit - elapsed)
-            msg = (f"step {summary.step}  loss {summary.loss_per_token:.4f}  {rate:,.0f} tok/s  "
-                   f"elapsed {_clock(elapsed)}  left {_clock(left)}")
-            if val is not None:
-                msg += f"  val {val:.4f}"
-            print(msg, file=self.stream, flush=True)
+            print("  ".join(self.fields(summary, elapsed)), file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
