@@ -54,7 +54,8 @@ def add_parser(sub) -> None:
     p.add_argument("--batch", type=int, default=4, help="probe sequences")
     p.add_argument("--seed", type=int, default=0, help="seed of the probe windows / random probe")
     p.add_argument("--layer", type=int, default=-1, help="which layer (negative counts from the top)")
-    p.add_argument("--param", default="W", help="recurrent parameter to decompose: W, U or b")
+    p.add_argument("--param", default=None,
+                   help="recurrent parameter to decompose: W, U or b (default: W, or U for mingru/minlstm, which have no W)")
     p.add_argument("--fraction", type=float, default=0.01,
                    help="effective memory: lag where the profile falls below this share of lag 0")
     p.add_argument("--text-view", action="store_true",
@@ -241,7 +242,8 @@ def run(args) -> int:
             read_jsonl(os.path.join(run_dir, name))
     created = _first_missing(out)
     try:
-        numbers = diagnose(net, probe, out, run_dir=run_dir, layer=args.layer, param=args.param,
+        param = args.param or ("U" if net.cell in ("mingru", "minlstm") else "W")   # min cells have no W
+        numbers = diagnose(net, probe, out, run_dir=run_dir, layer=args.layer, param=param,
                            fraction=args.fraction, clip_threshold=threshold,
                            title=f"bptt diagnose {os.path.basename(os.path.normpath(run_dir))} (step {ckpt.step})",
                            checkpoint=ckpt, vocab=vocab, text=text, text_source=source, text_view=text_view)

@@ -321,14 +321,15 @@ def _diagnose_into(out_dir, net, probe, run_dir, layer, param, fraction, clip_th
     jac_key = f"||dh_{T - 1}/dh_0||_2 (spectral norm, batch mean)"
     numbers = {"cell": net.cell, "layers": len(net.layers), "hidden": net.hidden_size,
                "probe (T, B)": f"({T}, {B})",
-               f"spectral radius of {name} (per gate block)": summary[name]["spectral_radius"],
-               f"largest singular value of {name}": summary[name]["max_singular"],
+               f"spectral radius of {name} (per gate block)": summary[name]["spectral_radius"] if name in summary
+               else "none: minGRU/minLSTM have no recurrent matrix (dh_t/dh_{t-1} = diag(a_t))",
+               f"largest singular value of {name}": summary[name]["max_singular"] if name in summary else "none",
                "saturated units (derivative < 0.1 of max)": saturation(net, inputs, layer=layer),
                memory_key: "beyond the sequence" if memory is None else int(memory),
                jac_key: float(J[T - 1, 0]),
                "largest Lyapunov exponent (per step)": float(lyapunov_spectrum(net, inputs, k=1, layer=layer)[0]),
                "lag-0 term of dE_t/dW (mean over t)": float(profile[0])}
-    blocks = ", ".join(summary[name]["blocks"])
+    blocks = ", ".join(summary[name]["blocks"]) if name in summary else "none"
     meanings = {
         "cell": "The recurrent cell the numbers below describe.",
         "layers": "Stacked recurrent layers; the figures show the one named in their titles.",

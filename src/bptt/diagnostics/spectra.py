@@ -47,12 +47,14 @@ def spectrum(net) -> dict:
         for name, W in layer.params.items():
             if name not in ("W", "W_reverse"):
                 continue
-            H = W.shape[1]
+            H = layer.hidden_size if hasattr(layer, "hidden_size") else W.shape[1]   # rows per gate block
             blocks = [W[s:s + H] for s in range(0, W.shape[0], H)]
             svals = [singular_values(block) for block in blocks]
             summary[f"layers.{index}.{name}"] = {
                 "blocks": list(GATE_NAMES.get(getattr(layer, "cell", ""), ("W",)))[:len(blocks)],
-                "spectral_radius": [spectral_radius(block) for block in blocks],
+                # a block is H x P for an LSTM with projection: no eigenvalues of a non-square map
+                "spectral_radius": [spectral_radius(block) if block.shape[0] == block.shape[1] else float("nan")
+                                    for block in blocks],
                 "max_singular": [float(s[0]) for s in svals],
                 "min_singular": [float(s[-1]) for s in svals],
             }
@@ -66,6 +68,10 @@ def _derivatives(layer, cache, h: np.ndarray) -> np.ndarray:
         if layer.nonlinearity == "tanh":
             return 1.0 - h * h                                   # tanh' / 1
         return (h > 0).astype(np.float64)                        # relu': 0 for dead units
+    if cell == "mingru":                                          # its only nonlinearity: the update gate
+        return 4 * cache.z * (1 - cache.z)
+    if cell == "minlstm":
+        return np.concatenate([4 * cache.f * (1 - cache.f), 4 * cache.i * (1 - cache.i)], axis=-1)
     gates = cache.gates                                          # post-nonlinearity values
     H = layer.hidden_size
     if cell == "lstm":

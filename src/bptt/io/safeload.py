@@ -258,15 +258,17 @@ def check_training_arrays(path, meta: dict, arrays: dict) -> None:
     config = meta["config"]
     rows = config["num_layers"] * (2 if config.get("bidirectional") else 1)
     shapes = set()
-    for name in expected:
+    proj = config.get("proj_size")                   # an LSTM with projection carries h of size P, c of size H
+    for index, name in enumerate(expected):
         a = arrays[name]
-        if a.dtype.kind != "f" or a.ndim != 3 or a.shape[0] != rows or a.shape[2] != config["hidden_size"] \
-                or a.shape[1] < 1:
+        width = proj if proj and index == 0 else config["hidden_size"]
+        if a.dtype.kind != "f" or a.ndim != 3 or a.shape[0] != rows or a.shape[2] != width or a.shape[1] < 1:
             raise ValueError(f"{path} is corrupt: carried state {name} is {a.dtype} {a.shape}, not "
-                             f"(layers x directions = {rows}, batch, hidden_size = {config['hidden_size']}) floats")
+                             f"(layers x directions = {rows}, batch, {'proj_size' if width == proj else 'hidden_size'}"
+                             f" = {width}) floats")
         bad = first_nonfinite({name: a})
         if bad is not None:
             raise ValueError(f"{path} is corrupt: carried state {describe_nonfinite(bad, a)} is not finite")
-        shapes.add(a.shape)
+        shapes.add(a.shape[:2])                        # (rows, batch): the width differs for h (P) and c (H)
     if len(shapes) > 1:
         raise ValueError(f"{inconsistent}: carried-state parts of different shapes {sorted(shapes)}")

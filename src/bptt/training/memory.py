@@ -25,7 +25,7 @@ import os
 
 from ..io.files import MAX_TEXT_BYTES
 
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+from ..layers.factory import GATES     # rows of U per hidden unit, for every cell (one table)
 SLOTS = {"adam": 2, "adagrad": 1, "rmsprop": 1, "sgd": 0}
 # Peak bytes per character of text while it is read and turned into token ids: the file's bytes
 # (1), the decoded str (1-4), the compact ids (1-2) and the tokeniser's chunked temporaries (char
@@ -47,7 +47,8 @@ def gib(n: float) -> str:
 def parameter_counts(cell: str, input_size: int, hidden: int, layers: int, output_size: int,
                      bidirectional: bool = False) -> tuple[int, int]:
     """(all parameters, the largest single matrix) of a network of these sizes."""
-    gates, dirs = GATES[cell], 2 if bidirectional else 1
+    gates, dirs = GATES.get(cell, 4), 2 if bidirectional else 1   # an unknown cell: counted as the largest
+    # (minGRU/minLSTM have no W: counting one H x H block per gate over-estimates, which a guard may)
     rows = gates * hidden                                   # rows of U, W per direction
     count = dirs * rows * (input_size + hidden + 1)         # layer 0: U, W, b
     count += (layers - 1) * dirs * rows * (dirs * hidden + hidden + 1)
