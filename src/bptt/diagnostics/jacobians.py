@@ -61,7 +61,7 @@ def _protocol_factors(layer, steps) -> np.ndarray:
         xj = np.repeat(x[j:j + 1], S, axis=1)               # (1, B*S, ...): each example S times
         state = tuple(np.repeat(s, S, axis=0) for s in steps.states[j])
         _, _, cache = layer.forward(xj, state)
-        dh_above = np.zeros((1, B * S, H), dtype=steps.states[0][0].dtype)
+        dh_above = np.zeros((1, B * S, sizes[0]), dtype=steps.states[0][0].dtype)   # h's width (P with a projection)
         _, dstate0, _ = layer.backward(dh_above, dstate, cache, _steps.scratch_grads(layer))
         factors[j] = np.concatenate(dstate0, axis=1).reshape(B, S, S)
     return factors
