@@ -2,22 +2,38 @@
 only that every peer ran, computed the same loss, and the report is complete and sane."""
 
 import json
+import os
+import sys
 
 import numpy as np
 import pytest
 
+from bptt.benchmark import harness, runner
 from bptt.benchmark.peers import Problem, bptt_contestant, step_flops
 from bptt.cli import main
 
 
+def _numpy_blas(pools):
+    """threadpoolctl's entry for the BLAS numpy itself links (its wheel's numpy.libs, or numpy/)."""
+    numpy_dir = os.path.dirname(os.path.dirname(np.__file__))
+    mine = [p for p in pools if p["user_api"] == "blas" and p["filepath"]
+            and os.path.relpath(p["filepath"], numpy_dir).split(os.sep)[0] in ("numpy", "numpy.libs")]
+    return mine
+
+
 def test_quick_bench_writes_a_complete_report(tmp_path, capsys):
     path = tmp_path / "bench.json"
-    assert main(["bench", "--quick", "--cells", "rnn", "lstm", "gru", "--json", str(path)]) == 0
+    assert main(["bench", "--quick", "--threads", "1", "--cells", "rnn", "lstm", "gru", "--json", str(path)]) == 0
     report = json.loads(path.read_text())
     assert report["schema"] == "bptt-bench/1"
     (run,) = report["runs"]
     assert run["threads"] == 1 and run["gemm_peak_gflops"] > 0
     assert {row["cell"] for row in run["rows"]} == {"rnn", "lstm", "gru"}
+    # --threads 1 really is one thread: threadpoolctl's report from inside the worker, at its start
+    # and again after each row's peers were built, shows numpy's own BLAS (and every other pool) at 1.
+    for pools in [run["threadpools"]] + [row["threadpools"] for row in run["rows"]]:
+        assert [p["num_threads"] for p in _numpy_blas(pools)] == [1], pools
+        assert all(p["num_threads"] == 1 for p in pools), pools
     for row in run["rows"]:
         bptt = row["peers"]["bptt"]
         assert bptt["median_s"] > 0 and bptt["repeats"] >= 3
@@ -71,3 +87,23 @@ def test_bad_arguments_are_one_line_errors(argv, words, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("bptt bench: error:") and words in err[0]
+
+
+def test_a_thread_count_that_did_not_hold_is_refused():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(limits=1):
+        assert _numpy_blas(harness.check_threads(1))            # numpy's BLAS is found and at 1
+        with pytest.raises(harness.ThreadsNotEnforced, match=r"asked for 2 thread\(s\), but .*runs 1"):
+            harness.check_threads(2)
+
+
+def test_without_threadpoolctl_the_bench_refuses_with_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)     # import threadpoolctl -> ImportError
+    with pytest.raises(harness.ThreadsNotEnforced, match="pip install threadpoolctl"):
+        harness.pin_threads(1)
+    # the worker hands the reason to the parent as its one JSON line, and no report
+    job = {"threads": 1, "sizes": [[3, 2, 1, 2]], "cells": ["rnn"], "peers": [], "repeats": 1,
+           "budget_s": 1.0, "extras": False}
+    assert runner.worker_main([json.dumps(job)]) == 3
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert "pip install threadpoolctl" in json.loads(line)["error"]
