@@ -159,3 +159,35 @@ def _backward_row(above, total, through_next, dc, g_i, g_f, g_g, g_o, c_prev, ta
         d_g[j] = ((one(g) - g * g) * i) * dct                   # da_g = dc_t i (1 - g^2)
         d_o[j] = ((one(o) - o) * o * tc) * dht                  # da_o = dh_t tanh(c_t) o (1 - o)
         dc[j] = dct * f                                         # dE/dc_{t-1} = dc_t f
+
+
+# ---------------------------------------------------------------- whole time loops, GEMM included
+# The layers' per-step Python loops, compiled: each step's GEMM calls numpy's own BLAS gemm
+# (kernels/blas.py; ``gemm`` is that ctypes function, an argument so the compiled code can be
+# cached), so a step pays no Python and no numpy dispatch. LSTMLayer uses them when
+# kernels.loops_enabled(); every array is C-contiguous there.
+
+@inline
+def matmul_into(gemm, a, b, out):
+    """out = a @ b for C-contiguous 2-d arrays a (M, K), b (K, N), out (M, N), by BLAS gemm."""
+    M, K = a.shape
+    N = b.shape[1]
+    gemm(101, 111, 111, M, N, K, 1.0, a.ctypes.data, K, b.ctypes.data, N, 0.0, out.ctypes.data, N)
+
+
+@jit
+def forward_loop(gemm, gates, bias, WT, recurrent, hs, cs):
+    """float32 forward over all T steps: recurrent = h_{t-1} W^T (WT (H, 4H) contiguous), then
+    ``forward_step``: LSTMLayer._forward_kernel's loop."""
+    for t in range(gates.shape[0]):
+        matmul_into(gemm, hs[t], WT, recurrent)     # W h_{t-1}: all four gates, one GEMM
+        forward_step(t, gates, bias, recurrent, hs, cs)
+
+
+@jit
+def backward_loop_tanh(gemm, first, n, dh, dh_total, dh_next, dc, gates, cs, da, W):
+    """Steps first+n-1 .. first of one backward chunk (k = n-1 .. 0): ``backward_step_tanh``, then
+    dE/dh_{t-1} = da[k] @ W into dh_next. Arguments as backward_step_tanh's, plus W (4H, H)."""
+    for k in range(n - 1, -1, -1):
+        backward_step_tanh(first + k, k, dh, dh_total, dh_next, dc, gates, cs, da)
+        matmul_into(gemm, da[k], W, dh_next)        # dE/dh_{t-1} through all four gates
