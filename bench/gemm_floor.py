@@ -3,7 +3,10 @@ must do, with bptt's own shapes and operand layouts, timed with numpy's BLAS on 
 Divided by a peer's time (from a ``bptt bench --json`` report) it is the best ratio any code
 calling this BLAS could reach -- a goal below it cannot be met by better element-wise code.
 
-    python bench/gemm_floor.py docs/performance/threads1-kernels.json [--repeats 15]
+    python bench/gemm_floor.py docs/performance/threads1-kernels.json [--repeats 15] [--threads 1] [--json floors.json]
+
+(--threads picks the report's run with that thread count and times the GEMMs on as many BLAS
+threads; --json writes the floors, which bench/table.py --issue20 reads.)
 
 Products per step (G = 1 rnn, 3 gru, 4 lstm; N = T B rows; float features, as `bptt bench`):
   forward   x U^T (N, I)(I, GH);  T x  h_{t-1} W^T (B, H)(H, GH);  h V^T (N, H)(H, O)
@@ -62,12 +65,19 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("report", help="a `bptt bench --json` report (its 1-thread run is used)")
     p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", help="write the floors here (a list of rows)")
     args = p.parse_args()
     with open(args.report) as handle:
         report = json.load(handle)
-    run = next(r for r in report["runs"] if r["threads"] == 1)
-    pinned = harness.pin_threads(1)  # noqa: F841  (keeps the thread limits alive)
-    print("1 thread, float32; floor = the step's GEMMs alone; ratios = time / peer's time from the report")
+    runs = [r for r in report["runs"] if r["threads"] == args.threads]
+    if not runs:
+        raise SystemExit(f"gemm_floor: error: the report has no {args.threads}-thread run")
+    run = runs[0]
+    pinned = harness.pin_threads(args.threads)  # noqa: F841  (keeps the thread limits alive)
+    harness.check_threads(args.threads)
+    floors = []
+    print(f"{args.threads} thread(s), float32; floor = the step's GEMMs alone; ratios = time / peer's time from the report")
     print(f"{'cell':5s} {'(I=O, H, B, T)':22s} {'floor ms':>9s} {'bptt ms':>9s} {'bptt/floor':>10s} "
           f"{'floor/torch':>11s} {'bptt/torch':>10s} {'floor/JAX':>9s} {'bptt/JAX':>8s}")
     for row in run["rows"]:
@@ -78,7 +88,12 @@ def main():
         torch_s = next((v["median_s"] for k, v in peers.items() if k.startswith("torch")), float("nan"))
         jax_s = next((v["median_s"] for k, v in peers.items() if k.startswith("jax")), float("nan"))
         print(f"{cell:5s} {str(size):22s} {floor * 1e3:9.3f} {bptt * 1e3:9.3f} {bptt / floor:10.2f} "
-              f"{floor / torch_s:11.2f} {bptt / torch_s:10.2f} {floor / jax_s:9.2f} {bptt / jax_s:8.2f}")
+              f"{floor / torch_s:11.2f} {bptt / torch_s:10.2f} {floor / jax_s:9.2f} {bptt / jax_s:8.2f}", flush=True)
+        floors.append({"cell": cell, "size": list(size), "threads": args.threads, "floor_s": floor, "bptt_s": bptt,
+                       "torch_s": torch_s, "jax_s": jax_s})
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(floors, handle, indent=1)
 
 
 if __name__ == "__main__":
