@@ -6,9 +6,9 @@ product: 2.40 vs 2.13 ms for 64 of them, one thread). This module finds the gemm
 that numpy's wheel ships (``numpy.libs/libscipy_openblas64_*.so``, ILP64 with a ``64_`` suffix),
 so the compiled time loops (kernels/lstm.py, kernels/gru.py) call exactly the library numpy does.
 
-``gemm_for(dtype)`` returns a ctypes function, or None where none was found (another BLAS, another
-platform): callers then keep their per-step Python loop. Pointers are passed as integers
-(``array.ctypes.data``), which the x86-64 and arm64 C conventions pass like ``void *``.
+``gemm_for(dtype)`` returns the function's address (an int, for kernels/gemm.py's
+``matmul_into``), or None where none was found (another BLAS, another platform): callers then keep
+their per-step Python loop.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import os
 
 import numpy as np
 
-ROW_MAJOR, NO_TRANS = 101, 111      # CBLAS enum values (cblas.h)
 _found: dict | None = None
 
 
@@ -35,23 +34,17 @@ def _library():
     return None
 
 
-def _gemm_type(real):
-    i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_size_t
-    #                       order trans_a trans_b M    N    K  alpha  A    lda  B    ldb  beta  C    ldc
-    return ctypes.CFUNCTYPE(None, i32, i32, i32, i64, i64, i64, real, ptr, i64, ptr, i64, real, ptr, i64)
-
-
 def gemm_for(dtype):
-    """cblas_{s,d}gemm of numpy's BLAS as a ctypes function for float32/float64, or None."""
+    """The address of cblas_{s,d}gemm (ILP64) in numpy's BLAS for float32/float64, or None."""
     global _found
     if _found is None:
         _found = {}
         library = _library()
         if library is not None:
-            for key, name, real in (("float32", "scipy_cblas_sgemm64_", ctypes.c_float),
-                                    ("float64", "scipy_cblas_dgemm64_", ctypes.c_double)):
+            for key, name in ((np.dtype(np.float32), "scipy_cblas_sgemm64_"),
+                              (np.dtype(np.float64), "scipy_cblas_dgemm64_")):
                 try:
-                    _found[key] = _gemm_type(real)((name, library))
+                    _found[key] = ctypes.cast(getattr(library, name), ctypes.c_void_p).value
                 except AttributeError:
                     pass
-    return _found.get(np.dtype(dtype).name)
+    return _found.get(np.dtype(dtype))           # (dtype objects as keys: .name is slow, ~40 us)

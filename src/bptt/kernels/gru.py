@@ -26,7 +26,7 @@ from __future__ import annotations
 import numba
 
 from .common import jit, one, sigmoid, tanh
-from .lstm import matmul_into
+from .gemm import matmul_into
 
 # A helper inlined into its caller at numba's IR level, so each call site is optimised with the
 # caller's own arguments (the caller's compile options, error_model included, apply).

@@ -34,6 +34,7 @@ from __future__ import annotations
 import numba
 
 from .common import jit, one, sigmoid, tanh
+from .gemm import matmul_into
 
 inline = numba.njit(inline="always")    # inlined at numba's IR level, so the caller's options apply
 
@@ -163,17 +164,9 @@ def _backward_row(above, total, through_next, dc, g_i, g_f, g_g, g_o, c_prev, ta
 
 # ---------------------------------------------------------------- whole time loops, GEMM included
 # The layers' per-step Python loops, compiled: each step's GEMM calls numpy's own BLAS gemm
-# (kernels/blas.py; ``gemm`` is that ctypes function, an argument so the compiled code can be
-# cached), so a step pays no Python and no numpy dispatch. LSTMLayer uses them when
+# (``gemm`` is its address, kernels/blas.py; the call is kernels/gemm.py's), so a step pays no
+# Python and no numpy dispatch. LSTMLayer uses them when
 # kernels.loops_enabled(); every array is C-contiguous there.
-
-@inline
-def matmul_into(gemm, a, b, out):
-    """out = a @ b for C-contiguous 2-d arrays a (M, K), b (K, N), out (M, N), by BLAS gemm."""
-    M, K = a.shape
-    N = b.shape[1]
-    gemm(101, 111, 111, M, N, K, 1.0, a.ctypes.data, K, b.ctypes.data, N, 0.0, out.ctypes.data, N)
-
 
 @jit
 def forward_loop(gemm, gates, bias, WT, recurrent, hs, cs):
