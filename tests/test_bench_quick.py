@@ -107,3 +107,26 @@ def test_without_threadpoolctl_the_bench_refuses_with_one_line(monkeypatch, caps
     assert runner.worker_main([json.dumps(job)]) == 3
     (line,) = capsys.readouterr().out.strip().splitlines()
     assert "pip install threadpoolctl" in json.loads(line)["error"]
+
+
+def test_time_to_quality_quick_trains_the_same_model_side_by_side(tmp_path):
+    """bench/time_to_quality.py --quick on a small text: both frameworks start from the same weights
+    (the same validation loss before any step) and train on the same batches, so after equal steps
+    their losses still agree closely; the JSON has both curves. No timing is asserted."""
+    pytest.importorskip("torch")
+    import subprocess
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "bench", "time_to_quality.py")
+    rng = np.random.default_rng(0)
+    words = ["the ", "king ", "and ", "queen ", "said ", "to ", "me. ", "\n"]
+    (tmp_path / "text.txt").write_text("".join(rng.choice(words, 4000)))
+    out = tmp_path / "ttq.json"
+    # its own process: the script pins threads and cores for the whole process it runs in
+    subprocess.run([sys.executable, script, str(tmp_path / "text.txt"), "--quick", "--cell", "gru",
+                    "--target", "0.5", "--max-steps", "40", "--json", str(out)], check=True, capture_output=True)
+    result = json.loads(out.read_text())
+    bptt, torch = result["curves"]["bptt"], result["curves"]["torch"]
+    assert bptt[0][2] == pytest.approx(torch[0][2], rel=1e-5)          # same init, same validation windows
+    assert bptt[0][2] == pytest.approx(np.log(len(set("".join(words)))), rel=0.1)   # ~log(vocabulary) at start
+    assert [s for s, _, _ in bptt] == [s for s, _, _ in torch] and len(bptt) >= 3
+    assert bptt[-1][2] < bptt[0][2] - 0.3                                # it learns
+    assert bptt[-1][2] == pytest.approx(torch[-1][2], abs=0.05)          # the same training, float32 apart
