@@ -1,7 +1,8 @@
 """numba kernels for one GRU time step's element-wise work, torch variant (see bptt/layers/gru.py
 for the equations and the numpy reference). They replace the ~13 numpy calls of a forward step,
 and the ~5 per step plus per-chunk factors of a backward step, by one pass over the step's
-(B, H) units; the step's GEMM stays in numpy (np.dot from Python, the same BLAS either way).
+(B, H) units; the step's GEMM stays numpy's BLAS (np.dot from Python, or numpy's gemm called
+from the whole-loop kernels at the end of this file: kernels/gemm.py).
 
 Layout as in the numpy path: gate rows (B, 3H) = [r, z, n], torch's order; every product is
 formed in the numpy path's order.

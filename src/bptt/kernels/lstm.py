@@ -1,6 +1,7 @@
 """numba kernels for one LSTM time step's element-wise work (see bptt/layers/lstm.py for the
 equations and the numpy reference). Each kernel replaces ~10 numpy calls per step with one
-pass over the step's (B, H) units; the step's GEMM stays in numpy.
+pass over the step's (B, H) units; the step's GEMM stays numpy's BLAS -- called from Python, or,
+in the whole-loop kernels at the end of this file, from compiled code (kernels/gemm.py).
 
 Layout as in the numpy path: gate rows (B, 4H) = [i, f, g, o], torch's order. Two things keep
 the inner loops vectorised (measured; see also kernels/gru.py):
