@@ -3,7 +3,10 @@ must do, with bptt's own shapes and operand layouts, timed with numpy's BLAS on 
 Divided by a peer's time (from a ``bptt bench --json`` report) it is the best ratio any code
 calling this BLAS could reach -- a goal below it cannot be met by better element-wise code.
 
-    python bench/gemm_floor.py docs/performance/threads1-kernels.json [--repeats 15]
+    python bench/gemm_floor.py docs/performance/threads1-kernels.json [--repeats 15] [--threads 1] [--json floors.json]
+
+(--threads picks the report's run with that thread count and times the GEMMs on as many BLAS
+threads; --json writes the floors, which bench/table.py --issue20 reads.)
 
 Products per step (G = 1 rnn, 3 gru, 4 lstm; N = T B rows; float features, as `bptt bench`):
   forward   x U^T (N, I)(I, GH);  T x  h_{t-1} W^T (B, H)(H, GH);  h V^T (N, H)(H, O)
@@ -31,8 +34,10 @@ def _median_time(fn, repeats):
     return float(np.median(times))
 
 
-def gemm_floor(cell: str, I: int, H: int, B: int, T: int, repeats: int) -> float:
-    """Seconds for the step's GEMMs, each timed alone (median), summed."""
+def gemm_floor(cell: str, I: int, H: int, B: int, T: int, repeats: int, with_step: bool = False):
+    """Seconds for the step's GEMMs, each timed alone (median), summed. ``with_step``: also bptt's
+    own step (``loss_and_grads``) at that size, interleaved with the GEMM parts repeat by repeat, so
+    that on a shared machine both see the same load; returns (floor, step) then."""
     G = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
     O, N = I, T * B
     rng = np.random.default_rng(0)
@@ -55,30 +60,54 @@ def gemm_floor(cell: str, I: int, H: int, B: int, T: int, repeats: int) -> float
         "dW": lambda: np.dot(da.T, h, out=outs["dW"]),
         "dU": lambda: np.dot(da.T, x, out=outs["dU"]),
     }
-    return sum(_median_time(fn, repeats) for fn in parts.values())
+    if not with_step:
+        return sum(_median_time(fn, repeats) for fn in parts.values())
+    from bptt.benchmark.peers import Problem, bptt_contestant
+    parts["bptt step"] = bptt_contestant(Problem(cell, I, H, B, T)).step
+    results = harness.interleaved(parts, repeats)
+    step = results.pop("bptt step")["median_s"]
+    return sum(r["median_s"] for r in results.values()), step
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("report", help="a `bptt bench --json` report (its 1-thread run is used)")
     p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", help="write the floors here (a list of rows)")
+    p.add_argument("--with-step", action="store_true",
+                   help="also time bptt's step here, interleaved with the GEMMs (bptt / floor under one load)")
     args = p.parse_args()
     with open(args.report) as handle:
         report = json.load(handle)
-    run = next(r for r in report["runs"] if r["threads"] == 1)
-    pinned = harness.pin_threads(1)  # noqa: F841  (keeps the thread limits alive)
-    print("1 thread, float32; floor = the step's GEMMs alone; ratios = time / peer's time from the report")
+    runs = [r for r in report["runs"] if r["threads"] == args.threads]
+    if not runs:
+        raise SystemExit(f"gemm_floor: error: the report has no {args.threads}-thread run")
+    run = runs[0]
+    pinned = harness.pin_threads(args.threads)  # noqa: F841  (keeps the thread limits alive)
+    harness.check_threads(args.threads)
+    floors = []
+    print(f"{args.threads} thread(s), float32; floor = the step's GEMMs alone; ratios = time / peer's time from the report")
     print(f"{'cell':5s} {'(I=O, H, B, T)':22s} {'floor ms':>9s} {'bptt ms':>9s} {'bptt/floor':>10s} "
           f"{'floor/torch':>11s} {'bptt/torch':>10s} {'floor/JAX':>9s} {'bptt/JAX':>8s}")
     for row in run["rows"]:
         cell, size = row["cell"], (row["input_size"], row["hidden_size"], row["batch"], row["seq_len"])
-        floor = gemm_floor(cell, *size, repeats=args.repeats)
         peers = row["peers"]
+        if args.with_step:
+            floor, own = gemm_floor(cell, *size, repeats=args.repeats, with_step=True)
+            print(f"      (interleaved here: bptt step {own * 1e3:.3f} ms, bptt / floor {own / floor:.2f})", flush=True)
+        else:
+            floor, own = gemm_floor(cell, *size, repeats=args.repeats), None
         bptt = peers["bptt"]["median_s"]
         torch_s = next((v["median_s"] for k, v in peers.items() if k.startswith("torch")), float("nan"))
         jax_s = next((v["median_s"] for k, v in peers.items() if k.startswith("jax")), float("nan"))
         print(f"{cell:5s} {str(size):22s} {floor * 1e3:9.3f} {bptt * 1e3:9.3f} {bptt / floor:10.2f} "
-              f"{floor / torch_s:11.2f} {bptt / torch_s:10.2f} {floor / jax_s:9.2f} {bptt / jax_s:8.2f}")
+              f"{floor / torch_s:11.2f} {bptt / torch_s:10.2f} {floor / jax_s:9.2f} {bptt / jax_s:8.2f}", flush=True)
+        floors.append({"cell": cell, "size": list(size), "threads": args.threads, "floor_s": floor, "bptt_s": bptt,
+                       "torch_s": torch_s, "jax_s": jax_s, "bptt_interleaved_s": own})
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(floors, handle, indent=1)
 
 
 if __name__ == "__main__":

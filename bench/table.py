@@ -2,6 +2,7 @@
 
     python bench/table.py bench/results/threads1.json bench/results/threads2.json
     python bench/table.py --compare run_a.json run_b.json     # each run's ratios side by side
+    python bench/table.py --issue20 run.json --floors floors1.json floors2.json   # issue 20's goals
 
 Each cell: the measured ratio (bptt time / peer time, median of interleaved repeats) and
 whether it meets the goal. Then GFLOP/s and the share of the GEMM roof, memory and sampling.
@@ -104,9 +105,44 @@ def compare(reports) -> str:
     return "\n".join(lines)
 
 
+# Issue 20's goals: vs torch <= 0.8 at 1 thread (rnn at B = 1: <= 0.15), <= 0.7 at 2 threads; vs JAX
+# <= 0.8; at B >= 32 the step within 1.15x of its own GEMM floor (bench/gemm_floor.py).
+def _goal20_torch(cell, size, threads):
+    if threads >= 2:
+        return 0.7
+    return 0.15 if cell == "rnn" and size[2] == 1 else 0.8
+
+
+def render_issue20(reports, floors) -> str:
+    """One row per (cell, size, threads): bptt ms, vs torch, vs JAX, bptt / GEMM floor, each marked."""
+    # bptt / floor from gemm_floor.py --with-step (both timed interleaved, one load) when there,
+    # else the report's bptt time over the floor timed later
+    floor_of = {(f["cell"], tuple(f["size"]), f["threads"]): (f["floor_s"], f.get("bptt_interleaved_s"))
+                for f in floors}
+    lines = ["| cell | (I=O, H, B, T) | threads | bptt ms | vs torch | vs JAX | bptt / GEMM floor |",
+             "|---|---|---|---|---|---|---|"]
+    for report in reports:
+        for run in report["runs"]:
+            for row in run["rows"]:
+                size = (row["input_size"], row["hidden_size"], row["batch"], row["seq_len"])
+                threads, bptt = run["threads"], row["peers"]["bptt"]["median_s"]
+                torch, jax = _peer(row, "torch"), _peer(row, "jax")
+                floor, own = floor_of.get((row["cell"], size, threads), (None, None))
+                ratio = None if floor is None else (own or bptt) / floor
+                floor_text = "n/a" if floor is None else (_mark(ratio, 1.15) if size[2] >= 32 else f"{ratio:.2f}")
+                lines.append(f"| {row['cell']} | {size} | {threads} | {bptt * 1e3:.2f} | "
+                             f"{_mark(torch and torch['ratio'], _goal20_torch(row['cell'], size, threads))} | "
+                             f"{_mark(jax and jax['ratio'], 0.8)} | {floor_text} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if args and args[0] == "--compare":
+    if args and args[0] == "--issue20":
+        cut = args.index("--floors") if "--floors" in args else len(args)
+        floors = [row for path in args[cut + 1:] for row in json.load(open(path))]
+        print(render_issue20([json.load(open(path)) for path in args[1:cut]], floors))
+    elif args and args[0] == "--compare":
         print(compare([json.load(open(path)) for path in args[1:]]))
     else:
         print(render([json.load(open(path)) for path in args]))

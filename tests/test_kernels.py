@@ -27,6 +27,15 @@ CASES = [dict(cell="rnn"), dict(cell="rnn", nonlinearity="relu"), dict(cell="lst
 SHAPES = [(1, 8), (3, 5), (4, 64), (32, 40)]
 
 
+@pytest.fixture(autouse=True, params=[True, False], ids=["loops", "step-loops"])
+def compiled_loops(request):
+    """Every test twice: with the LSTM/GRU time loops compiled (numpy's gemm called from numba,
+    kernels.loops_enabled) and with the per-step Python loop around the step kernels."""
+    previous = kernels.set_loops(request.param)
+    yield request.param
+    kernels.set_loops(previous)
+
+
 def _name(options):
     return "-".join(f"{k}={v}" for k, v in options.items())
 
@@ -120,6 +129,43 @@ def test_lstm_kernel_really_runs_and_a_broken_one_is_caught(monkeypatch):
     monkeypatch.setattr(lstm_kernels, "backward_step", forgetful)
     with pytest.raises(AssertionError):
         _compare(_run_both(dict(cell="lstm"), 3, 5, np.float64), rtol=1e-12, atol=1e-14)
+
+
+def test_lstm_compiled_loops_really_run_and_a_broken_one_is_caught(monkeypatch, compiled_loops):
+    """float32 LSTM: with loops on, forward is one forward_loop call and backward one
+    backward_loop_tanh call per chunk (no per-step kernel call from Python); a loop that drops
+    the cell-state path is caught by the float32 comparison."""
+    from bptt.kernels import lstm as lstm_kernels
+    if not kernels.loops_enabled(np.float32) and compiled_loops:
+        pytest.skip("numpy's BLAS gemm was not found (kernels/blas.py): no compiled loops here")
+    calls = {"forward_loop": 0, "backward_loop_tanh": 0, "forward_step": 0, "backward_step_tanh": 0}
+    _run_both(dict(cell="lstm"), 3, 5, np.float32, T=7)  # compile the loops before their callees are patched
+
+    def counting(name):
+        kernel = getattr(lstm_kernels, name)
+
+        def count(*args):
+            calls[name] += 1
+            return kernel(*args)
+        return count
+
+    for name in calls:
+        monkeypatch.setattr(lstm_kernels, name, counting(name))
+    _compare(_run_both(dict(cell="lstm"), 3, 5, np.float32, T=7), rtol=2e-5, atol=1e-6)
+    if compiled_loops:
+        assert calls == {"forward_loop": 1, "backward_loop_tanh": 1, "forward_step": 0, "backward_step_tanh": 0}
+    else:
+        assert calls == {"forward_loop": 0, "backward_loop_tanh": 0, "forward_step": 7, "backward_step_tanh": 7}
+        return
+    good = lstm_kernels.backward_loop_tanh
+
+    def forgetful(gemm, first, n, dh, dh_total, dh_next, dc, gates, cs, da, W):
+        good(gemm, first, n, dh, dh_total, dh_next, dc, gates, cs, da, W)
+        dc[...] = 0                                       # cut the cell-state path back in time
+
+    monkeypatch.setattr(lstm_kernels, "backward_loop_tanh", forgetful)
+    with pytest.raises(AssertionError):
+        _compare(_run_both(dict(cell="lstm"), 3, 5, np.float32, T=7), rtol=2e-5, atol=1e-6)
 
 
 def test_relu_kernel_keeps_nan_like_numpy():

@@ -28,6 +28,15 @@ F64_RTOL = 1e-12
 F32_RTOL = 2e-6
 
 
+@pytest.fixture(autouse=True, params=[True, False], ids=["loops", "step-loops"])
+def compiled_loops(request):
+    """Every test twice: with the time loops compiled (numpy's gemm called from numba,
+    kernels.loops_enabled) and with the per-step Python loop around the step kernels."""
+    previous = kernels.set_loops(request.param)
+    yield request.param
+    kernels.set_loops(previous)
+
+
 def assert_close(actual, desired, rtol, name):
     """Max-norm relative agreement: |actual - desired| <= rtol * max|desired| elementwise (an
     element-wise relative test would be meaningless for entries near zero)."""
@@ -130,12 +139,13 @@ def test_caches_are_interchangeable():
 
 @pytest.mark.parametrize("dtype, forward_kernels", [(np.float32, ("forward_step",)),
                                                      (np.float64, ("forward_gates", "forward_state"))])
-def test_kernels_really_run(monkeypatch, dtype, forward_kernels):
+def test_kernels_really_run(monkeypatch, dtype, forward_kernels, compiled_loops):
     """The numba path calls its kernels once per step (so the comparisons above compare two
     different code paths), and the numpy path never does. float32 runs one forward kernel per
-    step, float64 two around np.tanh (kernels/gru.py says why)."""
+    step, float64 two around np.tanh (kernels/gru.py says why). With the compiled loops, the
+    whole forward (float32) and each backward chunk are one call instead."""
     from bptt.kernels import gru as gru_kernels
-    names = ("forward_step", "forward_gates", "forward_state", "backward_step")
+    names = ("forward_step", "forward_gates", "forward_state", "backward_step", "forward_loop", "backward_loop")
     calls = dict.fromkeys(names, 0)
 
     def counting(name, kernel):
@@ -144,16 +154,23 @@ def test_kernels_really_run(monkeypatch, dtype, forward_kernels):
             return kernel(*args)
         return count
 
-    for name in names:
-        monkeypatch.setattr(gru_kernels, name, counting(name, getattr(gru_kernels, name)))
     T = 5
     layer, x, state0, dh, dstate = random_layer_problem(T, 2, 3, 4, dtype)
+    with kernels.using("numba"):                   # compile the loops before their callees are patched
+        layer_pass(layer, x, state0, dh, dstate)
+    for name in names:
+        monkeypatch.setattr(gru_kernels, name, counting(name, getattr(gru_kernels, name)))
     with kernels.using("numpy"):
         layer_pass(layer, x, state0, dh, dstate)
     assert calls == dict.fromkeys(names, 0)
     with kernels.using("numba"):
         layer_pass(layer, x, state0, dh, dstate)
-    assert calls == {name: T if name in forward_kernels + ("backward_step",) else 0 for name in names}
+    if compiled_loops and kernels.loops_enabled(dtype):     # one backward chunk at this size
+        expected = {"forward_loop": 1} if dtype == np.float32 else dict.fromkeys(forward_kernels, T)
+        expected["backward_loop"] = 1
+    else:
+        expected = {name: T for name in forward_kernels + ("backward_step",)}
+    assert calls == {name: expected.get(name, 0) for name in names}
 
 
 @pytest.mark.parametrize("ids", [False, True])

@@ -3,8 +3,10 @@ GEMM peak measured in the same process for scale.
 
 Rules the numbers obey (see docs/performance.md):
 - every peer runs with the same thread count: the process is pinned to that many cores
-  (sched_setaffinity), numpy's BLAS by threadpoolctl, torch by ``torch.set_num_threads``,
-  XLA by ``XLA_FLAGS`` set before jax is imported (``worker`` runs one process per count);
+  (sched_setaffinity), every BLAS/OpenMP runtime by environment variables set before it is
+  loaded and by threadpoolctl, torch by ``torch.set_num_threads``, XLA by ``XLA_FLAGS`` set
+  before jax is imported (``worker`` runs one process per count); ``check_threads`` then reads
+  threadpoolctl's report and a row whose thread count is not what was asked is not printed;
 - repeats are interleaved (bptt, torch, jax, torch, jax, bptt, ...: the order rotates) so a
   burst of load on this shared machine hits every peer alike, and so does whatever the previous
   callable left behind; each peer's time is the median of its repeats;
@@ -20,9 +22,35 @@ import time
 import numpy as np
 
 
+# The variables every BLAS / OpenMP runtime we may load reads once, when it is loaded: ``run_suite``
+# sets them in the worker's environment, so they hold before numpy (or torch, scipy) is imported.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                    "NUMBA_NUM_THREADS")
+
+
+class ThreadsNotEnforced(RuntimeError):
+    """The worker could not make (or could not check that) every BLAS pool runs ``threads`` threads."""
+
+
+def thread_variables(threads: int) -> dict:
+    """Environment entries that cap every thread pool at ``threads`` (for a worker's environment)."""
+    return {name: str(threads) for name in THREAD_VARIABLES}
+
+
+def _threadpoolctl():
+    try:
+        import threadpoolctl
+    except ImportError:
+        raise ThreadsNotEnforced("threadpoolctl is not installed, so bptt bench can neither limit nor check "
+                                 "numpy's BLAS threads: pip install threadpoolctl") from None
+    return threadpoolctl
+
+
 def pin_threads(threads: int) -> dict:
     """Pin this process and every thread pool we know of to ``threads`` cores.
-    Call before importing jax. Returns what was done, for the report."""
+    Call before importing jax. Returns what was done, for the report; raises
+    ThreadsNotEnforced when threadpoolctl (the only way to check numpy's BLAS) is missing."""
+    threadpoolctl = _threadpoolctl()
     done = {"threads": threads}
     if hasattr(os, "sched_setaffinity"):
         cores = sorted(os.sched_getaffinity(0))
@@ -34,20 +62,45 @@ def pin_threads(threads: int) -> dict:
     if threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
         flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     os.environ["XLA_FLAGS"] = flags.strip()
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[name] = str(threads)
+    os.environ.update(thread_variables(threads))       # for runtimes loaded from now on
     try:
-        from threadpoolctl import threadpool_limits
-        done["limiter"] = threadpool_limits(limits=threads)   # kept alive by the caller
-    except ImportError:
-        done["limiter"] = None
-    try:
-        import torch
+        import torch                                   # loads its own OpenMP runtime
         torch.set_num_threads(threads)
         torch.set_num_interop_threads(1)
     except (ImportError, RuntimeError):
         pass
+    try:
+        import scipy.linalg  # noqa: F401  (its own OpenBLAS, which numba's np.dot calls)
+    except ImportError:
+        pass
+    # Limits every pool loaded by now (numpy's and scipy's OpenBLAS, torch's libgomp);
+    # kept alive by the caller for the whole run.
+    done["limiter"] = threadpoolctl.threadpool_limits(limits=threads)
     return done
+
+
+def check_threads(threads: int) -> list:
+    """threadpoolctl's report of every BLAS and OpenMP pool in this process, checked: raises
+    ThreadsNotEnforced unless each runs exactly ``threads`` threads (and at least one BLAS, numpy's,
+    was found). The report goes into the JSON, per row, as the proof of the thread count."""
+    threadpoolctl = _threadpoolctl()
+    pools = [{k: pool.get(k) for k in ("user_api", "internal_api", "prefix", "version", "architecture",
+                                        "num_threads", "threading_layer", "filepath")}
+             for pool in threadpoolctl.threadpool_info()]
+    if not any(p["user_api"] == "blas" for p in pools):
+        raise ThreadsNotEnforced("threadpoolctl finds no BLAS library in this process, so the thread count "
+                                 "of numpy's matrix products cannot be checked")
+    wrong = [f"{p['prefix'] or p['internal_api']} {p['user_api']} runs {p['num_threads']}" for p in pools
+             if p["num_threads"] != threads]
+    try:
+        import torch
+        if torch.get_num_threads() != threads:
+            wrong.append(f"torch runs {torch.get_num_threads()}")
+    except ImportError:
+        pass
+    if wrong:
+        raise ThreadsNotEnforced(f"asked for {threads} thread(s), but " + ", ".join(wrong))
+    return pools
 
 
 def environment() -> dict:
@@ -62,7 +115,7 @@ def environment() -> dict:
         from threadpoolctl import threadpool_info
         info["blas"] = [{k: pool.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
                                                    "threading_layer")}
-                        for pool in threadpool_info()]
+                        for pool in threadpool_info() if pool.get("user_api") == "blas"]
     except ImportError:
         info["blas"] = "threadpoolctl not installed"
     for module in ("torch", "jax"):

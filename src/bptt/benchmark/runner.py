@@ -44,9 +44,10 @@ def run_worker(threads: int, sizes, cells, peers, repeats: int, budget_s: float,
     pinned = harness.pin_threads(threads)              # before jax is imported
     from .peers import PEERS, Problem, bptt_contestant
 
+    pools = harness.check_threads(threads)            # refuse the whole run if the pin did not hold
     peak = harness.gemm_peak()
     gemm, gemm_flops = harness.gemm_reference()
-    report = {"threads": threads, "cores": pinned.get("cores"), "gemm_peak_gflops": peak,
+    report = {"threads": threads, "cores": pinned.get("cores"), "gemm_peak_gflops": peak, "threadpools": pools,
               "load_average_start": _load(),
               "environment": harness.environment(), "rows": [], "skipped": []}
     log(f"[{threads} thread{'s' if threads > 1 else ''}] numpy float32 GEMM peak {peak:.1f} GFLOP/s (best of 7); "
@@ -72,6 +73,12 @@ def run_worker(threads: int, sizes, cells, peers, repeats: int, budget_s: float,
                 except (ValueError, KeyError, NotImplementedError) as error:
                     report["skipped"].append(f"{problem.label}: {peer}: {error}")
             losses = {name: c.step() for name, c in contestants.items()}
+            try:                                       # the peers may have loaded runtimes of their own
+                pools = harness.check_threads(threads)
+            except harness.ThreadsNotEnforced as error:
+                report["skipped"].append(f"{problem.label}: not timed: {error}")
+                log(f"  refused {problem.label}: {error}")
+                continue
             steps = {n: c.step for n, c in contestants.items()}
             # The roof: the reference GEMM timed just before and just after the row, so it sees
             # about the same load -- but not inside the interleaved loop, where its flushed caches
@@ -82,6 +89,7 @@ def run_worker(threads: int, sizes, cells, peers, repeats: int, budget_s: float,
             results["gemm"] = {"median_s": (before["median_s"] + after["median_s"]) / 2}
             row = _row(problem, results, contestants, gemm_flops)
             row["losses"] = losses                     # equal to ~1e-5: the peers do the same sum
+            row["threadpools"] = pools                 # threadpoolctl's report, checked, for this row
             report["rows"].append(row)
             log("  " + format_row(row))
     report["load_average_end"] = _load()            # others' work on a shared machine skews every number
@@ -117,8 +125,11 @@ def run_suite(threads_list, sizes, cells, peers, repeats: int, budget_s: float, 
     """One worker process per thread count; their reports merged into one dict."""
     suite = {"schema": SCHEMA, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
              "command": " ".join(sys.argv), "repeats": repeats, "runs": []}
+    from .harness import thread_variables
+
     for threads in threads_list:
         env = dict(os.environ)
+        env.update(thread_variables(threads))          # read by each BLAS/OpenMP runtime as it loads
         if clean_blas_env:                              # see docs/performance.md: these can slow OpenBLAS
             env.pop("OPENBLAS_CORETYPE", None)
             env.pop("OPENBLAS_L2_SIZE", None)
@@ -132,15 +143,22 @@ def run_suite(threads_list, sizes, cells, peers, repeats: int, budget_s: float, 
                 report = json.loads(line)
             else:
                 log(line.rstrip())
-        if proc.wait() != 0 or report is None:
-            raise RuntimeError(f"benchmark worker for {threads} thread(s) failed (exit {proc.returncode})")
+        if proc.wait() != 0 or report is None or "error" in report:
+            why = report["error"] if report and "error" in report else f"exit {proc.returncode}"
+            raise RuntimeError(f"benchmark worker for {threads} thread(s) failed: {why}")
         suite["runs"].append(report)
     return suite
 
 
 def worker_main(argv) -> int:
+    from .harness import ThreadsNotEnforced
+
     job = json.loads(argv[0])
-    report = run_worker(job["threads"], [tuple(s) for s in job["sizes"]], job["cells"], job["peers"],
-                        job["repeats"], job["budget_s"], job["extras"], log=lambda s: print(s, flush=True))
+    try:
+        report = run_worker(job["threads"], [tuple(s) for s in job["sizes"]], job["cells"], job["peers"],
+                            job["repeats"], job["budget_s"], job["extras"], log=lambda s: print(s, flush=True))
+    except ThreadsNotEnforced as error:                # one line for the parent: no row is printed
+        print(json.dumps({"error": str(error)}), flush=True)
+        return 3
     print(json.dumps(report), flush=True)
     return 0

@@ -32,12 +32,15 @@ def add_parser(sub) -> None:
                                    "JAX jit(value_and_grad(lax.scan)), at the goal sizes of docs/performance.md, with pinned and "
                                    "equal thread counts, interleaved repeats and medians. Prints ratios "
                                    "(bptt time / peer time), GFLOP/s and the fraction of numpy's GEMM peak "
-                                   "measured in the same run; --json writes everything.")
+                                   "measured in the same run; --json writes everything, including threadpoolctl's report "
+                                   "from inside each worker (needs threadpoolctl).")
     p.add_argument("--cells", nargs="+", choices=("rnn", "lstm", "gru"), default=["rnn"],
                    help="recurrent cells to time")
     p.add_argument("--sizes", nargs="+", type=_size, metavar="I,H,B,T", default=None,
-                   help="sizes (input=output, hidden, batch, time)")
-    p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts, one worker each")
+                   help="sizes (input=output, hidden, batch, time); default: the goal table's four")
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2],
+                   help="thread counts, one worker each; every BLAS/OpenMP pool is pinned to it (environment "
+                        "variables + threadpoolctl) and checked, and a count that did not hold is refused")
     p.add_argument("--peers", nargs="*", choices=("torch", "jax"), default=["torch", "jax"],
                    help="peers to time (skipped with a message when not installed)")
     p.add_argument("--repeats", type=int, default=15, help="interleaved repeats per size")

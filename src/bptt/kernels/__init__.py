@@ -16,6 +16,11 @@ Which path runs is decided by the environment variable ``BPTT_KERNELS``:
 or in code by ``bptt.kernels.use("numpy" | "numba" | "auto")`` (returns the previous
 setting; ``with bptt.kernels.using("numpy"): ...`` restores it). The core never needs numba.
 
+Where numpy's own BLAS gemm can be called from compiled code (kernels/blas.py: numpy's wheel
+OpenBLAS), the LSTM (float32) and GRU (torch variant) run their whole time loops compiled, each
+step's GEMM included: ``loops_enabled(dtype)``; ``set_loops(False)`` keeps the per-step Python
+loop (for A/B runs and tests).
+
 Differences from the numpy path: float32 tanh and sigmoid are a rational approximation
 (kernels/common.py, at most ~6 units in the last place, where numpy's is ~1.4), and sums
 are formed in the same order, so float32 results agree with the numpy path to a few ulp
@@ -99,6 +104,26 @@ def using(new_mode: str):
         _mode, _enabled = saved, None
 
 
+_loops = True                   # set_loops()
+
+
+def loops_enabled(dtype) -> bool:
+    """True when the compiled whole-loop kernels (each step's GEMM inside, numpy's BLAS) should run
+    for this dtype: the kernels are enabled, kernels/blas.py found numpy's gemm, set_loops(True)."""
+    if not (_loops and enabled()):
+        return False
+    from .blas import gemm_for
+    return gemm_for(dtype) is not None
+
+
+def set_loops(flag: bool) -> bool:
+    """Allow (True, the default) or forbid (False) the compiled whole-loop kernels; returns the
+    previous setting."""
+    global _loops
+    previous, _loops = _loops, bool(flag)
+    return previous
+
+
 def describe() -> str:
     """One line for reports: which path runs, and why."""
     m = mode()
@@ -106,5 +131,6 @@ def describe() -> str:
         return "numpy (BPTT_KERNELS=numpy)"
     if _numba_importable():
         import numba
-        return f"numba {numba.__version__} kernels"
+        loops = " (LSTM/GRU time loops compiled, numpy's BLAS gemm inside)" if loops_enabled("float32") else ""
+        return f"numba {numba.__version__} kernels{loops}"
     return "numpy (numba not installed)"

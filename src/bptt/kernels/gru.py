@@ -1,7 +1,8 @@
 """numba kernels for one GRU time step's element-wise work, torch variant (see bptt/layers/gru.py
 for the equations and the numpy reference). They replace the ~13 numpy calls of a forward step,
 and the ~5 per step plus per-chunk factors of a backward step, by one pass over the step's
-(B, H) units; the step's GEMM stays in numpy (np.dot from Python, the same BLAS either way).
+(B, H) units; the step's GEMM stays numpy's BLAS (np.dot from Python, or numpy's gemm called
+from the whole-loop kernels at the end of this file: kernels/gemm.py).
 
 Layout as in the numpy path: gate rows (B, 3H) = [r, z, n], torch's order; every product is
 formed in the numpy path's order.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import numba
 
 from .common import jit, one, sigmoid, tanh
+from .gemm import matmul_into
 
 # A helper inlined into its caller at numba's IR level, so each call site is optimised with the
 # caller's own arguments (the caller's compile options, error_model included, apply).
@@ -146,3 +148,24 @@ def _backward_row(above, direct, through, total, r_b, z_b, n_b, hp_b, hn_b,
         dgz_b[j] = daz
         dhn_b[j] = (dan_factor * r) * dht                            # dhn = dan r
         direct[j] = dht * z                                          # dh_prev = dh_t z (direct path)
+
+
+# ---------------------------------------------------------------- whole time loops, GEMM included
+# As kernels/lstm.py's loops: the layer's Python loop compiled, each step's GEMM numpy's own BLAS
+# (kernels/blas.py); GRULayer uses them when kernels.loops_enabled().
+
+@jit
+def forward_loop(gemm, gates, bias, WT, gh, hs, b_hn, extra):
+    """float32 forward over all T steps: gh = h_{t-1} W^T (WT (H, 3H) contiguous), then ``forward_step``."""
+    for t in range(gates.shape[0]):
+        matmul_into(gemm, hs[t], WT, gh)            # W h_{t-1}: the only GEMM in the loop
+        forward_step(t, gates, bias, gh, hs, b_hn, extra)
+
+
+@jit
+def backward_loop(gemm, first, m, dh, dh_total, dh_next, through, gates, hs, extra, da, dgh, W):
+    """Steps first+m-1 .. first of one backward chunk (k = m-1 .. 0): ``backward_step`` at t = first + k,
+    then through = dgh[k] @ W (the path through W_r, W_z, W_n into step t-1)."""
+    for k in range(m - 1, -1, -1):
+        backward_step(first + k, k, dh, dh_total, dh_next, through, gates, hs, extra, da, dgh)
+        matmul_into(gemm, dgh[k], W, through)

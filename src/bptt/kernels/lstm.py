@@ -1,6 +1,7 @@
 """numba kernels for one LSTM time step's element-wise work (see bptt/layers/lstm.py for the
 equations and the numpy reference). Each kernel replaces ~10 numpy calls per step with one
-pass over the step's (B, H) units; the step's GEMM stays in numpy.
+pass over the step's (B, H) units; the step's GEMM stays numpy's BLAS -- called from Python, or,
+in the whole-loop kernels at the end of this file, from compiled code (kernels/gemm.py).
 
 Layout as in the numpy path: gate rows (B, 4H) = [i, f, g, o], torch's order. Two things keep
 the inner loops vectorised (measured; see also kernels/gru.py):
@@ -34,6 +35,7 @@ from __future__ import annotations
 import numba
 
 from .common import jit, one, sigmoid, tanh
+from .gemm import matmul_into
 
 inline = numba.njit(inline="always")    # inlined at numba's IR level, so the caller's options apply
 
@@ -159,3 +161,27 @@ def _backward_row(above, total, through_next, dc, g_i, g_f, g_g, g_o, c_prev, ta
         d_g[j] = ((one(g) - g * g) * i) * dct                   # da_g = dc_t i (1 - g^2)
         d_o[j] = ((one(o) - o) * o * tc) * dht                  # da_o = dh_t tanh(c_t) o (1 - o)
         dc[j] = dct * f                                         # dE/dc_{t-1} = dc_t f
+
+
+# ---------------------------------------------------------------- whole time loops, GEMM included
+# The layers' per-step Python loops, compiled: each step's GEMM calls numpy's own BLAS gemm
+# (``gemm`` is its address, kernels/blas.py; the call is kernels/gemm.py's), so a step pays no
+# Python and no numpy dispatch. LSTMLayer uses them when
+# kernels.loops_enabled(); every array is C-contiguous there.
+
+@jit
+def forward_loop(gemm, gates, bias, WT, recurrent, hs, cs):
+    """float32 forward over all T steps: recurrent = h_{t-1} W^T (WT (H, 4H) contiguous), then
+    ``forward_step``: LSTMLayer._forward_kernel's loop."""
+    for t in range(gates.shape[0]):
+        matmul_into(gemm, hs[t], WT, recurrent)     # W h_{t-1}: all four gates, one GEMM
+        forward_step(t, gates, bias, recurrent, hs, cs)
+
+
+@jit
+def backward_loop_tanh(gemm, first, n, dh, dh_total, dh_next, dc, gates, cs, da, W):
+    """Steps first+n-1 .. first of one backward chunk (k = n-1 .. 0): ``backward_step_tanh``, then
+    dE/dh_{t-1} = da[k] @ W into dh_next. Arguments as backward_step_tanh's, plus W (4H, H)."""
+    for k in range(n - 1, -1, -1):
+        backward_step_tanh(first + k, k, dh, dh_total, dh_next, dc, gates, cs, da)
+        matmul_into(gemm, da[k], W, dh_next)        # dE/dh_{t-1} through all four gates

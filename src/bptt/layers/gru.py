@@ -214,6 +214,7 @@ class GRULayer:
         passes around it (the kernels/gru.py docstring has the timings); it matches
         ``_forward_torch`` bit for bit."""
         from ..kernels import gru as gru_kernels
+        from ..kernels.blas import gemm_for
         T, B, H = extra.shape
         b_hn = self.params["b_hn"] if self.bias else np.zeros(H, self.dtype)
         gh = np.empty((B, 3 * H), self.dtype)                # W h_{t-1}, all three gates
@@ -221,6 +222,9 @@ class GRULayer:
         if self.dtype == np.float32:
             WT = np.ascontiguousarray(self.params["W"].T)    # (H, 3H) contiguous, as in _forward_torch
             b = self.params["b"] if self.bias else np.zeros(3 * H, self.dtype)   # added in the kernel
+            if kernels.loops_enabled(self.dtype):            # the loop below, compiled (kernels/gru.py)
+                gru_kernels.forward_loop(gemm_for(self.dtype), gates, b, WT, gh, hs, b_hn, extra)
+                return
             step = gru_kernels.forward_step
             for t in range(T):
                 dot(hs[t], WT, out=gh)                       # W h_{t-1}: the only GEMM in the loop
@@ -307,7 +311,9 @@ class GRULayer:
         dgh_buffer = empty(self.workspace, "dgh", (steps, B, 3 * H), dh.dtype)  # dE/d(W h_{t-1} + [0, 0, b_hn])
         if use_kernel:
             from ..kernels import gru as gru_kernels
+            from ..kernels.blas import gemm_for
             step = gru_kernels.backward_step
+            loops = kernels.loops_enabled(self.dtype) and W.flags.c_contiguous   # gemm reads W in C order
             through_w[...] = 0.0                             # nothing flows back through step T+1's W
             if chunked:                                      # dE/dh_t for the current chunk's steps only
                 dh_chunk = empty(self.workspace, "dh", (steps, B, H), dh.dtype)
@@ -329,13 +335,16 @@ class GRULayer:
                     # loop -- and the cache's arrays shifted back by `start`, so that t = k
                     # throughout (whole-array views, no copies: the same compiled specialisation).
                     chunk = dh.fill(start, stop, dh_chunk)   # dE/dh_t from above, t in the chunk
+                    first, above, total = 0, chunk, chunk
                     gates_from, hs_from, extra_from = gates[start:], hs[start:], extra[start:]
-                    for t in range(m - 1, -1, -1):
-                        step(t, t, chunk, chunk, dh_next, through_w, gates_from, hs_from, extra_from, da, dgh)
-                        dot(dgh[t], W, out=through_w)        # through W_r, W_z, W_n: one GEMM
+                else:
+                    first, above, total, gates_from, hs_from, extra_from = start, dh, dh_total, gates, hs, extra
+                if loops:                                    # the loop below, compiled (kernels/gru.py)
+                    gru_kernels.backward_loop(gemm_for(self.dtype), first, m, above, total, dh_next, through_w, gates_from, hs_from,
+                                              extra_from, da, dgh, W)
                 else:
                     for t in range(m - 1, -1, -1):
-                        step(start + t, t, dh, dh_total, dh_next, through_w, gates, hs, extra, da, dgh)
+                        step(first + t, t, above, total, dh_next, through_w, gates_from, hs_from, extra_from, da, dgh)
                         dot(dgh[t], W, out=through_w)        # through W_r, W_z, W_n: one GEMM
             else:
                 gate = gates[start:stop].reshape(m, B, 3, H)

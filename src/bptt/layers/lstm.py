@@ -159,10 +159,14 @@ class LSTMLayer:
             self._forward_kernel_split(gates, hs, cs, tanh_c)
             return
         from ..kernels import lstm as lstm_kernels
+        from ..kernels.blas import gemm_for
         B, H = tanh_c.shape
         WT = np.ascontiguousarray(self.params["W"].T)      # (H, 4H): see RNNLayer.forward for why contiguous
         recurrent = np.empty((B, 4 * H), self.dtype)
         b = self.params["b"] if self.bias else np.zeros(4 * H, self.dtype)   # added in the kernel (forward)
+        if kernels.loops_enabled(self.dtype):      # the loop below, compiled (kernels/lstm.py)
+            lstm_kernels.forward_loop(gemm_for(self.dtype), gates, b, WT, recurrent, hs, cs)
+            return
         dot, step = np.dot, lstm_kernels.forward_step
         for t, h_prev in enumerate(hs[:-1]):
             dot(h_prev, WT, out=recurrent)         # W h_{t-1}: the only GEMM in the loop, all 4 gates
@@ -304,6 +308,8 @@ class LSTMLayer:
             tanh_c_buffer = empty(self.workspace, "tanh_c", (steps, B, H), dh.dtype)
         if use_kernel:
             from ..kernels import lstm as lstm_kernels
+            from ..kernels.blas import gemm_for
+            loops = kernels.loops_enabled(self.dtype) and W.flags.c_contiguous   # gemm reads W in C order
             if chunked:                            # dE/dh_t for the current chunk's steps only
                 dh_chunk = empty(self.workspace, "dh", (steps, B, H), dh.dtype)
         else:
@@ -328,7 +334,10 @@ class LSTMLayer:
                     first, gates_from, cs_from = 0, gates[start:], cs[start:]
                 else:
                     above, total, first, gates_from, cs_from = dh, dh_total, start, gates, cs
-                if fused_tanh:
+                if fused_tanh and loops:               # the loop below, compiled (kernels/lstm.py)
+                    lstm_kernels.backward_loop_tanh(gemm_for(self.dtype), first, n, above, total, dh_next, dc,
+                                                    gates_from, cs_from, da, W)
+                elif fused_tanh:
                     step = lstm_kernels.backward_step_tanh
                     for k in range(n - 1, -1, -1):
                         step(first + k, k, above, total, dh_next, dc, gates_from, cs_from, da)
