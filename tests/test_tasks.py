@@ -26,7 +26,9 @@ def test_format_shapes_and_single_final_mask(name, T):
         assert targets.min() >= 0 and targets.max() < task.output_size
     else:
         assert targets.shape == (steps, 7, task.output_size)
-    if name != "copying":                                   # many-to-one: one loss step per column, at its end
+    if name in ("copying", "parity", "selective-copying"):  # many-to-many: a loss at every step
+        np.testing.assert_array_equal(mask, np.ones((steps, 7)))
+    else:                                                   # many-to-one: one loss step per column, at its end
         np.testing.assert_array_equal(mask.sum(axis=0), np.ones(7))
         if not task.options.get("vary_length"):
             np.testing.assert_array_equal(mask[-1], np.ones(7))

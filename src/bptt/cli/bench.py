@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
     p.add_argument("--cells", nargs="+", choices=("rnn", "lstm", "gru"), default=["rnn"],
                    help="recurrent cells to time")
     p.add_argument("--sizes", nargs="+", type=_size, metavar="I,H,B,T", default=None,
-                   help="sizes (input=output, hidden, batch, time); default: the goal table's four")
+                   help="sizes (input=output, hidden, batch, time)")
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2],
                    help="thread counts, one worker each; every BLAS/OpenMP pool is pinned to it (environment "
                         "variables + threadpoolctl) and checked, and a count that did not hold is refused")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -14,8 +13,7 @@ def add_parser(sub) -> None:
                                    "(T, B, I); outputs: logits (T, B, O), h_n (, c_n); T and B dynamic; needs "
                                    "bptt[onnx]) and/or as safetensors weights under PyTorch's parameter names "
                                    "(weight_ih_l0, ..., head.weight; needs bptt[interop]). Files are written "
-                                   "atomically: nothing is left half-written on an error.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   "atomically: nothing is left half-written on an error.")
     p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="run directory or .npz checkpoint file")
     p.add_argument("--onnx", metavar="PATH", help="write an ONNX model here")
     p.add_argument("--safetensors", metavar="PATH", help="write the weights (torch names) here")

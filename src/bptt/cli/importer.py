@@ -3,7 +3,6 @@ run that ``bptt diagnose``, ``sample`` and ``train --resume`` read. torch is nev
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -16,15 +15,14 @@ def add_parser(sub) -> None:
                                    "embedding.weight) saved with safetensors.torch.save_file (or by bptt export "
                                    "--safetensors). Sizes, layers, direction and biases are read from the shapes. "
                                    "The run then works with bptt diagnose, bptt sample (give --vocab) and bptt "
-                                   "train --resume RUN --text FILE. Needs bptt[interop].",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   "train --resume RUN --text FILE. Needs bptt[interop].")
     p.add_argument("file", metavar="MODEL.safetensors", help="the state dict")
     p.add_argument("--cell", choices=("rnn", "lstm", "gru"),
                    help="the torch module's cell (required unless the file was written by bptt export)")
     p.add_argument("--hidden", type=int, help="hidden size (checked against the shapes; inferred when absent)")
     p.add_argument("--layers", type=int, help="layers (checked against the names; inferred when absent)")
-    p.add_argument("--nonlinearity", choices=("tanh", "relu"), help="rnn: the module's nonlinearity [tanh]")
-    p.add_argument("--dtype", choices=("float32", "float64"), help="the run's dtype [the tensors']")
+    p.add_argument("--nonlinearity", choices=("tanh", "relu"), help="rnn: the module's nonlinearity")
+    p.add_argument("--dtype", choices=("float32", "float64"), help="the run's dtype")
     p.add_argument("--vocab", metavar="FILE",
                    help="vocabulary: a JSON list of tokens in id order (char level when all are one character), "
                         "or a bptt vocabulary object {\"level\": ..., \"tokens\": [...]}; needed by bptt sample "
@@ -36,9 +34,11 @@ def add_parser(sub) -> None:
     t.add_argument("--seq-len", type=int, default=64, help="time steps T per batch")
     t.add_argument("--batch", type=int, default=32, help="parallel streams B")
     t.add_argument("--optimizer", choices=("sgd", "adagrad", "rmsprop", "adam"), default="adam", help="optimiser")
-    t.add_argument("--lr", type=float, help="learning rate [adam/rmsprop 2e-3, sgd/adagrad 0.1]")
+    t.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--out", metavar="RUN", required=True, help="the run directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    from . import show_defaults
+    show_defaults(p, nonlinearity="tanh", dtype="the tensors'", lr="adam/rmsprop 2e-3, sgd/adagrad 0.1")
     p.set_defaults(run=run)
 
 

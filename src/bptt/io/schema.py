@@ -268,7 +268,8 @@ def _metadata() -> Dict:
                   other=ScalarJSON())               # a newer Network's option: Network(**config) names it
     vocabulary = Dict({"level": Str(choices=("char", "word")),
                        "tokens": List(Str(65536), max_len=MAX_META_BYTES // 3, min_len=1, unique=True),
-                       "unk": Opt(Str(65536))}, required=("tokens",))
+                       "unk": Opt(Str(65536)), "word_rule": Str(choices=("simple", "lossless"))},
+                      required=("tokens",))
     hyper = Dict({"lr": positive, "weight_decay": nonnegative, "momentum": nonnegative, "dampening": nonnegative,
                   "nesterov": Bool(), "lr_decay": nonnegative, "initial_accumulator_value": nonnegative,
                   "eps": positive, "alpha": Num(0, 1), "centered": Bool(),
@@ -276,10 +277,10 @@ def _metadata() -> Dict:
                   "decoupled_weight_decay": Bool()}, required=("lr",), other=ScalarJSON())
     optimizer = Dict({"kind": Str(choices=OPTIMIZERS), "hyper": hyper, "t": count}, required=("kind", "hyper"),
                      other=AnyJSON())
-    schedule = Lazy(lambda: Dict({"kind": Str(choices=SCHEDULES + ("warmup",)), "base_lr": positive,
+    schedule = Lazy(lambda: Dict({"kind": Str(choices=SCHEDULES + ("warmup", "offset")), "base_lr": positive,
                                   "every": Int(1), "gamma": positive, "steps": count, "inner": schedule,
                                   "current_lr": positive, "factor": positive, "last_loss": Opt(Num(finite=False)),
-                                  "halvings": count}, required=("kind",), other=ScalarJSON()))
+                                  "halvings": count, "start": count}, required=("kind",), other=ScalarJSON()))
     numerics = Dict({"policy": Str(choices=POLICIES), "nonfinite": count, "skipped": count, "rollbacks": count,
                      "lr_scale": Num(0, 1, lo_open=True)}, other=ScalarJSON())
     slots = ("momentum_buffer", "sum", "square_avg", "grad_avg", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
@@ -303,7 +304,7 @@ def _metadata() -> Dict:
                        Str(choices=("chunked", "tbptt", "window")), "k": maybe_size, "k1": maybe_size,
                        "k2": maybe_size, "val_fraction": fraction, "eval_every": count},
                       other=AnyJSON())              # flags a newer bptt train adds
-    extra = Dict({"train_args": train_args, "text_source": Str(4096), "text_sha256": sha,
+    extra = Dict({"train_args": train_args, "text_source": Opt(Str(4096)), "text_sha256": Opt(sha),
                   "mpi_ranks": Int(1, 1_000_000)}, other=AnyJSON())
     return Dict({"format": Str(64), "version": Int(1), "bptt_version": Str(64), "config": config,
                  "vocabulary": Opt(vocabulary), "metrics": Dict({}, other=AnyJSON()), "extra": extra,
