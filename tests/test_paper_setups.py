@@ -279,3 +279,16 @@ def test_cli_refuses_bad_budget_and_test_size(tmp_path, capsys, flags, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
+
+
+def test_figure_of_runs_that_stopped_at_different_steps(tmp_path):
+    """Seeds solved (and stopped) at different updates: the figure is still drawn."""
+    pytest.importorskip("matplotlib")
+    from bptt.experiments.task_report import write_figure
+    runs = [{"cell": "lstm", "T": 5, "seed": s, "curve": {"step": list(range(0, 10 * n + 1, 10)),
+                                                          "accuracy": list(np.linspace(0.5, 1.0, n + 1))}}
+            for s, n in ((0, 3), (1, 6))]
+    result = {"metric": "accuracy", "seq_lens": [5], "cells": ["lstm"], "runs": runs, "task": "latch",
+              "baseline": {"5": {"accuracy": 0.5}}}
+    write_figure(result, str(tmp_path / "curves.png"))
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
