@@ -267,8 +267,11 @@ def test_cli_optimizer_sgd_does_not_change_the_sgd_lr(tmp_path):
     out = tmp_path / "run"
     assert main(["experiment", "temporal-order", "--cell", "rnn-sgd-clip", "--T", "10", "--quick",
                  "--optimizer", "sgd", "--lr", "0.5", "--out", str(out)]) == 0
-    run = json.loads((out / "result.json").read_text())["runs"][0]
+    result = json.loads((out / "result.json").read_text())
+    run = result["runs"][0]
     assert (run["optimizer"], run["lr"]) == ("sgd", 0.01)
+    # the table's header states what the runs used (all cells agree here)
+    assert (result["settings"]["optimizer"], result["settings"]["lr"]) == ("sgd", 0.01)
 
 
 @pytest.mark.parametrize("flags,message", [(["--budget", "0"], "--budget must be a number of seconds > 0, got 0.0"),

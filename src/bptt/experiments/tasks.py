@@ -326,6 +326,10 @@ def run_experiment(task_name: str, *, cells, seq_lens, seeds, out_dir, steps=Non
         raise ValueError("cells must name at least one of " + ", ".join(VARIANTS))
     for cell in cells:
         check.one_of("cell", cell, tuple(VARIANTS))
+    for key in ("batch", "optimizer", "lr", "clip"):          # what the runs use, where all cells agree
+        used = {resolve(task_name, cell, **given)[key] for cell in cells}
+        if len(used) == 1:
+            settings[key] = used.pop()
     runs = []
     for T in seq_lens:
         for cell in cells:
