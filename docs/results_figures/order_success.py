@@ -39,7 +39,7 @@ def main():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for cell, label in METHODS.items():
+    for index, (cell, label) in enumerate(METHODS.items()):
         cells, xs, ys = [], [], []
         for T in lengths:
             group = [r for (c, t, _), r in sorted(runs.items()) if c == cell and t == T]
@@ -53,8 +53,9 @@ def main():
             xs.append(T)
             ys.append(len(solved) / len(group))
             if solved:
-                ax.annotate(f"{int(np.median(solved)) // 1000}k", (T, len(solved) / len(group)), fontsize=7,
-                            textcoords="offset points", xytext=(4, 4))
+                ax.annotate(f"{label}: {int(np.median(solved)) // 1000}k ({len(group)} seeds)",
+                            (T, len(solved) / len(group)), fontsize=7, textcoords="offset points",
+                            xytext=(4, -12 - 9 * index))
         print(f"| {label} (`{cell}`) | " + " | ".join(cells) + " |")
         if xs:
             ax.plot(xs, ys, marker="o", label=label)
@@ -62,7 +63,8 @@ def main():
     ax.set_ylabel("share of seeds solved")
     ax.set_ylim(-0.05, 1.1)
     ax.set_xticks(lengths)
-    ax.set_title("temporal order, Pascanu et al.'s setup (labels: median updates to solve)", fontsize=9)
+    ax.set_title("temporal order, Pascanu et al.'s setup\n(labels: median updates to solve; "
+                 "unsolved runs were stopped by --budget)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
