@@ -68,6 +68,16 @@ def test_small_gaussian_input_and_readout_with_zero_biases():
     np.testing.assert_array_equal(net.params["layers.0.W"], plain.params["layers.0.W"])   # W untouched
 
 
+@pytest.mark.parametrize("cell,variant", [("gru", "torch"), ("gru", "cho"), ("rnn", "torch")])
+def test_normal_input_init_zeroes_every_bias(cell, variant):
+    net = bptt.Network(3, 6, 2, cell=cell, gru_variant=variant, num_layers=2, bidirectional=True,
+                       input_init="normal", seed=3)
+    biases = [n for n in net.params if n.rsplit(".", 1)[-1].startswith("b")]
+    assert len(biases) >= 4 and (cell == "rnn" or variant == "cho" or any("b_hn" in n for n in biases))
+    for name in biases:
+        np.testing.assert_array_equal(net.params[name], 0.0)
+
+
 def test_lstm_gate_biases_with_normal_init():
     H = 6
     net = bptt.Network(3, H, 1, cell="lstm", input_init="normal", forget_bias=5.0, input_bias=-3.0, seed=2)

@@ -249,7 +249,7 @@ class Network:
         return sparsity
 
     def _init_paper(self, rng) -> None:
-        """input_init="normal": every layer's U ~ N(0, 0.01^2) and its bias 0 (the LSTM keeps forget_bias
+        """input_init="normal": every layer's U ~ N(0, 0.01^2) and its biases 0 (the LSTM keeps forget_bias
         on b[H:2H]); readout_init="normal": V ~ N(0, 0.01^2), c = 0 (Pascanu et al. 2013's code);
         input_bias: added to the LSTM's input-gate slice b[0:H], like forget_bias. Draws come after all
         others, so the defaults leave a network unchanged."""
@@ -259,7 +259,7 @@ class Network:
                 kind = name.replace("_reverse", "")
                 if self.input_init == "normal" and kind == "U":
                     p[...] = init.normal(rng, p.shape, p.dtype)
-                elif self.input_init == "normal" and kind == "b":
+                elif self.input_init == "normal" and kind.startswith("b"):         # b, and the GRU's b_hn
                     p[...] = 0.0
                     if self.cell == "lstm":
                         p[H:2 * H] = self.forget_bias                        # gates [i, f, g, o]
