@@ -26,7 +26,7 @@ NAMES = {"importer": "import"}          # module name -> subcommand name
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_option_has_help_and_one_default(command):
     parser = subparsers()[NAMES.get(command, command)]
-    assert parser.formatter_class is HelpFormatter, command
+    assert issubclass(parser.formatter_class, HelpFormatter), command
     for action in parser._actions:
         if isinstance(action, argparse._HelpAction):
             continue

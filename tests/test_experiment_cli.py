@@ -65,7 +65,9 @@ def test_lstm_forget3_variant_sets_the_forget_bias():
     from bptt.tasks import get_task
     task = get_task("latch")
     assert make_network(task, "lstm-forget3", 4, seed=0).config["forget_bias"] == 3.0
-    assert make_network(task, "lstm", 4, seed=0).config["forget_bias"] == 1.0
+    assert make_network(get_task("copying"), "lstm", 4, seed=0).config["forget_bias"] == 1.0
+    # on the latch (and adding-hs) the "lstm" variant starts with the forget gate open: TASK_VARIANTS
+    assert make_network(task, "lstm", 4, seed=0).config["forget_bias"] == 5.0
 
 
 def test_irnn_starts_from_identity_and_relu():

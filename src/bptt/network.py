@@ -116,7 +116,9 @@ class Network:
                  forget_bias: float = 1.0, recurrent_init: str = "uniform", spectral_radius=None,
                  embedding_size: int | None = None, tie_weights: bool = False, readout: str = "all",
                  readout_bias: bool | None = None, layer_norm: bool = False, proj_size: int | None = None,
-                 weight_dropout: float = 0.0):
+                 weight_dropout: float = 0.0,
+                 sparsity: int | None = None, input_init: str = "uniform", readout_init: str = "uniform",
+                 input_bias: float = 0.0):
         self.input_size = check.positive_int("input_size", input_size)
         self.hidden_size = check.positive_int("hidden_size", hidden_size)
         self.output_size = None if output_size is None else check.positive_int("output_size", output_size)
@@ -209,7 +211,9 @@ class Network:
             self.readout.params["V"] = self.embedding     # one array: z_t = E h_t + c
         self.params = ParamDict(self._collect(lambda sub: sub.params))
         self.workspaces: dict = {}                # scratch arrays of loss_and_grads, per layer (see workspace.py)
+        self.sparsity = self._check_paper_options(recurrent_init, sparsity, input_init, readout_init, input_bias)
         self._init_recurrent(recurrent_init, spectral_radius, rng)
+        self._init_paper(rng)
 
     # ------------------------------------------------------------ bookkeeping
     @property
@@ -223,7 +227,9 @@ class Network:
                 "recurrent_init": self.recurrent_init, "spectral_radius": self.spectral_radius,
                 "embedding_size": self.embedding_size, "tie_weights": self.tie_weights,
                 "readout": self.readout_mode, "readout_bias": self.readout_bias, "layer_norm": self.layer_norm,
-                "proj_size": self.proj_size, "weight_dropout": self.weight_dropout}
+                "proj_size": self.proj_size, "weight_dropout": self.weight_dropout,
+                "sparsity": self.sparsity, "input_init": self.input_init, "readout_init": self.readout_init,
+                "input_bias": self.input_bias}
 
     def _init_recurrent(self, scheme: str, radius, rng) -> None:
         """Remedies for vanishing/exploding gradients without changing the architecture: re-draw
@@ -236,7 +242,53 @@ class Network:
         for layer in self.layers:
             for name in ("W", "W_reverse"):
                 if name in layer.params:
-                    init.init_recurrent(layer.params[name], self.recurrent_init, rng, self.spectral_radius)
+                    init.init_recurrent(layer.params[name], self.recurrent_init, rng, self.spectral_radius,
+                                        **({"sparsity": self.sparsity} if self.sparsity is not None else {}))
+
+    # ---- the papers' initialisations (issue 16): sparse W, small-Gaussian U and V, LSTM input-gate bias
+    def _check_paper_options(self, recurrent_init, sparsity, input_init, readout_init, input_bias):
+        """Validate sparsity=, input_init=, readout_init=, input_bias=; returns the sparsity to use."""
+        self.input_init = check.one_of("input_init", input_init, init.INPUT_INITS)
+        self.readout_init = check.one_of("readout_init", readout_init, init.INPUT_INITS)
+        if isinstance(input_bias, bool) or not isinstance(input_bias, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(input_bias):
+            raise ValueError(f"input_bias must be a finite number, got {input_bias!r}")
+        self.input_bias = float(input_bias)
+        if self.input_bias and (self.cell != "lstm" or not self.bias):
+            raise ValueError(f"input_bias={self.input_bias} needs cell='lstm' with bias=True (it is added to the "
+                             f"input gate's bias b[0:H]), got cell={self.cell!r}, bias={self.bias}")
+        if self.readout_init != "uniform" and self.tie_weights:
+            raise ValueError(f"readout_init={self.readout_init!r} cannot apply with tie_weights=True: V is the embedding")
+        if sparsity is None:
+            return init.PAPER_SPARSITY if recurrent_init == "sparse" else None
+        if recurrent_init != "sparse":
+            raise ValueError(f"sparsity= applies to recurrent_init='sparse' only, got recurrent_init={recurrent_init!r}")
+        sparsity = check.positive_int("sparsity", sparsity)
+        if sparsity > self.hidden_size:
+            raise ValueError(f"sparsity must be <= hidden_size ({self.hidden_size}), got {sparsity}")
+        return sparsity
+
+    def _init_paper(self, rng) -> None:
+        """input_init="normal": every layer's U ~ N(0, 0.01^2) and its biases 0 (the LSTM keeps forget_bias
+        on b[H:2H]); readout_init="normal": V ~ N(0, 0.01^2), c = 0 (Pascanu et al. 2013's code);
+        input_bias: added to the LSTM's input-gate slice b[0:H], like forget_bias. Draws come after all
+        others, so the defaults leave a network unchanged."""
+        H = self.hidden_size
+        for layer in self.layers:
+            for name, p in layer.params.items():
+                kind = name.replace("_reverse", "")
+                if self.input_init == "normal" and kind == "U":
+                    p[...] = init.normal(rng, p.shape, p.dtype)
+                elif self.input_init == "normal" and kind.startswith("b"):         # b, and the GRU's b_hn
+                    p[...] = 0.0
+                    if self.cell == "lstm":
+                        p[H:2 * H] = self.forget_bias                        # gates [i, f, g, o]
+                if kind == "b" and self.cell == "lstm":
+                    p[0:H] += self.input_bias                                # input gate: sigma(b_i) at start
+        if self.readout_init == "normal" and self.readout is not None and not self.tie_weights:
+            self.readout.params["V"][...] = init.normal(rng, self.readout.params["V"].shape, self.dtype)
+            if "c" in self.readout.params:
+                self.readout.params["c"][...] = 0.0
 
     @classmethod
     def from_config(cls, config: dict) -> "Network":

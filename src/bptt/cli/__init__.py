@@ -42,6 +42,10 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: {str(default).replace('%', '%%')})"
 
 
+class RawEpilogHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """HelpFormatter, with the description and epilog printed as written (tables, aligned lists)."""
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse prints the whole usage block before a bad flag's message; we print one line
     like every other error (``bptt train: error: argument --steps: invalid int value: 'x'``),

@@ -34,7 +34,7 @@ def _int_list(name: str):
 
 def add_parser(sub) -> None:
     from ..experiments.tasks import VARIANTS
-    from . import add_threads_option, show_defaults
+    from . import RawEpilogHelpFormatter, add_threads_option, show_defaults
 
     p = sub.add_parser(
         "experiment", help="train on a long-range task (adding, copying, ...) and compare with the baseline",
@@ -66,11 +66,37 @@ def add_parser(sub) -> None:
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="float type of the networks")
     p.add_argument("--out", default=None, help="output folder (created; files in it are replaced)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, a few seconds (smoke test)")
+    # stopping as the papers do, and a bound on each run's time
+    p.add_argument("--stop-when-solved", action="store_true",
+                   help="check every --eval-every updates; stop a run once the task's criterion holds on the "
+                        "held-out set and on --test-size fresh sequences; report the updates it took")
+    p.add_argument("--test-size", type=int, default=None,
+                   help="fresh sequences that confirm 'solved'")
+    p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="stop each run after this many seconds of training")
     add_threads_option(p)
     show_defaults(p, seq_lens="the task's", steps="the task's", hidden="the task's", batch="the task's",
-                  lr="the task's", optimizer="the task's", clip="the task's", sgd_lr=0.3, omega=2.0,
-                  eval_every="steps / 30", eval_batch=500, out="runs/TASK")
+                  lr="the task's", optimizer="the task's", clip="the task's", sgd_lr=0.01, omega=2.0,
+                  eval_every="steps / 30", eval_batch=500, out="runs/TASK",
+                  test_size="the paper's: 10000 for temporal-order, 2560 for adding-hs, else --eval-batch",
+                  budget="no limit")
+    p.formatter_class = RawEpilogHelpFormatter           # the papers' setups, laid out as written
+    p.epilog = PAPER_SETUPS
     p.set_defaults(run=run)
+
+
+PAPER_SETUPS = """\
+the papers' setups (docs/results.md gives every measured run):
+  rnn-sgd, rnn-sgd-clip, rnn-sgd-clip-omega   Pascanu, Mikolov & Bengio 2013, as in their code: tanh RNN,
+      W sparse N(0, 0.01^2) with 15 non-zero weights per unit at spectral radius 0.95, U and V N(0, 0.01^2),
+      biases 0; SGD lr 0.01 (--sgd-lr; --lr and --optimizer do not apply), batch 20 (--batch overrides);
+      -clip: rescale at global norm 1 (--clip), a NaN/inf/>1e10 norm replaces dE/dW by 0.02 W;
+      -omega: + their regulariser, alpha 2 (--omega)
+  lstm on adding-hs, latch, two-sequence      forget-gate bias 5 (sigma(5) = 0.993; 1 elsewhere)
+  lstm-input-3                                forget-gate bias 5 and input-gate bias -3 (long latches)
+  --stop-when-solved                          solved = the task's criterion on the paper's test size
+      (temporal-order: < 1% wrong on 10,000; adding-hs: >= 99.9% within 0.04 on 2,560)
+"""
 
 
 def command_line(args) -> str:
@@ -80,7 +106,7 @@ def command_line(args) -> str:
         if value is not None:
             parts += [flag, ",".join(str(v) for v in value)]
     for flag in ("steps", "hidden", "batch", "lr", "optimizer", "clip", "sgd_lr", "omega", "eval_every",
-                 "eval_batch"):
+                 "eval_batch", "test_size", "budget"):
         value = getattr(args, flag)
         if value is not None:
             parts += ["--" + flag.replace("_", "-"), str(value)]
@@ -88,6 +114,8 @@ def command_line(args) -> str:
         parts += ["--dtype", args.dtype]
     if args.quick:
         parts.append("--quick")
+    if args.stop_when_solved:
+        parts.append("--stop-when-solved")
     return " ".join(parts + ["--out", args.out])
 
 
@@ -127,6 +155,11 @@ def run(args) -> int:
         options["eval_batch"] = 500
     if args.clip is not None:
         options["clip"] = None if args.clip == 0 else args.clip
+    if args.test_size is not None and args.test_size < 1:
+        raise CLIError(f"--test-size must be >= 1, got {args.test_size}")
+    if args.budget is not None and not args.budget > 0:                  # also refuses nan
+        raise CLIError(f"--budget must be a number of seconds > 0, got {args.budget}")
+    options.update(stop_when_solved=args.stop_when_solved, test_size=args.test_size, budget=args.budget)
     seq_lens = args.seq_lens or [DEFAULTS[args.task]["T"]]
     result = run_experiment(args.task, cells=cells, seq_lens=seq_lens, seeds=args.seeds, out_dir=args.out,
                             command=command_line(args), progress=_progress, **options)

@@ -61,8 +61,13 @@ def write_figure(result: dict, path: str) -> None:
             color = colors[index % len(colors)]
             for run in runs:
                 ax.plot(run["curve"]["step"], run["curve"][metric], color=color, alpha=0.3, linewidth=0.8)
-            steps = runs[0]["curve"]["step"]
-            values = np.array([run["curve"][metric] for run in runs], dtype=float)
+            # runs that stopped early (solved, diverged, out of --budget) are shorter: the median
+            # covers the steps every seed reached
+            n = min(len(run["curve"]["step"]) for run in runs)
+            while n and len({tuple(run["curve"]["step"][:n]) for run in runs}) > 1:
+                n -= 1
+            steps = runs[0]["curve"]["step"][:n]
+            values = np.array([run["curve"][metric][:n] for run in runs], dtype=float)
             label = (f"{cell} (median of {len(runs)} seeds; thin: each seed)" if len(runs) > 1
                      else f"{cell} (seed {runs[0].get('seed', '?')})")
             ax.plot(steps, np.median(values, axis=0), color=color, linewidth=2, label=label)

@@ -140,3 +140,43 @@ class ClipStats:
                 "clip_fraction": self.fired / self.calls if self.calls else 0.0,
                 "clip_min_scale": self.min_scale, "grad_norm_max": self.max_norm,
                 "clip_entries": self.entries_clipped}
+
+
+# --------------------------------------------------------------------------- Pascanu's fallback (issue 16)
+FALLBACK_NORM = 1e10        # Pascanu et al.'s code (RNN.py): a norm above this is not trusted either
+FALLBACK_DECAY = 0.02       # ... and the recurrent W's gradient becomes 0.02 W (a step shrinks W)
+
+
+def is_recurrent(name: str) -> bool:
+    """bptt's recurrent matrices: ``layers.K.W`` and ``layers.K.W_reverse``."""
+    return name.rsplit(".", 1)[-1] in ("W", "W_reverse")
+
+
+def clip_with_fallback(grads: dict, max_norm: float, params: dict, recurrent=is_recurrent) -> ClipReport:
+    """Global-norm clipping (Algorithm 1) with the guard of Pascanu, Mikolov & Bengio's code
+    (pascanur/trainingRNNs, RNN.py, clipstyle "rescale"): when the norm g is NaN, inf, negative
+    or > 1e10 -- float32 cannot be trusted there -- every recurrent gradient dE/dW is replaced
+    by 0.02 W (so SGD shrinks W by the factor 1 - 0.02 lr, pulling its spectral radius down)
+    and every other gradient by 0. ``recurrent(name)`` picks the recurrent matrices among
+    ``params`` (default ``is_recurrent``). The report has scale 0 and ``num_clipped`` = tensors replaced by the fallback."""
+    max_norm = check.positive_float("max_norm", max_norm)
+    norm = global_norm(grads)
+    if np.isfinite(norm) and 0 <= norm <= FALLBACK_NORM:
+        return clip_by_global_norm(grads, max_norm)
+    for name, g in grads.items():
+        if recurrent(name):
+            np.multiply(params[name], FALLBACK_DECAY, out=g)
+        else:
+            g[...] = 0.0
+    return ClipReport(norm, True, 0.0, len(grads))
+
+
+def make_fallback_clipper(threshold: float, params: dict, recurrent=is_recurrent):
+    """``clip_with_fallback`` as a Trainer clip function (mode "global-norm+fallback")."""
+    threshold = check.positive_float("clip threshold", threshold)
+
+    def clip(grads: dict) -> ClipReport:
+        return clip_with_fallback(grads, threshold, params, recurrent)
+
+    clip.mode, clip.threshold = "global-norm+fallback", threshold
+    return clip
