@@ -36,7 +36,8 @@ demo: $(DEMO_STAMP)
 test: $(TEST_STAMP)
 	$(PY) -m pytest
 	BPTT_KERNELS=numpy $(PY) -m pytest -q tests/test_core_gradcheck.py tests/test_core_torch_parity.py \
-		tests/test_torch_parity_gated.py tests/test_lstm.py tests/test_gru.py tests/test_diagnostics.py
+		tests/test_torch_parity_gated.py tests/test_lstm.py tests/test_gru.py tests/test_diagnostics.py \
+		tests/test_sequences_torch.py tests/test_min_cells.py
 
 bench: $(TEST_STAMP)
 	$(VENV)/bin/bptt bench --cells rnn lstm gru --clean-blas-env --json bench/results/latest.json

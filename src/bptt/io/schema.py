@@ -303,6 +303,8 @@ def _metadata() -> Dict:
                        "clip_mode": Str(choices=CLIP_MODES), "clip": Num(), "truncation":
                        Str(choices=("chunked", "tbptt", "window")), "k": maybe_size, "k1": maybe_size,
                        "k2": maybe_size, "val_fraction": fraction, "eval_every": count},
+                      # what a resume reads without a default (bptt train and bptt import always write them)
+                      required=("optimizer", "lr", "schedule"),
                       other=AnyJSON())              # flags a newer bptt train adds
     extra = Dict({"train_args": train_args, "text_source": Opt(Str(4096)), "text_sha256": Opt(sha),
                   "mpi_ranks": Int(1, 1_000_000)}, other=AnyJSON())
