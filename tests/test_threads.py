@@ -41,9 +41,10 @@ def test_set_threads_refuses_bad_counts(bad):
 def test_default_is_one_thread_for_small_steps(monkeypatch):
     monkeypatch.setattr(threads, "idle_cores", lambda window=0.1: 8.0)
     monkeypatch.setattr(threads, "usable_cores", lambda: 8)
-    assert threads.default_threads("rnn", 128, 32)[0] == 1           # the CLI's default model
-    assert threads.default_threads("lstm", 128, 32)[0] == 1
-    assert bptt.set_threads(None, cell="rnn", hidden=128, batch=32) == 1
+    assert threads.default_threads("rnn", 64, 1)[0] == 1             # B = 1: nothing to split
+    assert threads.default_threads("rnn", 64, 32)[0] == 1            # 32 * 64^2 = 131k < 2^18
+    assert threads.default_threads("rnn", 128, 32)[0] == 2           # the CLI's default model: 524k, measured to gain
+    assert bptt.set_threads(None, cell="rnn", hidden=64, batch=32) == 1
     assert blas_threads() == {1}
 
 

@@ -24,9 +24,12 @@ import os
 import time
 
 # B * G * H^2 of the per-step recurrent GEMM above which a second thread pays on an idle
-# machine (bench/threads_default.py: H = 512, B = 64 RNN = 16.8M gains; H = 128, B = 32 RNN = 0.5M
-# and LSTM 2M lose or break even).
-LARGE_GEMM = 8 * 1024 * 1024
+# machine. Measured with bench/threads_default.py on the 2-core AMD EPYC, idle, once the LSTM/GRU time
+# loops were compiled (numpy's BLAS called inside): 2 threads took 0.71x the time of 1 at H = 128,
+# B = 32 for the RNN (0.5M) and 0.64x for a 2-layer LSTM (2M), 0.55x at H = 512, B = 64 (16.8M); an
+# earlier measurement (per-step numpy loops) had put the break-even near 8M. Below 2^18 (e.g. B = 1)
+# a step's GEMMs are too small to split. On a loaded machine idle cores, not this, decide.
+LARGE_GEMM = 1 << 18
 ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
