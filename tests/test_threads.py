@@ -43,7 +43,7 @@ def test_default_is_one_thread_for_small_steps(monkeypatch):
     monkeypatch.setattr(threads, "usable_cores", lambda: 8)
     assert threads.default_threads("rnn", 64, 1)[0] == 1             # B = 1: nothing to split
     assert threads.default_threads("rnn", 64, 32)[0] == 1            # 32 * 64^2 = 131k < 2^18
-    assert threads.default_threads("rnn", 128, 32)[0] == 2           # the CLI's default model: 524k, measured to gain
+    assert threads.default_threads("rnn", 128, 32)[0] == 8           # the CLI's default model: 524k, every idle core
     assert bptt.set_threads(None, cell="rnn", hidden=64, batch=32) == 1
     assert blas_threads() == {1}
 
