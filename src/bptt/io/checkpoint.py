@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..training.numerics import describe_nonfinite, first_nonfinite
-from .files import file_kind, public_mode
+from .files import file_kind, fsync_directory, public_mode
 from .safeload import check_config_fits, check_training_arrays, inspect_archive
 from .schema import MAX_META_BYTES, METADATA, SchemaError, parse_json, validate
 
@@ -118,14 +118,7 @@ def save_checkpoint(path, net, *, trainer=None, vocab=None, metrics: dict | None
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    try:
-        fd = os.open(directory, os.O_RDONLY)          # make the rename itself durable
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:                                   # pragma: no cover - platforms without dir fsync
-        pass
+    fsync_directory(directory)                        # make the rename itself durable
     return target
 
 

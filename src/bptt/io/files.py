@@ -311,15 +311,20 @@ def clear_previous_run(directory, names=RUN_FILES) -> list:
             os.unlink(path)
             removed.append(name)
     if removed:
-        try:
-            fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:                             # pragma: no cover - platforms without dir fsync
-            pass
+        fsync_directory(directory)
     return removed
+
+
+def fsync_directory(directory) -> None:
+    """Make renames and removals in ``directory`` durable (a no-op where directories cannot be fsync'ed)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:                                 # pragma: no cover - platforms without dir fsync
+        pass
 
 
 def check_run_files(directory, names=RUN_FILES) -> None:
