@@ -28,9 +28,9 @@ BLANK, DELIMITER = 0, 9
 COPY_LENGTH = 10          # symbols to remember
 
 
-def length(T: int) -> int:
+def length(T: int, copy_length: int = COPY_LENGTH) -> int:
     """Steps in a sequence with delay T: 10 symbols + (T - 1) blanks + delimiter + 10 blanks."""
-    return T + 2 * COPY_LENGTH
+    return T + 2 * copy_length
 
 
 def generate(T: int, batch: int, seed=0):
@@ -49,33 +49,34 @@ def generate(T: int, batch: int, seed=0):
     return one_hot(ids, NUM_SYMBOLS), targets, np.ones((total, B))
 
 
-def score(outputs, targets, mask) -> dict:
+def score(outputs, targets, mask, copy_length: int = COPY_LENGTH) -> dict:
     """``cross_entropy``: nats per step averaged over all T + 20 steps (the paper's measure,
     = bptt loss / (T + 20)); ``accuracy``: share of the 10 copied symbols predicted right
     (argmax); ``sequence_accuracy``: share of sequences with all 10 right."""
     outputs, targets = np.asarray(outputs), np.asarray(targets).astype(np.intp)
     logp = log_softmax(outputs)                                # (T+20, B, 10)
     picked = np.take_along_axis(logp, targets[..., None], axis=2)[..., 0]
-    right = outputs[-COPY_LENGTH:].argmax(axis=2) == targets[-COPY_LENGTH:]   # (10, B)
+    right = outputs[-copy_length:].argmax(axis=2) == targets[-copy_length:]   # (10, B)
     return {"cross_entropy": float(-picked.mean()),
             "accuracy": float(right.mean()),
             "sequence_accuracy": float(right.all(axis=0).mean())}
 
 
-def trivial_outputs(inputs, targets, mask) -> np.ndarray:
+def trivial_outputs(inputs, targets, mask, copy_length: int = COPY_LENGTH,
+                    num_symbols: int = NUM_SYMBOLS) -> np.ndarray:
     """The memoryless strategy as logits: certain of the blank for T + 10 steps, then equal
     logits over a_1..a_8 (and effectively zero probability for a_0 and a_9)."""
     total, B = np.shape(targets)
-    logits = np.full((total, B, NUM_SYMBOLS), -1e9)
-    logits[:-COPY_LENGTH, :, BLANK] = 0.0
-    logits[-COPY_LENGTH:, :, 1:9] = 0.0
+    logits = np.full((total, B, num_symbols), -1e9)
+    logits[:-copy_length, :, BLANK] = 0.0
+    logits[-copy_length:, :, 1:9] = 0.0
     return logits
 
 
-def baseline(T: int) -> dict:
+def baseline(T: int, copy_length: int = COPY_LENGTH) -> dict:
     """10 log 8 / (T + 20) nats per step; chance accuracy 1/8 on the copied symbols."""
-    return {"cross_entropy": COPY_LENGTH * float(np.log(8)) / length(T), "accuracy": 1.0 / 8.0,
-            "sequence_accuracy": (1.0 / 8.0) ** COPY_LENGTH}
+    return {"cross_entropy": copy_length * float(np.log(8)) / length(T, copy_length), "accuracy": 1.0 / 8.0,
+            "sequence_accuracy": (1.0 / 8.0) ** copy_length}
 
 
 def solved(metrics: dict) -> bool:
