@@ -35,47 +35,12 @@ from .layers.readout import Readout
 from .functional import scatter_add_columns
 from .losses import LOSSES, compute_loss
 from .layers.packed import packed, valid_mask
+from .layers.pooling import pool, unpool
+from .params import ParamDict
 from .passes import BackwardPass, ForwardPass, Result
 
 READOUTS = ("all", "last", "mean")
 
-
-class ParamDict(dict):
-    """``net.params``: name -> the live array a layer computes with.
-
-    Assigning ``params[name] = array`` copies into the live array (a plain dict would rebind the
-    name and leave the layer computing with its old array -- a silent no-op). New names and
-    deletion are refused."""
-
-    def __setitem__(self, name, value):
-        if name not in self:
-            raise KeyError(f"params has no parameter {name!r}; the names are {sorted(self)}")
-        live = dict.__getitem__(self, name)
-        if value is live:
-            return
-        copy_into(name, live, value)
-
-    def __delitem__(self, name):
-        raise TypeError("parameters cannot be deleted from net.params")
-
-    def pop(self, *args):
-        raise TypeError("parameters cannot be removed from net.params")
-
-    def update(self, *args, **kwargs):
-        for name, value in dict(*args, **kwargs).items():
-            self[name] = value
-
-
-def copy_into(name: str, live: np.ndarray, value) -> None:
-    """live[...] = value, refusing a wrong shape or a non-float dtype (ValueError naming both)."""
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "fiu" or arr.dtype == bool:
-        raise ValueError(f"parameter {name!r} must be a float array, got dtype {arr.dtype}")
-    if arr.shape != live.shape:
-        raise ValueError(f"parameter {name!r} must have shape {live.shape}, got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"parameter {name!r} contains a non-finite value")
-    live[...] = arr
 
 def _stack(parts: list) -> np.ndarray:
     """np.stack for equally shaped (B, H) states -> (L, B, H), a new array; without np.stack's
@@ -534,7 +499,8 @@ class Network:
                 layer_input = h                                   # stacked: this h is the next layer's x
                 if masks is not None and index < len(self.layers) - 1:
                     layer_input = h * masks[index]                # dropout between layers, not after the last
-        pooled = self._pool(layer_input, lengths) if self.pooled else None
+        pooled = (pool(layer_input, lengths, self.readout_mode, self.bidirectional)   # (B, W)
+                  if self.pooled else None)
         top = pooled[None] if self.pooled else layer_input   # (1, B, W) or (T, B, W)
         outputs = self.readout.forward(top) if self.readout is not None else top
         if self.pooled:
@@ -543,38 +509,6 @@ class Network:
             outputs = outputs * valid_mask(lengths, T, outputs.dtype)[:, :, None]   # zero at padded steps
         return ForwardPass(outputs, self._join_state(finals), hidden, caches, x, masks, lengths, pooled,
                            weight_masks)
-
-    def _pool(self, h: np.ndarray, lengths) -> np.ndarray:
-        """h (T, B, W) -> (B, W): readout "last" or "mean" over each sequence's valid steps."""
-        T, B, W = h.shape
-        ends = np.full(B, T) if lengths is None else lengths
-        if self.readout_mode == "mean":
-            return h.sum(axis=0) / ends[:, None].astype(h.dtype)   # padded steps of h are zero
-        rows = np.arange(B)
-        last = h[np.maximum(ends - 1, 0), rows]               # h at each sequence's last valid step
-        if self.bidirectional:                                # reverse direction: its state after reading x_1
-            H = self.output_width // 2
-            last[:, H:] = h[0, :, H:]
-        return last
-
-    def _unpool(self, dpooled: np.ndarray, T: int, lengths) -> np.ndarray:
-        """dE/d(pooled) (B, W) -> dE/dh_t (T, B, W) for the top layer (the adjoint of ``_pool``)."""
-        B, W = dpooled.shape
-        ends = np.full(B, T) if lengths is None else lengths
-        dh = np.zeros((T, B, W), dpooled.dtype)
-        if self.readout_mode == "mean":
-            dh += dpooled / ends[:, None].astype(dpooled.dtype)
-            if lengths is not None:
-                dh *= valid_mask(lengths, T, dh.dtype)[:, :, None]
-            return dh
-        rows = np.arange(B)
-        if self.bidirectional:
-            H = self.output_width // 2
-            dh[ends - 1, rows, :H] = dpooled[:, :H]
-            dh[0, :, H:] += dpooled[:, H:]
-        else:
-            dh[ends - 1, rows] = dpooled
-        return dh
 
     def loss_mask(self, mask, fwd: ForwardPass):
         """The weights the loss uses: ``mask`` times the valid steps of ``fwd``'s lengths."""
@@ -622,7 +556,7 @@ class Network:
             dtop = doutputs
             if self.readout is not None:
                 dtop = self.readout.backward(doutputs[None], fwd.pooled[None], self._readout_grads(grads))[0]
-            dtop = self._unpool(dtop, T, lengths)
+            dtop = unpool(dtop, T, lengths, self.readout_mode, self.bidirectional)
             owned = True
         elif self.readout is not None:
             # RNN, LSTM and torch-variant GRU layers accept it; bidirectional and Cho-GRU layers
