@@ -9,9 +9,12 @@ either way), so a kernel changes only the element-wise part, and the numpy code 
 
 Which path runs is decided by the environment variable ``BPTT_KERNELS``:
 
-    auto   (default) numba kernels when numba is installed (``pip install bptt[fast]``)
-    numba  numba kernels, and an error if numba is missing
-    numpy  never use the kernels
+    auto       (default) numba kernels when numba is installed (``pip install bptt[fast]``)
+    numba      numba kernels, and an error if numba is missing
+    numpy      the fast paths without numba: the same loops in tuned numpy calls
+    reference  no fast path at all: each layer runs its own readable numpy loop in
+               ``bptt.layers`` (the equations of its docstring, one line each) -- the
+               reference every fast path is tested against
 
 or in code by ``bptt.kernels.use("numpy" | "numba" | "auto")`` (returns the previous
 setting; ``with bptt.kernels.using("numpy"): ...`` restores it). The core never needs numba.
@@ -33,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-MODES = ("auto", "numba", "numpy")
+MODES = ("auto", "numba", "numpy", "reference")
 _mode: str | None = None        # set by use(); None -> read BPTT_KERNELS
 _numba_ok: bool | None = None   # cached: is numba importable?
 
@@ -71,8 +74,20 @@ def enabled() -> bool:
         m = mode()
         if m == "numba" and not _numba_importable():
             raise ImportError("BPTT_KERNELS=numba but numba is not installed: pip install 'bptt[fast]'")
-        _enabled = m != "numpy" and _numba_importable()
+        _enabled = m not in ("numpy", "reference") and _numba_importable()
     return _enabled
+
+
+_fast: bool | None = None       # cached answer of fast_paths(); reset by use()
+
+
+def fast_paths() -> bool:
+    """False only under ``reference``: the layers then run their readable loops (layers/), never the
+    tuned ones behind ``bptt.kernels`` (numpy or numba). Cached as enabled() is."""
+    global _fast
+    if _fast is None:
+        _fast = mode() != "reference"
+    return _fast
 
 
 def check_setting() -> None:
@@ -84,24 +99,24 @@ def check_setting() -> None:
 
 def use(new_mode: str) -> str:
     """Choose the path for this process ("auto", "numba" or "numpy"); returns the previous setting."""
-    global _mode, _enabled
+    global _mode, _enabled, _fast
     if new_mode not in MODES:
         raise ValueError(f"kernels mode must be one of {MODES}, got {new_mode!r}")
     previous = mode()
-    _mode, _enabled = new_mode, None
+    _mode, _enabled, _fast = new_mode, None, None
     return previous
 
 
 @contextlib.contextmanager
 def using(new_mode: str):
     """``with using("numpy"): ...`` runs the block on that path and restores the previous one."""
-    global _mode, _enabled
+    global _mode, _enabled, _fast
     saved = _mode
     use(new_mode)
     try:
         yield
     finally:
-        _mode, _enabled = saved, None
+        _mode, _enabled, _fast = saved, None, None
 
 
 _loops = True                   # set_loops()
@@ -127,6 +142,8 @@ def set_loops(flag: bool) -> bool:
 def describe() -> str:
     """One line for reports: which path runs, and why."""
     m = mode()
+    if m == "reference":
+        return "reference numpy loops (BPTT_KERNELS=reference)"
     if m == "numpy":
         return "numpy (BPTT_KERNELS=numpy)"
     if _numba_importable():
