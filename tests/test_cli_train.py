@@ -59,6 +59,7 @@ def test_train_sample_evaluate_end_to_end(tmp_path, text_file, capsys):
     [],
     ["--cell", "lstm", "--layers", "2", "--truncation", "tbptt", "--k1", "3", "--k2", "6",
      "--schedule", "halve-on-rise", "--optimizer", "rmsprop", "--dropout", "0.2"],
+    ["--cell", "gru", "--recurrent-dropout", "0.3", "--zoneout", "0.15"],     # their masks repeat on resume too
     ["--optimizer", "sgd", "--momentum", "0.9", "--nesterov", "--lr", "0.05", "--clip-mode", "value",
      "--clip", "0.5", "--truncation", "window", "--k", "3", "--warmup", "5", "--dtype", "float64"],
 ])

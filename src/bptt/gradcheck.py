@@ -107,10 +107,11 @@ def check_network(net, inputs, targets, mask=None, h0=None, eps: float = 1e-6, s
     fwd = net.forward(inputs, h0, lengths=lengths, validate=False)
     masks = fwd.dropout_masks          # dropout: differentiate under the same fixed masks
     weight_masks = getattr(fwd, "weight_masks", None)       # and DropConnect's on W
+    noise = getattr(fwd, "noise", None)                     # and recurrent dropout's / zoneout's
 
     def objective() -> float:
         fwd = net.forward(inputs, h0, lengths=lengths, validate=False, dropout_masks=masks,
-                          weight_masks=weight_masks)
+                          weight_masks=weight_masks, noise=noise)
         loss, _ = net.output_loss(fwd, targets, mask)
         final = _as_tuple(fwd.final_state)
         return loss + sum(float(np.sum(g * s)) for g, s in zip(upstream, final))

@@ -31,6 +31,7 @@ from . import validation as check
 from .layers.bidirectional import BidirectionalLayer
 from .layers.factory import CELLS, make_layer, refuse_absurd_size, state_sizes
 from .layers.gru import GRU_VARIANTS
+from .layers.noise import LayerNoise
 from .layers.readout import Readout
 from .functional import scatter_add_columns
 from .losses import LOSSES, compute_loss
@@ -40,6 +41,7 @@ from .params import ParamDict
 from .passes import BackwardPass, ForwardPass, Result
 
 READOUTS = ("all", "last", "mean")
+RECURRENCE_WITHOUT_W = ("mingru", "minlstm")      # h_t = a_t * h_(t-1) + b_t: nothing for recurrent dropout to mask
 
 
 def _stack(parts: list) -> np.ndarray:
@@ -81,7 +83,7 @@ class Network:
                  forget_bias: float = 1.0, recurrent_init: str = "uniform", spectral_radius=None,
                  embedding_size: int | None = None, tie_weights: bool = False, readout: str = "all",
                  readout_bias: bool | None = None, layer_norm: bool = False, proj_size: int | None = None,
-                 weight_dropout: float = 0.0,
+                 weight_dropout: float = 0.0, recurrent_dropout: float = 0.0, zoneout: float = 0.0,
                  sparsity: int | None = None, input_init: str = "uniform", readout_init: str = "uniform",
                  input_bias: float = 0.0):
         self.input_size = check.positive_int("input_size", input_size)
@@ -108,6 +110,11 @@ class Network:
         self.weight_dropout = check.positive_float("weight_dropout", weight_dropout, allow_zero=True)
         if self.weight_dropout >= 1.0:
             raise ValueError(f"weight_dropout must be in [0, 1), got {self.weight_dropout}")
+        self.recurrent_dropout = self._check_rate("recurrent_dropout", recurrent_dropout)
+        self.zoneout = self._check_rate("zoneout", zoneout)
+        if self.recurrent_dropout > 0 and self.cell in RECURRENCE_WITHOUT_W:
+            raise ValueError(f"recurrent_dropout={self.recurrent_dropout} masks h_(t-1) before the recurrent matrix W; "
+                             f"cell={self.cell!r} has no W (its recurrence is element-wise): use zoneout instead")
         if self.dropout > 0 and self.num_layers == 1:
             import warnings
             warnings.warn(f"dropout={self.dropout} has no effect with num_layers=1: it acts between "
@@ -175,6 +182,7 @@ class Network:
         if self.tie_weights:
             self.readout.params["V"] = self.embedding     # one array: z_t = E h_t + c
         self.params = ParamDict(self._collect(lambda sub: sub.params))
+        self._refuse_unsupported_noise()
         self.workspaces: dict = {}                # scratch arrays of loss_and_grads, per layer (see workspace.py)
         self.sparsity = self._check_paper_options(recurrent_init, sparsity, input_init, readout_init, input_bias)
         self._init_recurrent(recurrent_init, spectral_radius, rng)
@@ -193,6 +201,7 @@ class Network:
                 "embedding_size": self.embedding_size, "tie_weights": self.tie_weights,
                 "readout": self.readout_mode, "readout_bias": self.readout_bias, "layer_norm": self.layer_norm,
                 "proj_size": self.proj_size, "weight_dropout": self.weight_dropout,
+                "recurrent_dropout": self.recurrent_dropout, "zoneout": self.zoneout,
                 "sparsity": self.sparsity, "input_init": self.input_init, "readout_init": self.readout_init,
                 "input_bias": self.input_bias}
 
@@ -378,6 +387,94 @@ class Network:
         shape = (T, B, self.output_width)
         return [check.float_array(f"dropout_masks[{i}]", m, shape, self.dtype) for i, m in enumerate(masks)]
 
+    # ------------------------------------------- recurrent dropout and zoneout
+    @staticmethod
+    def _check_rate(name: str, value) -> float:
+        value = check.positive_float(name, value, allow_zero=True)
+        if value >= 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value}")
+        return value
+
+    def _layer_parts(self) -> list:
+        """Per layer, the one-direction layers that run a time loop: (layer,) or (forward, reverse)."""
+        return [(layer.forward_layer, layer.reverse_layer) if isinstance(layer, BidirectionalLayer) else (layer,)
+                for layer in self.layers]
+
+    def _refuse_unsupported_noise(self) -> None:
+        """A layer honours recurrent dropout / zoneout only if its class declares ``noise`` (layers/noise.py)."""
+        if self.recurrent_dropout == 0.0 and self.zoneout == 0.0:
+            return
+        for parts in self._layer_parts():
+            for part in parts:
+                if not hasattr(type(part), "noise"):
+                    name = type(part).__name__
+                    raise ValueError(f"recurrent_dropout / zoneout are not implemented for {name} (cell={self.cell!r}"
+                                     f"{', layer_norm=True' if self.layer_norm else ''}"
+                                     f"{f', proj_size={self.proj_size}' if self.proj_size else ''}); "
+                                     f"got recurrent_dropout={self.recurrent_dropout}, zoneout={self.zoneout}")
+
+    def _draw_noise(self, B: int, T: int) -> list | None:
+        """Recurrent dropout and zoneout (layers/noise.py) for one forward call: per layer, one
+        LayerNoise per direction. Training: the recurrent mask (B, H) in {0, 1/(1-p)}, one per sequence
+        and direction; zoneout masks (T, B, size) in {0, 1} (1 = keep), one per state. Evaluation:
+        zoneout's expectation p only. None when neither option is on."""
+        if self.recurrent_dropout == 0.0 and self.zoneout == 0.0:
+            return None
+        if not self.training:
+            return None if self.zoneout == 0.0 else [tuple(LayerNoise(zoneout_p=self.zoneout) for _ in parts)
+                                                     for parts in self._layer_parts()]
+        rng, dtype = self.dropout_rng, self.dtype
+        keep = 1.0 - self.recurrent_dropout
+        noise = []
+        for parts in self._layer_parts():
+            directions = []
+            for part in parts:
+                sizes = state_sizes(part)
+                recurrent = (None if self.recurrent_dropout == 0.0
+                             else (rng.random((B, sizes[0])) < keep).astype(dtype) / dtype.type(keep))
+                zoneout = (None if self.zoneout == 0.0
+                           else tuple((rng.random((T, B, size)) < self.zoneout).astype(dtype) for size in sizes))
+                directions.append(LayerNoise(recurrent, zoneout, self.zoneout))
+            noise.append(tuple(directions))
+        return noise
+
+    def _check_noise(self, noise, B: int, T: int) -> list:
+        """Noise given back to forward (a ForwardPass's ``noise``): one tuple of LayerNoise per layer."""
+        parts = self._layer_parts()
+        if (not isinstance(noise, (list, tuple)) or len(noise) != len(parts)
+                or any(not isinstance(n, tuple) or len(n) != len(p) or not all(isinstance(d, LayerNoise) for d in n)
+                       for n, p in zip(noise, parts))):
+            raise ValueError(f"noise must be a ForwardPass's noise: a list of {len(parts)} tuples of LayerNoise "
+                             f"(one per direction), got {type(noise).__name__}")
+        for index, (layer_noise, layer_parts) in enumerate(zip(noise, parts)):
+            for d, part in zip(layer_noise, layer_parts):
+                sizes = state_sizes(part)
+                if d.recurrent is not None:
+                    check.float_array(f"noise[{index}].recurrent", d.recurrent, (B, sizes[0]), self.dtype)
+                if d.zoneout is not None:
+                    for k, size in enumerate(sizes):
+                        check.float_array(f"noise[{index}].zoneout[{k}]", d.zoneout[k], (T, B, size), self.dtype)
+        return list(noise)
+
+    def _noisy_layers(self, noise: list | None):
+        """Context: each one-direction layer sees its LayerNoise as ``layer.noise`` (None after)."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def set_noise():
+            if noise is None:
+                yield
+                return
+            parts = [part for layer_parts in self._layer_parts() for part in layer_parts]
+            try:
+                for part, d in zip(parts, [d for layer_noise in noise for d in layer_noise]):
+                    part.noise = d
+                yield
+            finally:
+                for part in parts:
+                    part.noise = None
+        return set_noise()
+
     # ----------------------------------------------------- DropConnect on W
     def _recurrent_owners(self) -> list:
         """(layer object, name in ``net.params``) for every recurrent matrix W a cell computes with."""
@@ -469,7 +566,7 @@ class Network:
     # ---------------------------------------------------------------- passes
     def forward(self, inputs, h0=None, *, lengths=None, validate: bool = True,
                 dropout_masks: list | None = None, final_grad: bool = True,
-                weight_masks: dict | None = None) -> ForwardPass:
+                weight_masks: dict | None = None, noise: list | None = None) -> ForwardPass:
         """Run every layer bottom-up over the whole sequence, then the readout.
 
         ``lengths`` (B,): sequence b is its first L_b steps (PyTorch's packed sequences): its state
@@ -477,7 +574,8 @@ class Network:
         direction starts there, and outputs at padded steps are zero.
         In training mode with ``dropout > 0`` fresh masks are drawn from ``net.dropout_rng``
         unless ``dropout_masks`` (a previous ``ForwardPass.dropout_masks``) fixes them; the same for
-        ``weight_dropout`` and ``weight_masks``.
+        ``weight_dropout`` and ``weight_masks``, and for ``recurrent_dropout`` / ``zoneout`` and ``noise``
+        (a previous ``ForwardPass.noise``).
         ``final_grad=False`` promises that backward gets no ``dfinal_state`` (lets packed LSTM layers
         make fewer pieces; see layers/packed.py)."""
         x = self.check_inputs(inputs) if validate else inputs
@@ -487,9 +585,10 @@ class Network:
         masks = (self._check_dropout_masks(dropout_masks, T, B) if dropout_masks is not None
                  else self._draw_dropout_masks(T, B))
         weight_masks = weight_masks if weight_masks is not None else self._draw_weight_masks()
+        noise = self._check_noise(noise, B, T) if noise is not None else self._draw_noise(B, T)
         layer_input = x if self.embedding is None else self.embedding[x]     # x_t = E[id_t], (T, B, E)
         hidden, caches, finals = [], [], []
-        with self._dropped_weights(weight_masks):
+        with self._dropped_weights(weight_masks), self._noisy_layers(noise):
             for index, (layer, state0) in enumerate(zip(self.layers, states0)):
                 runner = layer if lengths is None else packed(layer, lengths, final_grad)
                 h, state_T, cache = runner.forward(layer_input, state0)
@@ -508,7 +607,7 @@ class Network:
         elif lengths is not None:
             outputs = outputs * valid_mask(lengths, T, outputs.dtype)[:, :, None]   # zero at padded steps
         return ForwardPass(outputs, self._join_state(finals), hidden, caches, x, masks, lengths, pooled,
-                           weight_masks)
+                           weight_masks, noise)
 
     def loss_mask(self, mask, fwd: ForwardPass):
         """The weights the loss uses: ``mask`` times the valid steps of ``fwd``'s lengths."""
@@ -734,6 +833,12 @@ class Network:
         layer_input = x_t if self.embedding is None else self.embedding[x_t]
         for layer, s in zip(self.layers, states):
             layer_input, s_new = layer.step(layer_input, s)
+            if self.zoneout > 0.0:
+                # zoneout at generation: its expectation, state = p * previous + (1 - p) * update (the
+                # update is the cell's from the previous state: for the LSTM h~ = o tanh(c~), as in forward)
+                p = self.dtype.type(self.zoneout)
+                s_new = tuple(p * old + (1 - p) * new for old, new in zip(s, s_new))
+                layer_input = s_new[0]                    # every cell outputs its first state (h, or r for LSTMP)
             new_states.append(s_new)
         out = layer_input
         if self.readout is not None:

@@ -22,6 +22,7 @@ class ForwardPass:
     lengths: np.ndarray | None = None   # (B,) sequence lengths (packed sequences), None: all T steps
     pooled: np.ndarray | None = None    # (B, D*H) what readout "last"/"mean" read, else None
     weight_masks: dict | None = None    # DropConnect: name of W -> its (scaled) keep-mask, or None
+    noise: list | None = None           # recurrent dropout / zoneout: per layer, a LayerNoise per direction
 
 
 @dataclass

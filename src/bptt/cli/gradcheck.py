@@ -42,6 +42,15 @@ def add_parser(sub) -> None:
     p.add_argument("--tie-weights", action="store_true", help="readout V shares the embedding (needs --embedding)")
     p.add_argument("--readout", choices=("all", "last", "mean"), default="all",
                    help="one output per step (all), or per sequence: at its last step (last) or the mean (mean)")
+    p.add_argument("--layer-norm", action="store_true", help="lstm cell: layer-normalised (Ba et al. 2016)")
+    p.add_argument("--proj-size", type=int, default=None, help="lstm cell: project h to this size (torch's proj_size)")
+    p.add_argument("--weight-dropout", type=float, default=0.0,
+                   help="DropConnect on W (checked under the drawn mask)")
+    p.add_argument("--recurrent-dropout", type=float, default=0.0,
+                   help="variational dropout on h_(t-1) before W (checked under the drawn masks)")
+    p.add_argument("--zoneout", type=float, default=0.0, help="zoneout rate (checked under the drawn masks)")
+    p.add_argument("--eval", action="store_true",
+                   help="check in evaluation mode (no dropout masks; zoneout as its expectation)")
     p.set_defaults(run=run)
 
 
@@ -50,7 +59,9 @@ def network_from_args(args) -> Network:
                    nonlinearity=args.nonlinearity, bias=not args.no_bias, seed=args.seed,
                    dtype="float64", loss=args.loss, bidirectional=args.bidirectional, dropout=args.dropout,
                    gru_variant=args.gru_variant, forget_bias=args.forget_bias,
-                   embedding_size=args.embedding, tie_weights=args.tie_weights, readout=args.readout)
+                   embedding_size=args.embedding, tie_weights=args.tie_weights, readout=args.readout,
+                   layer_norm=args.layer_norm, proj_size=args.proj_size, weight_dropout=args.weight_dropout,
+                   recurrent_dropout=args.recurrent_dropout, zoneout=args.zoneout)
 
 
 def run(args) -> int:
@@ -59,6 +70,8 @@ def run(args) -> int:
     if not args.tol > 0:
         raise ValueError(f"--tol must be > 0, got {args.tol}")
     net = network_from_args(args)
+    if args.eval:
+        net.eval()
     inputs, targets, mask, h0 = random_problem(net, args.seq_len, args.batch, seed=args.seed,
                                                token_ids=args.ids or args.embedding is not None, masked=args.mask)
     lengths = random_lengths(args.batch, args.seq_len, seed=args.seed) if args.lengths else None

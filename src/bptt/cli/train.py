@@ -19,7 +19,7 @@ from . import CLIError
 DEFAULT_LR = {"sgd": 0.1, "adagrad": 0.1, "rmsprop": 2e-3, "adam": 2e-3}
 # Flags that define the model and the data: fixed by the checkpoint when resuming (refused if changed).
 MODEL_FLAGS = ("text", "level", "max_vocab", "hidden", "layers", "cell", "nonlinearity", "dropout", "layer_norm",
-               "proj_size", "weight_dropout", "seq_len",
+               "proj_size", "weight_dropout", "recurrent_dropout", "zoneout", "seq_len",
                "batch", "seed", "dtype", "optimizer", "momentum", "nesterov", "weight_decay", "truncation", "k",
                "k1", "k2", "val_fraction")
 # Flags that may change on --resume (printed as "changed on resume: lr 0.002 -> 0.0001"); all are saved
@@ -28,7 +28,8 @@ RESUME_FLAGS = ("lr", "schedule", "lr_every", "lr_gamma", "warmup", "clip_mode",
                 "checkpoint_every", "log_every", "record_every", "patience")
 SCHEDULE_FLAGS = ("lr", "schedule", "lr_every", "lr_gamma", "warmup")
 DEFAULTS = {"level": "char", "max_vocab": None, "hidden": 128, "layers": 1, "cell": "rnn", "nonlinearity": "tanh",
-            "dropout": 0.0, "layer_norm": False, "proj_size": None, "weight_dropout": 0.0, "seq_len": 64, "batch": 32, "seed": 0, "dtype": "float32", "optimizer": "adam",
+            "dropout": 0.0, "layer_norm": False, "proj_size": None, "weight_dropout": 0.0,
+            "recurrent_dropout": 0.0, "zoneout": 0.0, "seq_len": 64, "batch": 32, "seed": 0, "dtype": "float32", "optimizer": "adam",
             "lr": None, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0, "schedule": "constant",
             "lr_every": 1000, "lr_gamma": 0.5, "warmup": 0, "clip_mode": "global-norm", "clip": 5.0,
             "clip_loss": "mean", "truncation": "chunked", "k": None, "k1": None, "k2": None, "val_fraction": 0.05,
@@ -65,6 +66,11 @@ def add_parser(sub) -> None:
     m.add_argument("--layer-norm", action="store_true", help="lstm cell: layer-normalised (Ba et al. 2016)")
     m.add_argument("--proj-size", type=int, help="lstm cell: project h to this size (torch's proj_size)")
     m.add_argument("--weight-dropout", type=float, help="DropConnect on the recurrent W, one mask per update")
+    m.add_argument("--recurrent-dropout", type=float,
+                   help="variational dropout on h_(t-1) before W, one mask per sequence (Gal & Ghahramani 2016)")
+    m.add_argument("--zoneout", type=float,
+                   help="zoneout: each unit keeps its previous value with this probability, per step "
+                        "(Krueger et al. 2017; its expectation at evaluation)")
     m.add_argument("--dtype", choices=("float32", "float64"), help="float32 is about twice as fast")
     m.add_argument("--seed", type=int, help="seed for the weights (runs repeat)")
     o = p.add_argument_group("optimisation")
@@ -150,7 +156,7 @@ def resolve_settings(args) -> tuple[dict, object]:
     saved = dict(saved)
     saved.setdefault("clip_loss", "sum")      # runs from before --clip-loss clipped the summed loss's gradient
     for name in ("checkpoint_every", "log_every", "record_every", "patience", "layer_norm", "proj_size",
-                 "weight_dropout"):
+                 "weight_dropout", "recurrent_dropout", "zoneout"):
         saved.setdefault(name, DEFAULTS[name])          # runs from before these flags existed
     fixed = [name for name in given if name in MODEL_FLAGS and name != "text" and given[name] != saved.get(name)]
     if fixed:
@@ -409,7 +415,8 @@ def train(args, dist) -> int:
         net = Network(len(vocab), settings["hidden"], len(vocab), num_layers=settings["layers"],
                       cell=settings["cell"], nonlinearity=settings["nonlinearity"], dropout=settings["dropout"],
                       layer_norm=settings["layer_norm"], proj_size=settings["proj_size"],
-                      weight_dropout=settings["weight_dropout"],
+                      weight_dropout=settings["weight_dropout"], recurrent_dropout=settings["recurrent_dropout"],
+                      zoneout=settings["zoneout"],
                       seed=settings["seed"], dtype=settings["dtype"])
     choose_threads(args, net, settings, dist)
     unit = "char" if vocab.level == "char" else "token"      # word level counts whitespace tokens too

@@ -126,6 +126,9 @@ def to_torch(net):
         kwargs["nonlinearity"] = net.nonlinearity
     if getattr(net, "layer_norm", False):
         raise ValueError("to_torch: the layer-normalised LSTM has no torch.nn module")
+    if getattr(net, "zoneout", 0.0) > 0.0:
+        raise ValueError(f"to_torch: zoneout={net.zoneout} changes the recurrence (also at evaluation: "
+                         "h_t = p h_(t-1) + (1 - p) h~_t); torch.nn has no module with it")
     if getattr(net, "proj_size", None):
         kwargs["proj_size"] = net.proj_size
     features = net.input_size if net.embedding is None else net.embedding_size     # what layer 0 reads

@@ -73,6 +73,9 @@ def exportable(net, what: str = "ONNX", readouts=("all",)) -> None:
         raise ValueError(f"ONNX export: an LSTM with projection (proj_size={net.proj_size}) has no ONNX operator")
     if getattr(net, "layer_norm", False):
         raise ValueError(f"{what} export: the layer-normalised LSTM has no torch counterpart")
+    if getattr(net, "zoneout", 0.0) > 0.0 and what == "ONNX":
+        raise ValueError(f"{what} export: zoneout={net.zoneout} changes the evaluation-mode recurrence "
+                         f"(h_t = p h_(t-1) + (1 - p) h~_t), which no {what} operator has")
     if net.readout_mode not in readouts:
         raise ValueError(f"{what} export: readout {net.readout_mode!r} is not supported (only readout 'all': "
                          f"one output per step)")

@@ -154,10 +154,17 @@ class PackedLayer:
         final = [np.array(s) for s in state0]                    # caller's order; length 0 keeps its state
         h = np.zeros((T, B, output_width(layer)), layer.dtype)   # caller's order: no un-sorting pass
         parts = []
+        noise = getattr(layer, "noise", None)                    # recurrent dropout / zoneout (layers/noise.py)
         for start, stop, rows in self._pieces(lengths):
             active = order[:rows]                                # the caller's rows of this piece
             x_piece = x[start:stop, active]                      # gathered: a fresh contiguous array
-            h_piece, state, cache = layer.forward(x_piece, tuple(s[:rows] for s in state))
+            if noise is not None:                                # each sequence keeps its masks across pieces
+                layer.noise = noise.take(start, stop, active)
+            try:
+                h_piece, state, cache = layer.forward(x_piece, tuple(s[:rows] for s in state))
+            finally:
+                if noise is not None:
+                    layer.noise = noise
             h[start:stop, active] = h_piece
             parts.append((start, stop, rows, cache))
             ending = np.flatnonzero(lengths[:rows] <= stop)        # these rows' sequences end in this piece
