@@ -34,10 +34,12 @@ def _median_time(fn, repeats):
     return float(np.median(times))
 
 
-def gemm_floor(cell: str, I: int, H: int, B: int, T: int, repeats: int, with_step: bool = False):
+def gemm_floor(cell: str, I: int, H: int, B: int, T: int, repeats: int, with_step: bool = False,
+               with_torch: bool = False):
     """Seconds for the step's GEMMs, each timed alone (median), summed. ``with_step``: also bptt's
     own step (``loss_and_grads``) at that size, interleaved with the GEMM parts repeat by repeat, so
-    that on a shared machine both see the same load; returns (floor, step) then."""
+    that on a shared machine both see the same load; returns (floor, step) then. ``with_torch``:
+    torch's step (the bench's peer, same weights) interleaved too; returns (floor, step, torch step)."""
     G = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
     O, N = I, T * B
     rng = np.random.default_rng(0)
@@ -62,11 +64,16 @@ def gemm_floor(cell: str, I: int, H: int, B: int, T: int, repeats: int, with_ste
     }
     if not with_step:
         return sum(_median_time(fn, repeats) for fn in parts.values())
-    from bptt.benchmark.peers import Problem, bptt_contestant
-    parts["bptt step"] = bptt_contestant(Problem(cell, I, H, B, T)).step
+    from bptt.benchmark.peers import Problem, _weights, bptt_contestant, torch_contestant
+    problem = Problem(cell, I, H, B, T)
+    parts["bptt step"] = bptt_contestant(problem).step
+    if with_torch:
+        parts["torch step"] = torch_contestant(problem, _weights(parts["bptt step"].net)).step
     results = harness.interleaved(parts, repeats)
     step = results.pop("bptt step")["median_s"]
-    return sum(r["median_s"] for r in results.values()), step
+    torch_step = results.pop("torch step")["median_s"] if with_torch else None
+    floor = sum(r["median_s"] for r in results.values())
+    return (floor, step, torch_step) if with_torch else (floor, step)
 
 
 def main():
@@ -77,6 +84,8 @@ def main():
     p.add_argument("--json", help="write the floors here (a list of rows)")
     p.add_argument("--with-step", action="store_true",
                    help="also time bptt's step here, interleaved with the GEMMs (bptt / floor under one load)")
+    p.add_argument("--with-torch", action="store_true",
+                   help="with --with-step: torch's step interleaved too, so floor / torch is measured under one load")
     args = p.parse_args()
     with open(args.report) as handle:
         report = json.load(handle)
@@ -93,7 +102,13 @@ def main():
     for row in run["rows"]:
         cell, size = row["cell"], (row["input_size"], row["hidden_size"], row["batch"], row["seq_len"])
         peers = row["peers"]
-        if args.with_step:
+        torch_here = None
+        if args.with_step and args.with_torch:
+            floor, own, torch_here = gemm_floor(cell, *size, repeats=args.repeats, with_step=True, with_torch=True)
+            print(f"      (interleaved here: bptt step {own * 1e3:.3f} ms, torch step {torch_here * 1e3:.3f} ms, "
+                  f"bptt / floor {own / floor:.2f}, floor / torch {floor / torch_here:.2f}, "
+                  f"bptt / torch {own / torch_here:.2f})", flush=True)
+        elif args.with_step:
             floor, own = gemm_floor(cell, *size, repeats=args.repeats, with_step=True)
             print(f"      (interleaved here: bptt step {own * 1e3:.3f} ms, bptt / floor {own / floor:.2f})", flush=True)
         else:
@@ -104,7 +119,8 @@ def main():
         print(f"{cell:5s} {str(size):22s} {floor * 1e3:9.3f} {bptt * 1e3:9.3f} {bptt / floor:10.2f} "
               f"{floor / torch_s:11.2f} {bptt / torch_s:10.2f} {floor / jax_s:9.2f} {bptt / jax_s:8.2f}", flush=True)
         floors.append({"cell": cell, "size": list(size), "threads": args.threads, "floor_s": floor, "bptt_s": bptt,
-                       "torch_s": torch_s, "jax_s": jax_s, "bptt_interleaved_s": own})
+                       "torch_s": torch_s, "jax_s": jax_s, "bptt_interleaved_s": own,
+                       "torch_interleaved_s": torch_here})
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(floors, handle, indent=1)
