@@ -24,9 +24,11 @@ Sequences as users have them (README "Sequences"):
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
-from . import init, workspace
+from . import init, kernels, workspace
 from . import validation as check
 from .layers.bidirectional import BidirectionalLayer
 from .layers.factory import CELLS, make_layer, refuse_absurd_size, state_sizes
@@ -41,6 +43,12 @@ from .params import ParamDict
 from .passes import BackwardPass, ForwardPass, Result
 
 READOUTS = ("all", "last", "mean")
+# T B H O (the readout's multiply-adds) at or below which loss_and_grads fuses the readout and the loss
+# into one kernel call (see _fused_readout_applies); above, numpy's GEMMs over all rows at once win.
+# Measured (bench/fused_readout.py, 1 thread, float32): step time fused / numpy 0.66-0.68 at
+# (I=O, H, B, T) = (65, 64, 1, 25) (104,000), 0.93 at 208,000, 1.01-1.19 from 416,000.
+FUSED_READOUT_WORK = 2 ** 18
+_NO_CONTEXT = contextlib.nullcontext()          # reusable: nullcontext keeps no state
 RECURRENCE_WITHOUT_W = ("mingru", "minlstm")      # h_t = a_t * h_(t-1) + b_t: nothing for recurrent dropout to mask
 
 
@@ -458,13 +466,11 @@ class Network:
 
     def _noisy_layers(self, noise: list | None):
         """Context: each one-direction layer sees its LayerNoise as ``layer.noise`` (None after)."""
-        import contextlib
+        if noise is None:
+            return _NO_CONTEXT          # (building a generator context costs ~10 us: a B = 1 step is ~300 us)
 
         @contextlib.contextmanager
         def set_noise():
-            if noise is None:
-                yield
-                return
             parts = [part for layer_parts in self._layer_parts() for part in layer_parts]
             try:
                 for part, d in zip(parts, [d for layer_noise in noise for d in layer_noise]):
@@ -496,13 +502,11 @@ class Network:
 
     def _dropped_weights(self, masks: dict | None):
         """Context: each cell computes with W * mask (its own params entry swapped, net.params untouched)."""
-        import contextlib
+        if masks is None:
+            return _NO_CONTEXT
 
         @contextlib.contextmanager
         def swapped():
-            if masks is None:
-                yield
-                return
             owners = self._recurrent_owners()
             originals = [part.params["W"] for part, _ in owners]
             try:
@@ -786,7 +790,49 @@ class Network:
             owners.append(("readout", self.readout))
         return owners
 
+    def _fused_readout_applies(self, x: np.ndarray, mask, lengths) -> bool:
+        """The small-step path (kernels/readout_loss.py): few rows, softmax cross-entropy on a readout at
+        every step, nothing drawn at random, numba on. There the readout and the loss are a dozen numpy
+        calls on tiny arrays (~100 us of a ~300 us step at B = 1); one compiled pass replaces them."""
+        T, B = x.shape[:2]
+        if self.readout is None or T * B * self.readout.params["V"].size > FUSED_READOUT_WORK:
+            return False
+        return (self.readout is not None and self.loss == "cross_entropy"
+                and not self.pooled and mask is None and lengths is None and not self.tie_weights
+                and (self.dropout == 0.0 or len(self.layers) == 1 or not self.training)
+                and (not self.training or self.weight_dropout == 0.0) and self.recurrent_dropout == 0.0
+                and self.zoneout == 0.0 and self.dtype in (np.float32, np.float64) and kernels.enabled()
+                and kernels.fast_paths())
+
+    def _fused_loss_and_grads(self, x, targets, h0):
+        """loss_and_grads for small steps: the layers' own forward and backward, and between them the
+        readout, loss and their backward in one kernel call (the same equations as readout.py/losses.py)."""
+        from .kernels.readout_loss import readout_cross_entropy
+        T, B = x.shape[:2]
+        targets = self.check_targets(targets, T, B)
+        layer_input = x if self.embedding is None else self.embedding[x]
+        hidden, caches = [], []
+        for layer, state0 in zip(self.layers, self._split_state(h0, B)):
+            h, _, cache = layer.forward(layer_input, state0)
+            hidden.append(h)
+            caches.append(cache)
+            layer_input = h
+        grads = self.zero_grads()
+        V = self.readout.params["V"]
+        c = self.readout.params["c"] if "c" in self.readout.params else np.zeros(V.shape[0], self.dtype)
+        dc = grads["c"] if "c" in grads else np.zeros(V.shape[0], self.dtype)
+        dh = np.empty(layer_input.shape, self.dtype)                   # dE/dh_t of the top layer, from the readout
+        loss = readout_cross_entropy(layer_input, np.ascontiguousarray(V.T), V, c, targets,
+                                     self.dtype.type(1.0 / B), grads["V"], dc, dh, np.empty(V.shape[0], self.dtype))
+        fwd = ForwardPass(None, None, hidden, caches, x)
+        dtop, _, _ = self._backward_layers(fwd, grads, dh, None, True, False, True, None, self.embedding is not None)
+        if self.embedding is not None:
+            scatter_add_columns(grads["embedding"].T, x.reshape(-1), dtop.reshape(-1, self.embedding_size))
+        return float(loss), grads
+
     def _loss_and_grads(self, inputs, targets, mask, h0, lengths):
+        if self._fused_readout_applies(inputs, mask, lengths):
+            return self._fused_loss_and_grads(inputs, targets, h0)
         fwd = self.forward(inputs, h0, lengths=lengths, validate=False, final_grad=False)
         T, B = fwd.inputs.shape[:2]
         targets = self.check_targets(targets, T, B)
