@@ -115,13 +115,14 @@ def products_norms(factors: np.ndarray, ord=2, t=None) -> np.ndarray:
     return J
 
 
-def jacobian_norms(net, inputs, h0=None, layer=-1, ord=2, t=None) -> np.ndarray:
+def jacobian_norms(net, inputs, h0=None, layer=-1, ord=2, t=None, method="auto") -> np.ndarray:
     """(T, T): J[t, k] = batch mean of ||dh_t/dh_k|| for k <= t, NaN above the diagonal.
 
     ``ord=2`` is the spectral norm (largest singular value), ``"fro"`` the Frobenius norm
     (cheaper). For the LSTM the Jacobian is that of the full state (h, c). ``t``: compute
-    only row t (the others stay NaN) -- T products instead of T^2/2."""
+    only row t (the others stay NaN) -- T products instead of T^2/2. ``method``: as
+    ``state_jacobians`` ("closed_form" for rnn/minGRU/minLSTM, "protocol" through the layer's backward)."""
     if ord not in (2, "fro"):
         raise ValueError(f"ord must be 2 (spectral) or 'fro' (Frobenius), got {ord!r}")
-    factors = state_jacobians(net, inputs, h0, layer)
+    factors = state_jacobians(net, inputs, h0, layer, method=method)
     return products_norms(factors, ord, t)

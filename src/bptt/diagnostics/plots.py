@@ -137,14 +137,18 @@ def lag_profiles(profiles: dict, path, title="gradient magnitude by time lag", n
 
 
 def curves(series: dict, path, title="", xlabel="", ylabel="", logy=True, hline=None, hline_label=None,
-           integer_x=True, markers=()) -> str:
+           integer_x=True, markers=(), dotted=()) -> str:
     """label -> (x, y) curves on one axis (log y by default), with an optional labelled
-    horizontal line; ``markers``: labels drawn as dots joined by a line (sparse series)."""
+    horizontal line; ``markers``: labels drawn as dots joined by a line (sparse series);
+    ``dotted``: labels drawn as thick dotted lines (a curve that should lie on another one)."""
     fig = _figure(7.5, 4.0)
     ax = fig.add_subplot()
     for label, (x, y) in series.items():
         y = _positive(y) if logy else np.asarray(y, dtype=np.float64)
-        ax.plot(np.asarray(x), y, "o-" if label in markers else "-", markersize=3, label=str(label))
+        if label in dotted:
+            ax.plot(np.asarray(x), y, ":", linewidth=2.5, label=str(label))
+        else:
+            ax.plot(np.asarray(x), y, "o-" if label in markers else "-", markersize=3, label=str(label))
     if logy:
         ax.set_yscale("log")
     if hline is not None:

@@ -26,6 +26,8 @@ import os
 import numpy as np
 
 from .decomposition import contribution_norms, effective_memory, lag_profile
+
+CLOSED_FORM_CELLS = ("rnn", "mingru", "minlstm")     # one-step Jacobians known in closed form (diagnostics/jacobians.py)
 from .jacobians import jacobian_norms
 from .lyapunov import lyapunov_spectrum
 from .recorder import read_jsonl
@@ -262,12 +264,13 @@ def run_configuration(net, checkpoint=None, vocab=None, text=None, text_source=N
     return config, meanings
 
 
-def diagnose(net, probe, out_dir, run_dir=None, layer: int = -1, param: str = "W", fraction: float = 0.01,
+def diagnose(net, probe, out_dir, run_dir=None, layer: int = -1, param: str | None = None, fraction: float = 0.01,
              clip_threshold=None, title="bptt diagnose", checkpoint=None, vocab=None, text=None,
              text_source=None, sample_length: int | None = None, text_view: dict | None = None) -> dict:
     """Compute, plot and report into ``out_dir``; returns the key numbers (also in the report).
 
-    probe = (inputs, targets, mask or None): the batch the decomposition runs on. Cost: one
+    probe = (inputs, targets, mask or None): the batch the decomposition runs on. ``param``: the
+    parameter whose dE/dparam is decomposed by time lag (default W, or U for minGRU/minLSTM). Cost: one
     backward pass per output step of the probe (T(T+1)/2 single-step backwards) plus T
     products of state Jacobians. ``checkpoint`` (a loaded checkpoint), ``vocab``, ``text``
     and ``text_source`` add the run's configuration and, for a text model, a sample.
@@ -282,6 +285,8 @@ def diagnose(net, probe, out_dir, run_dir=None, layer: int = -1, param: str = "W
     from . import plots
 
     plots.require_matplotlib("the report's figures")
+    if param is None:                                   # the recurrent matrix; minGRU/minLSTM have none: U
+        param = "U" if net.cell in ("mingru", "minlstm") else "W"
     os.makedirs(out_dir, exist_ok=True)
     staging = tempfile.mkdtemp(dir=out_dir, prefix=".tmp-diagnose-")
     try:
@@ -313,8 +318,13 @@ def _diagnose_into(out_dir, net, probe, run_dir, layer, param, fraction, clip_th
     table = contribution_norms(net, inputs, targets, param, mask=mask, layer=layer)
     profile = lag_profile(table, reduce="mean")
     memory = effective_memory(profile, fraction)
-    J = jacobian_norms(net, inputs, layer=layer, ord=2, t=T - 1)
+    J = jacobian_norms(net, inputs, layer=layer, ord=2, t=T - 1, method="protocol")   # measured: through backward
     reach = J[T - 1, :][::-1]                                             # by lag T-1-k
+    closed_reach = None
+    if net.cell in CLOSED_FORM_CELLS:
+        # The same products from the closed-form one-step Jacobians (rnn: diag(f') W; minGRU/minLSTM:
+        # diag(a_t)), drawn beside the measured curve: where they part, the backward is wrong.
+        closed_reach = jacobian_norms(net, inputs, layer=layer, ord=2, t=T - 1, method="closed_form")[T - 1, :][::-1]
     summary = spectrum(net)
     name = f"layers.{layer_index}.W"
     memory_key = f"effective memory (lag where the profile < {fraction:g} of lag 0)"
@@ -327,6 +337,9 @@ def _diagnose_into(out_dir, net, probe, run_dir, layer, param, fraction, clip_th
                "saturated units (derivative < 0.1 of max)": saturation(net, inputs, layer=layer),
                memory_key: "beyond the sequence" if memory is None else int(memory),
                jac_key: float(J[T - 1, 0]),
+               **({} if closed_reach is None else {
+                   "closed form vs measured ||dh_T/dh_k||, largest relative difference":
+                       float(np.nanmax(np.abs(closed_reach - reach) / np.maximum(np.abs(reach), 1e-300)))}),
                "largest Lyapunov exponent (per step)": float(lyapunov_spectrum(net, inputs, k=1, layer=layer)[0]),
                "lag-0 term of dE_t/dW (mean over t)": float(profile[0])}
     blocks = ", ".join(summary[name]["blocks"]) if name in summary else "none"
@@ -356,6 +369,11 @@ def _diagnose_into(out_dir, net, probe, run_dir, layer, param, fraction, clip_th
             "profile's slope; above 0 they separate and gradients can explode.",
         "lag-0 term of dE_t/dW (mean over t)": "The size of the immediate term k = t, the scale the lag profile "
                                                "is compared with.",
+        "closed form vs measured ||dh_T/dh_k||, largest relative difference":
+            "The Jacobian figure's two curves: the products of the closed-form one-step Jacobians ("
+            + ("diag(f') W" if net.cell == "rnn" else "diag(a_t): this cell's recurrence is h_t = a_t h_(t-1) + b_t")
+            + ") against the same products measured through the layer's backward. They agree to rounding when the "
+              "hand-derived backward is right.",
     }
     for gate, values in gate_means(net, inputs, layer=layer).items():
         numbers[f"mean {gate} gate"] = float(np.mean(values))
@@ -390,11 +408,17 @@ def _diagnose_into(out_dir, net, probe, run_dir, layer, param, fraction, clip_th
                                        else None, hline_label=f"{fraction:g} x lag 0")))
     figures.append((f"{where}: the spectral norm ||dh_{T - 1}/dh_k||_2 (largest singular value of the product of "
                     f"Jacobians, mean over the {B} probe sequences) against the lag T - 1 - k. The dashed line is "
-                    "norm 1: below it the dependence has shrunk, above it grown.",
-                    plots.curves({f"||dh_{T - 1}/dh_k||_2": (np.arange(T), reach)}, fig("jacobian.png"),
+                    "norm 1: below it the dependence has shrunk, above it grown."
+                    + ("" if closed_reach is None else
+                       " The dotted curve is the closed form (products of "
+                       + ("diag(f') W" if net.cell == "rnn" else "diag(a_t)") + "), the solid one measured through "
+                       "the layer's backward: they lie on each other."),
+                    plots.curves({f"||dh_{T - 1}/dh_k||_2, measured (backward)": (np.arange(T), reach),
+                                  **({} if closed_reach is None else
+                                     {"closed form": (np.arange(T), closed_reach)})}, fig("jacobian.png"),
                                  title=f"||dh_{T - 1}/dh_k||_2 (spectral norm), {where}", xlabel="lag T - 1 - k",
                                  ylabel=f"||dh_{T - 1}/dh_k||_2 (spectral norm)", hline=1.0,
-                                 hline_label="norm 1")))
+                                 hline_label="norm 1", dotted=("closed form",))))
     history = []
     logged = [m for m in metrics if "loss_per_token" in m and "step" in m]
     if logged:
