@@ -31,13 +31,15 @@ demo: $(DEMO_STAMP)
 	$(VENV)/bin/bptt sample runs/demo --length 600 --temperature 0.8
 
 # The whole suite runs on the numba kernels when numba is installed (it is, with .[all]); the
-# gradient checks against finite differences and torch then run once more on the numpy path,
-# the reference the kernels are compared with.
+# gradient checks against finite differences and torch then run once more on each other compute
+# path: the tuned numpy loops (BPTT_KERNELS=numpy) and the layers' readable reference loops
+# (BPTT_KERNELS=reference), which every fast path is compared with.
+EXACTNESS_TESTS = tests/test_core_gradcheck.py tests/test_core_torch_parity.py tests/test_torch_parity_gated.py \
+	tests/test_lstm.py tests/test_gru.py tests/test_diagnostics.py tests/test_sequences_torch.py tests/test_min_cells.py
 test: $(TEST_STAMP)
 	$(PY) -m pytest
-	BPTT_KERNELS=numpy $(PY) -m pytest -q tests/test_core_gradcheck.py tests/test_core_torch_parity.py \
-		tests/test_torch_parity_gated.py tests/test_lstm.py tests/test_gru.py tests/test_diagnostics.py \
-		tests/test_sequences_torch.py tests/test_min_cells.py
+	BPTT_KERNELS=numpy $(PY) -m pytest -q $(EXACTNESS_TESTS)
+	BPTT_KERNELS=reference $(PY) -m pytest -q $(EXACTNESS_TESTS)
 
 bench: $(TEST_STAMP)
 	$(VENV)/bin/bptt bench --cells rnn lstm gru --clean-blas-env --json bench/results/latest.json
