@@ -67,7 +67,7 @@ import numpy as np
 from .. import init, kernels
 from ..functional import scatter_add_columns, sigmoid
 from ..kernels import gru_layer
-from ..kernels.gru_layer import GRUCache  # noqa: F401  (the fast path's cache; re-exported)
+from ..kernels.gru_layer import GRUCache  # the fast path's cache: backward dispatches on it
 from .gru_cho import backward_cho
 from .noise import LayerNoise
 from .projection import project_inputs
