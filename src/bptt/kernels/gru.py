@@ -1,5 +1,6 @@
 """numba kernels for one GRU time step's element-wise work, torch variant (see bptt/layers/gru.py
-for the equations and the numpy reference). They replace the ~13 numpy calls of a forward step,
+for the equations and the readable reference loops; kernels/gru_layer.py for the tuned numpy path
+these are tested against and the dispatch that calls them). They replace the ~13 numpy calls of a forward step,
 and the ~5 per step plus per-chunk factors of a backward step, by one pass over the step's
 (B, H) units; the step's GEMM stays numpy's BLAS (np.dot from Python, or numpy's gemm called
 from the whole-loop kernels at the end of this file: kernels/gemm.py).
@@ -7,7 +8,7 @@ from the whole-loop kernels at the end of this file: kernels/gemm.py).
 Layout as in the numpy path: gate rows (B, 3H) = [r, z, n], torch's order; every product is
 formed in the numpy path's order.
 
-Forward, by dtype (GRULayer._forward_torch_kernel picks):
+Forward, by dtype (kernels/gru_layer.py ``_forward_kernel`` picks):
   float32  ``forward_step``: everything in one pass, with kernels/common.py's rational tanh
            (vectorised; a few ulp from numpy's, so results agree to a few ulp per step).
   float64  ``forward_gates`` and ``forward_state`` around two np.tanh calls: common.py's float64
@@ -132,7 +133,7 @@ def backward_step(t, k, dh, dh_total, direct, through, gates, hs, extra, da, dgh
 def _backward_row(above, direct, through, total, r_b, z_b, n_b, hp_b, hn_b,
                   dar_b, daz_b, dan_b, dgr_b, dgz_b, dhn_b):
     """backward_step for one batch row: every argument is an (H,) view. Products in the numpy
-    path's order (layers/gru.py ``_backward_torch``)."""
+    path's order (kernels/gru_layer.py ``backward``)."""
     for j in range(total.shape[0]):
         dht = above[j] + (direct[j] + through[j])                    # dE/dh_t, all paths
         total[j] = dht

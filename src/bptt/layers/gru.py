@@ -40,6 +40,22 @@ Backpropagation through time, dh_t = dh[t] + dh_next (all paths into h_t):
 
 Weight gradients after the loop, one GEMM each: dU = sum_t [dar, daz, dan]^T x_t,
 dW = sum_t [dar, daz, dhn]^T h_{t-1} (torch) or [dar, daz]^T h_{t-1} and dan^T (r h_{t-1}) (cho).
+
+Recurrent regularisers (layers/noise.py; ``layer.noise``, set by Network for one forward call):
+
+    recurrent dropout, mask m (B, H):  the h_{t-1} that enters W becomes m * h_{t-1}
+        torch: W h_{t-1} -> W (m * h_{t-1}) in all three gates (not the z * h_{t-1} term)
+        cho:   W_r, W_z likewise, and W_n (r * h_{t-1}) -> W_n (r * m * h_{t-1})
+        backward: dW uses m * h_{t-1}; the gradient through W reaches h_{t-1} times m
+    zoneout, d_t (B, H) 0/1 (or the rate p at evaluation):
+        h~_t = (1 - z) n + z h_{t-1} (the update above);  h_t = d_t h_{t-1} + (1 - d_t) h~_t
+        backward: dh~_t = (1 - d_t) dh_t takes dh_t's place above, and dh_prev += d_t dh_t
+
+Two implementations (issue 20): this module's reference -- ``_forward_reference`` and
+``_backward_reference`` (torch; the Cho variant's backward is layers/gru_cho.py), plain time loops
+whose lines are the equations above -- and the fast paths of kernels/gru_layer.py (tuned numpy,
+numba), which the torch variant runs unless ``BPTT_KERNELS=reference`` or a noise is active. The
+Cho variant always runs the reference (it has no fast path).
 """
 
 from __future__ import annotations
@@ -49,9 +65,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import init, kernels
-from ..functional import accumulate_chunk, chunk_steps, column_sums, gate_tanh_scale, scatter_add_columns, sigmoid
-from ..workspace import empty
+from ..functional import scatter_add_columns, sigmoid
+from ..kernels import gru_layer
+from ..kernels.gru_layer import GRUCache  # the fast path's cache: backward dispatches on it
 from .gru_cho import backward_cho
+from .noise import LayerNoise
 from .projection import project_inputs
 from .readout import backward_outputs
 
@@ -59,13 +77,15 @@ GRU_VARIANTS = ("torch", "cho")
 
 
 @dataclass
-class GRUCache:
-    """What backward needs from forward."""
+class GRUReferenceCache:
+    """What the reference backward needs from the reference forward (the fast path's GRUCache
+    holds the same arrays: diagnostics read x, hs, gates from either)."""
 
     x: np.ndarray       # (T, B, I) features or (T, B) ids
     hs: np.ndarray      # (T+1, B, H): hs[0] = h0, hs[t+1] = h_t
     gates: np.ndarray   # (T, B, 3H): [r, z, n] after their nonlinearities
-    extra: np.ndarray   # (T, B, H): torch: hn = W_n h_{t-1} + b_hn ; cho: rh = r * h_{t-1}
+    extra: np.ndarray   # (T, B, H): torch: hn = W_n (m h_{t-1}) + b_hn ; cho: rh = r * m * h_{t-1}
+    noise: LayerNoise | None   # the masks forward used (None: no regulariser)
 
 
 class GRULayer:
@@ -74,6 +94,7 @@ class GRULayer:
     cell = "gru"
     state_names = ("h",)
     workspace = None      # a workspace.Workspace while Network.loss_and_grads runs, else None (fresh arrays)
+    noise = None          # a layers.noise.LayerNoise for one forward call (Network sets it), else None
 
     def __init__(self, input_size: int, hidden_size: int, *, variant: str = "torch", bias: bool = True,
                  rng: np.random.Generator, dtype=np.float64):
@@ -109,298 +130,173 @@ class GRULayer:
         """U x_t + b for all T steps at once (layers/projection.py): (T, B, 3H)."""
         return project_inputs(self, x)
 
-    def _cell(self, a: np.ndarray, h_prev: np.ndarray, extra: np.ndarray, h_out: np.ndarray) -> None:
-        """One step. a (B, 3H) = U x_t + b on entry, [r, z, n] on exit; writes extra and h_t."""
-        H = self.hidden_size
-        W = self.params["W"]
-        rz, n = a[:, :2 * H], a[:, 2 * H:]
-        if self.variant == "torch":
-            gh = h_prev @ W.T                                 # (B, 3H): one GEMM for all three gates
-            rz += gh[:, :2 * H]
-            sigmoid(rz, out=rz)                               # r, z
-            np.copyto(extra, gh[:, 2 * H:])                   # hn = W_n h_{t-1} (+ b_hn)
-            if self.bias:
-                extra += self.params["b_hn"]
-            n += a[:, :H] * extra                             # + r * hn
-        else:
-            rz += h_prev @ W[:2 * H].T                        # (B, 2H)
-            sigmoid(rz, out=rz)
-            np.multiply(a[:, :H], h_prev, out=extra)          # rh = r * h_{t-1}
-            n += extra @ W[2 * H:].T                          # + W_n (r * h_{t-1})
-        np.tanh(n, out=n)
-        z = a[:, H:2 * H]
-        # h_t = (1 - z) n + z h_{t-1} = n + z (h_{t-1} - n)
-        np.subtract(h_prev, n, out=h_out)
-        h_out *= z
-        h_out += n
-
-    def forward(self, x: np.ndarray, state0: tuple):
-        """x (T, B, I) or ids (T, B); state0 = (h0,) with h0 (B, H).
-        Returns h (T, B, H), (h_T,), cache."""
-        T, B = x.shape[:2]
-        H = self.hidden_size
-        hs = empty(self.workspace, "hs", (T + 1, B, H), self.dtype)
-        hs[0] = state0[0]
-        extra = empty(self.workspace, "extra", (T, B, H), self.dtype)
-        # U x_t for all t, hoisted: (T, B, 3H), becomes the gates in place. The bias b is added
-        # here, or inside the float32 kernel's pass (which reads every entry anyway).
-        gates = project_inputs(self, x, bias=False)
-        use_kernels = self.variant == "torch" and self._use_kernels(gates)
-        if self.bias and not (use_kernels and self.dtype == np.float32):
-            gates += self.params["b"]                        # the same addition project_inputs would do
-        if self.variant == "torch":
-            if use_kernels:
-                self._forward_torch_kernel(gates, hs, extra)
-            else:
-                self._forward_torch(gates, hs, extra)
-        else:                                                # Cho: numpy only (kernels/gru.py says why)
-            for t in range(T):
-                self._cell(gates[t], hs[t], extra[t], hs[t + 1])
-        return hs[1:], (hs[T],), GRUCache(x, hs, gates, extra)
-
-    def _forward_torch(self, gates: np.ndarray, hs: np.ndarray, extra: np.ndarray) -> None:
-        """The torch variant's recurrence with as few calls per step as possible (the same
-        numbers as ``_cell``): r and z share one tanh via sigmoid(a) = 1/2 + tanh(a/2)/2, their
-        columns of U x_t + b and W^T halved up front (exact), and W^T is a contiguous copy."""
-        T, B, H = extra.shape
-        scale, shift, WT = self._halve_sigmoid_columns(gates)
-        gh = np.empty((B, 3 * H), self.dtype)                # W h_{t-1}, all three gates
-        rn = np.empty((B, H), self.dtype)
-        b_hn = self.params["b_hn"] if self.bias else None
-        dot, add, multiply, subtract, tanh = np.dot, np.add, np.multiply, np.subtract, np.tanh
-        for t in range(T):
-            a, h_prev, h_t = gates[t], hs[t], hs[t + 1]
-            rz, n = a[:, :2 * H], a[:, 2 * H:]
-            dot(h_prev, WT, out=gh)
-            add(rz, gh[:, :2 * H], out=rz)
-            tanh(rz, out=rz)
-            multiply(rz, scale, out=rz)
-            add(rz, shift, out=rz)                           # r, z = sigmoid(...)
-            if b_hn is not None:
-                add(gh[:, 2 * H:], b_hn, out=extra[t])       # hn = W_n h_{t-1} + b_hn
-            else:
-                extra[t] = gh[:, 2 * H:]
-            multiply(a[:, :H], extra[t], out=rn)
-            add(n, rn, out=n)
-            tanh(n, out=n)                                   # n = tanh(U_n x + b_n + r * hn)
-            subtract(h_prev, n, out=h_t)
-            multiply(h_t, a[:, H:2 * H], out=h_t)
-            add(h_t, n, out=h_t)                             # h_t = n + z (h_{t-1} - n)
-
-    def _halve_sigmoid_columns(self, gates: np.ndarray):
-        """For one tanh per step over r and z: sigmoid(a) = 1/2 + tanh(a/2)/2, so the r, z columns
-        of gates (T, B, 3H) = U x_t + b are halved in place (exact) and so is a contiguous copy of
-        W_r^T, W_z^T. Returns scale, shift (2H,) (tanh's output t -> t * scale + shift) and WT (H, 3H)."""
-        H = self.hidden_size
-        scale, shift = gate_tanh_scale("ss", H, self.dtype)                # (2H,) for [r, z]
-        gates[:, :, :2 * H] *= scale
-        WT = np.empty((H, 3 * H), self.dtype)
-        np.multiply(self.params["W"][:2 * H].T, scale, out=WT[:, :2 * H])  # halved W_r^T, W_z^T
-        WT[:, 2 * H:] = self.params["W"][2 * H:].T                          # W_n^T as is
-        return scale, shift, WT
-
-    def _use_kernels(self, *arrays: np.ndarray) -> bool:
-        """The numba path (bptt.kernels) runs when it is enabled and every array the kernels
-        write or read has the layer's dtype (one compiled specialisation per dtype)."""
-        return kernels.enabled() and all(a.dtype == self.dtype for a in arrays)
-
-    def _forward_torch_kernel(self, gates: np.ndarray, hs: np.ndarray, extra: np.ndarray) -> None:
-        """The torch variant's recurrence with each step's element-wise work compiled
-        (kernels/gru.py); the GEMM stays in numpy. Fills the same cache as ``_forward_torch``:
-        gates [r, z, n], extra = hn, hs[1:].
-
-        float32: one pass per step (r, z, hn, n, h_t). float64: kernels/common.py's tanh is
-        libm's, a scalar call, so a step keeps numpy's SIMD np.tanh and fuses the rest into two
-        passes around it (the kernels/gru.py docstring has the timings); it matches
-        ``_forward_torch`` bit for bit."""
-        from ..kernels import gru as gru_kernels
-        from ..kernels.blas import gemm_for
-        T, B, H = extra.shape
-        b_hn = self.params["b_hn"] if self.bias else np.zeros(H, self.dtype)
-        gh = np.empty((B, 3 * H), self.dtype)                # W h_{t-1}, all three gates
-        dot = np.dot
-        if self.dtype == np.float32:
-            WT = np.ascontiguousarray(self.params["W"].T)    # (H, 3H) contiguous, as in _forward_torch
-            b = self.params["b"] if self.bias else np.zeros(3 * H, self.dtype)   # added in the kernel
-            if kernels.loops_enabled(self.dtype):            # the loop below, compiled (kernels/gru.py)
-                gru_kernels.forward_loop(gemm_for(self.dtype), gates, b, WT, gh, hs, b_hn, extra)
-                return
-            step = gru_kernels.forward_step
-            for t in range(T):
-                dot(hs[t], WT, out=gh)                       # W h_{t-1}: the only GEMM in the loop
-                step(t, gates, b, gh, hs, b_hn, extra)       # r, z, hn, n, h_t: gates[t], extra[t], hs[t+1]
-            return
-        _, _, WT = self._halve_sigmoid_columns(gates)        # as _forward_torch: one tanh for r and z
-        add, tanh = np.add, np.tanh
-        finish_gates, new_state = gru_kernels.forward_gates, gru_kernels.forward_state
-        for t in range(T):
-            a = gates[t]
-            rz, n = a[:, :2 * H], a[:, 2 * H:]
-            dot(hs[t], WT, out=gh)                           # W h_{t-1} (r, z columns halved)
-            add(rz, gh[:, :2 * H], out=rz)                   # a/2 for r, z
-            tanh(rz, out=rz)                                 # tanh(a/2): sigmoid(a) = 1/2 + tanh(a/2)/2
-            finish_gates(t, gates, gh, b_hn, extra)          # r, z; hn; U_n x + b_n + r hn
-            tanh(n, out=n)                                   # n = tanh(U_n x + b_n + r * hn)
-            new_state(t, gates, hs)                          # h_t = n + z (h_{t-1} - n)
-
-    def step(self, x_t: np.ndarray, state: tuple):
-        """One step for sampling: x_t (B, I) or ids (B,). Returns h_t, (h_t,)."""
-        h_prev = state[0]
-        a = self.input_projection(x_t[None])[0]
-        extra = np.empty_like(h_prev)
-        h = np.empty_like(h_prev)
-        self._cell(a, h_prev, extra, h)
-        return h, (h,)
-
     @property
     def accepts_chunked_dh(self) -> bool:
-        """Whether backward takes dE/dh_t from above as a readout.ChunkedReadoutGrad (Network.loss_and_grads,
-        as RNNLayer.backward): the torch variant does (_backward_torch); the Cho variant takes the
-        whole (T, B, H) array."""
+        """Whether Network.loss_and_grads should hand backward dE/dh_t from above as a
+        readout.ChunkedReadoutGrad: the torch variant's fast backward takes it a chunk at a time
+        (kernels/gru_layer.py; no (T, B, H) dE/dh array). The Cho variant's backward (the
+        reference) would only materialise it, so it takes the whole (T, B, H) array."""
         return self.variant == "torch"
 
-    def backward(self, dh, dstate: tuple | None, cache: GRUCache, grads: dict, *,
-                 input_grad: bool = True, overwrite_dh: bool = False):
-        """dh (T, B, H): dE/dh_t from above; dstate = (dE/dh_T,) or None. Accumulates (+=) into
-        grads["U"], grads["W"], grads["b"] (and grads["b_hn"] for the torch variant).
+    # --------------------------------------------------------------------------------- forward
+    def forward(self, x: np.ndarray, state0: tuple):
+        """x (T, B, I) or ids (T, B); state0 = (h0,) with h0 (B, H).
+        Returns h (T, B, H), (h_T,), cache (GRUCache from the fast path, GRUReferenceCache from
+        the reference; backward follows the path the cache's type names)."""
+        noisy = self.noise is not None and self.noise.active
+        if self.variant == "torch" and not noisy and kernels.fast_paths():
+            return gru_layer.forward(self, x, state0)
+        return self._forward_reference(x, state0, self.noise if noisy else None)
 
-        Returns dx (T, B, I) or None for ids, (dE/dh0,), and dh_total (T, B, H) = dE/dh_t.
-        ``input_grad=False`` skips dE/dx (returns None); ``overwrite_dh=True`` writes dh_total into
-        ``dh`` itself (see ``RNNLayer.backward``). The torch variant also takes a
-        ``readout.ChunkedReadoutGrad`` for dh (see _backward_torch; dh_total is then None)."""
-        if self.variant == "torch":
-            return self._backward_torch(dh, dstate, cache, grads, input_grad, overwrite_dh)
-        return backward_cho(self, dh, dstate, cache, grads, input_grad, overwrite_dh)
+    def step(self, x_t: np.ndarray, state: tuple):
+        """One step for sampling: x_t (B, I) or ids (B,). Returns h_t, (h_t,). (The reference
+        forward over one step: no regulariser, as at evaluation without zoneout.)"""
+        h, final, _ = self._forward_reference(x_t[None], state, None)
+        return h[0], final
 
-    def _backward_torch(self, dh, dstate: tuple | None, cache: GRUCache, grads: dict,
-                        input_grad: bool = True, overwrite_dh: bool = False):
-        """BPTT of the torch variant. Every gate gradient is dE/dh_t times a factor that does
-        not depend on the recursion, so the factors are computed for a chunk of steps at once:
-
-            daz = dh_t [(h_{t-1} - n) z (1-z)]         dan = dh_t [(1-z)(1-n^2)]
-            dhn = dan r = dh_t [(1-z)(1-n^2) r]        dar = dan hn r(1-r)
-            dE/dh_{t-1} = dh_t z + [dar, daz, dhn] @ W
-
-        leaving 5 calls per step on the numpy path; dan (needed only by dU, db) is one product
-        after the loop. With numba (bptt.kernels) one compiled pass per step computes all of it
-        from the cached gates (kernels/gru.py ``backward_step``), then the step's GEMM.
-
-        ``dh`` may be a ``readout.ChunkedReadoutGrad`` (``shape``, ``dtype``, ``fill(start, stop,
-        out)``; Network.loss_and_grads): each chunk's dE/dh_t from above is then filled into a
-        (steps, B, H) buffer just before that chunk's steps run, dE/dh_t (all paths) overwrites
-        it there, and dh_total is returned as None -- nothing of size T B H for dE/dh. On the numpy
-        path that buffer is the tmp one, free once the chunk's factors are computed; the kernel
-        path has no tmp and keeps a buffer of its own. Bit for bit the array path's numbers."""
-        x, hs, gates, extra = cache.x, cache.hs, cache.gates, cache.extra
-        T, B, H = dh.shape
+    def _forward_reference(self, x: np.ndarray, state0: tuple, noise: LayerNoise | None):
+        """The docstring's forward, both variants, with the optional recurrent dropout mask m and
+        zoneout d_t. Returns h (T, B, H), (h_T,), GRUReferenceCache."""
+        T, B = x.shape[:2]
+        H = self.hidden_size
+        m, zone = self._noise_for_loop(noise, T, B)
         W = self.params["W"]
-        ids = x.dtype.kind in "iu"
-        I = None if ids else x.shape[2]
+        W_r, W_z, W_n = W[:H], W[H:2 * H], W[2 * H:]                   # (H, H) each
+        b_hn = self.params["b_hn"] if self.variant == "torch" and self.bias else 0.0
+        a = self.input_projection(x)                                 # (T, B, 3H): U x_t + b, all t
+        a_r, a_z, a_n = a[:, :, :H], a[:, :, H:2 * H], a[:, :, 2 * H:]
+        hs = np.empty((T + 1, B, H), self.dtype)                     # hs[t] = h_{t-1}
+        hs[0] = state0[0]
+        gates = np.empty((T, B, 3 * H), self.dtype)                  # [r, z, n] per step
+        extra = np.empty((T, B, H), self.dtype)                      # torch: hn; cho: r * m * h_{t-1}
+        for t in range(T):
+            h_prev = hs[t]
+            h_rec = h_prev if m is None else m * h_prev              # the h_{t-1} that enters W
+            r = sigmoid(a_r[t] + h_rec @ W_r.T)                      # r_t = sigmoid(U_r x_t + W_r h_{t-1} + b_r)
+            z = sigmoid(a_z[t] + h_rec @ W_z.T)                      # z_t = sigmoid(U_z x_t + W_z h_{t-1} + b_z)
+            if self.variant == "torch":
+                extra[t] = h_rec @ W_n.T + b_hn                      # hn = W_n h_{t-1} + b_hn
+                n = np.tanh(a_n[t] + r * extra[t])                   # n_t = tanh(U_n x_t + b_n + r_t * hn)
+            else:
+                extra[t] = r * h_rec                                 # rh = r_t * h_{t-1}
+                n = np.tanh(a_n[t] + extra[t] @ W_n.T)               # n_t = tanh(U_n x_t + W_n rh + b_n)
+            h_new = (1 - z) * n + z * h_prev                         # h~_t = (1 - z_t) n_t + z_t h_{t-1}
+            d = zone(t)
+            hs[t + 1] = h_new if d is None else d * h_prev + (1 - d) * h_new   # zoneout: d_t keeps h_{t-1}
+            gates[t, :, :H], gates[t, :, H:2 * H], gates[t, :, 2 * H:] = r, z, n
+        return hs[1:], (hs[T],), GRUReferenceCache(x, hs, gates, extra, noise)
+
+    # -------------------------------------------------------------------------------- backward
+    def backward(self, dh, dstate: tuple | None, cache, grads: dict, *,
+                 input_grad: bool = True, overwrite_dh: bool = False):
+        """dh (T, B, H): dE/dh_t from above, or a ``readout.ChunkedReadoutGrad`` standing for it;
+        dstate = (dE/dh_T,) or None (or (None,)). Accumulates (+=) into grads["U"], grads["W"],
+        grads["b"] (and grads["b_hn"] for the torch variant).
+
+        Returns dx (T, B, I) or None for ids, (dE/dh0,), and dh_total (T, B, H) = dE/dh_t (all
+        paths), None when dh came chunked. ``input_grad=False`` skips dE/dx (returns None);
+        ``overwrite_dh=True`` writes dh_total into ``dh`` itself (see ``RNNLayer.backward``).
+        The path is the one forward took: the fast backward (kernels/gru_layer.py) for its
+        GRUCache, the reference (below; gru_cho.py for the Cho variant) for GRUReferenceCache."""
+        if isinstance(cache, GRUCache):
+            return gru_layer.backward(self, dh, dstate, cache, grads, input_grad=input_grad,
+                                      overwrite_dh=overwrite_dh)
+        if self.variant == "cho":
+            return backward_cho(self, dh, dstate, cache, grads, input_grad, overwrite_dh)
+        return self._backward_reference(dh, dstate, cache, grads, input_grad, overwrite_dh)
+
+    def _backward_reference(self, dh, dstate, cache: GRUReferenceCache, grads: dict,
+                            input_grad: bool, overwrite_dh: bool):
+        """The docstring's BPTT of the torch variant, one step per iteration, with the noise
+        forward used (m, d_t); weight gradients after the loop."""
+        x, hs, gates, extra = cache.x, cache.hs, cache.gates, cache.extra
+        dh, dh_total, returned_total, dx, dh_next = self._upstream(dh, dstate, x, input_grad, overwrite_dh)
+        T, B, H = dh.shape
+        m, zone = self._noise_for_loop(cache.noise, T, B)
+        W = self.params["W"]
+        da = np.empty((T, B, 3 * H), self.dtype)     # dE/d(U x_t + b): [dar, daz, dan]
+        dgh = np.empty((T, B, 3 * H), self.dtype)    # dE/d(W h_{t-1} + [0, 0, b_hn]): [dar, daz, dhn]
+        for t in range(T - 1, -1, -1):
+            r, z, n = gates[t, :, :H], gates[t, :, H:2 * H], gates[t, :, 2 * H:]
+            h_prev, hn = hs[t], extra[t]
+            dh_t = dh[t] + dh_next                   # dE/dh_t: from above and from step t+1
+            dh_total[t] = dh_t
+            d = zone(t)
+            dh_new = dh_t if d is None else (1 - d) * dh_t           # dE/dh~_t (zoneout)
+            dn = dh_new * (1 - z)
+            dz = dh_new * (h_prev - n)
+            dan = dn * (1 - n * n)                   # through n = tanh(.)
+            daz = dz * z * (1 - z)                   # through z = sigmoid(.)
+            dhn = dan * r                            # hn = W_n h_{t-1} + b_hn
+            dar = dan * hn * r * (1 - r)             # through r = sigmoid(.)
+            da[t, :, :H], da[t, :, H:2 * H], da[t, :, 2 * H:] = dar, daz, dan
+            dgh[t, :, :H], dgh[t, :, H:2 * H], dgh[t, :, 2 * H:] = dar, daz, dhn
+            dh_rec = dgh[t] @ W                      # dE/d(the h_{t-1} that enters W): [dar, daz, dhn] @ W
+            dh_next = dh_new * z + (dh_rec if m is None else m * dh_rec)   # direct path + through W
+            if d is not None:
+                dh_next += d * dh_t                  # zoneout: the share of h_{t-1} kept as h_t
+        # Shared weights: sums over time as single GEMMs.
+        TB = T * B
+        h_rec = hs[:-1] if m is None else m * hs[:-1]                # (T, B, H): what entered W
+        grads["W"] += dgh.reshape(TB, 3 * H).T @ h_rec.reshape(TB, H)   # sum_t [dar, daz, dhn] (x) h_{t-1}
+        if self.bias:
+            grads["b_hn"] += dgh[:, :, 2 * H:].reshape(TB, H).sum(axis=0)
+        self._input_gradients(x, da, grads, dx)
+        return dx, (dh_next,), returned_total
+
+    def _upstream(self, dh, dstate, x, input_grad: bool, overwrite_dh: bool):
+        """The reference backwards' start (both variants): dh as a (T, B, H) array (a
+        ChunkedReadoutGrad is materialised: the reference holds all T steps), where dE/dh_t goes
+        (dh_total) and what is returned for it (None when dh came chunked), dx (T, B, I) or None
+        (readout.backward_outputs), and dE/dh_T = dstate's, zeros when not given."""
         chunked, dh_total, dx = backward_outputs(dh, x, self.params["U"], input_grad=input_grad,
                                                  overwrite_dh=overwrite_dh)
+        returned_total = dh_total
+        if chunked:
+            dh = dh_total = dh.fill(0, dh.shape[0], np.empty(dh.shape, dh.dtype))
+        B, H = dh.shape[1:]
         dh_next = (np.zeros((B, H), self.dtype) if dstate is None or dstate[0] is None
                    else np.array(dstate[0], self.dtype))
-        through_w = np.empty((B, H), self.dtype)
-        use_kernel = self._use_kernels(dh, gates, extra)
-        # The gate gradients live for one chunk of time steps at a time; the weight gradients
-        # are GEMMs per chunk (see functional.chunk_steps). The kernel path needs no tmp rows.
-        # (The same `steps` whether dh arrives chunked or not: the chunks' partial sums of dW, dU, db,
-        # and so the rounding, must not depend on how dE/dh arrives.)
-        steps = chunk_steps(T, B, (6 if use_kernel else 7) * H, 3 * H * (H + (0 if ids else I)))
-        da_buffer = empty(self.workspace, "da", (steps, B, 3 * H), dh.dtype)    # dE/d(U x_t + b): [dar, daz, dan]
-        dgh_buffer = empty(self.workspace, "dgh", (steps, B, 3 * H), dh.dtype)  # dE/d(W h_{t-1} + [0, 0, b_hn])
-        if use_kernel:
-            from ..kernels import gru as gru_kernels
-            from ..kernels.blas import gemm_for
-            step = gru_kernels.backward_step
-            loops = kernels.loops_enabled(self.dtype) and W.flags.c_contiguous   # gemm reads W in C order
-            through_w[...] = 0.0                             # nothing flows back through step T+1's W
-            if chunked:                                      # dE/dh_t for the current chunk's steps only
-                dh_chunk = empty(self.workspace, "dh", (steps, B, H), dh.dtype)
-        else:
-            tmp_buffer = empty(self.workspace, "tmp", (steps, B, H), dh.dtype)
-        scratch = {}
-        dot, add, multiply = np.dot, np.add, np.multiply
-        for stop in range(T, 0, -steps):
-            start = max(0, stop - steps)
-            m = stop - start                                 # steps in this chunk
-            da, dgh = da_buffer[:m], dgh_buffer[:m]
-            if use_kernel:
-                # One compiled pass per step (dE/dh_t, [dar, daz, dan], [dar, daz, dhn], and the
-                # direct path dh_t z into dh_next), then the step's GEMM; dE/dh_{t-1} is
-                # dh_next + through_w, summed inside the next step's kernel.
-                if chunked:
-                    # The kernel indexes dh, dh_total, gates, hs and extra by its t: hand it the
-                    # chunk buffer (row k = step start + k) as both -- one view, so the in-place
-                    # loop -- and the cache's arrays shifted back by `start`, so that t = k
-                    # throughout (whole-array views, no copies: the same compiled specialisation).
-                    chunk = dh.fill(start, stop, dh_chunk)   # dE/dh_t from above, t in the chunk
-                    first, above, total = 0, chunk, chunk
-                    gates_from, hs_from, extra_from = gates[start:], hs[start:], extra[start:]
-                else:
-                    first, above, total, gates_from, hs_from, extra_from = start, dh, dh_total, gates, hs, extra
-                if loops:                                    # the loop below, compiled (kernels/gru.py)
-                    gru_kernels.backward_loop(gemm_for(self.dtype), first, m, above, total, dh_next, through_w, gates_from, hs_from,
-                                              extra_from, da, dgh, W)
-                else:
-                    for t in range(m - 1, -1, -1):
-                        step(first + t, t, above, total, dh_next, through_w, gates_from, hs_from, extra_from, da, dgh)
-                        dot(dgh[t], W, out=through_w)        # through W_r, W_z, W_n: one GEMM
-            else:
-                gate = gates[start:stop].reshape(m, B, 3, H)
-                r, z, n = gate[:, :, 0], gate[:, :, 1], gate[:, :, 2]      # (m, B, H) views
-                factor = dgh.reshape(m, B, 3, H)             # factors first, gradients in the loop
-                dan_factor = da[:, :, 2 * H:]                # (1-z)(1-n^2), then dan after the loop
-                np.multiply(n, n, out=dan_factor)
-                np.subtract(1.0, dan_factor, out=dan_factor)
-                tmp = np.subtract(1.0, z, out=tmp_buffer[:m])    # (m, B, H)
-                dan_factor *= tmp                            # (1-z)(1-n^2)
-                np.subtract(hs[start:stop], n, out=factor[:, :, 1])
-                factor[:, :, 1] *= z
-                factor[:, :, 1] *= tmp                       # (h_{t-1} - n) z (1-z)
-                np.multiply(dan_factor, r, out=factor[:, :, 2])  # dhn factor
-                np.subtract(1.0, r, out=tmp)
-                tmp *= r                                     # r (1-r)
-                np.multiply(dan_factor, extra[start:stop], out=factor[:, :, 0])
-                factor[:, :, 0] *= tmp                       # dar factor: (1-z)(1-n^2) hn r (1-r)
+        return dh, dh_total, returned_total, dx, dh_next
 
-                if chunked:                                  # tmp is free from here on
-                    above = total = dh.fill(start, stop, tmp_buffer)   # dE/dh_t from above, row t = step start + t
-                    offset = start
-                else:
-                    above, total, offset = dh, dh_total, 0
-                for t in range(m - 1, -1, -1):
-                    row = start - offset + t                 # step start + t in above/total
-                    dht = total[row]
-                    add(above[row], dh_next, out=dht)        # dE/dh_t, all paths
-                    d3 = factor[t]                           # (B, 3, H)
-                    multiply(d3, dht[:, None, :], out=d3)    # [dar, daz, dhn]
-                    dot(dgh[t], W, out=through_w)            # through W_r, W_z, W_n: one GEMM
-                    multiply(dht, z[t], out=dh_next)         # direct path h_{t-1} -> h_t
-                    add(dh_next, through_w, out=dh_next)
-                dan_factor *= total[start - offset:stop - offset]   # dan = dh_t (1-z)(1-n^2), the chunk's t
-                da[:, :, :2 * H] = dgh[:, :, :2 * H]         # dar, daz also enter U and b
-            self._accumulate_chunk(da, dgh, start, stop, x, hs, grads, dx, scratch)
-        if use_kernel:
-            add(dh_next, through_w, out=dh_next)             # dE/dh_0 = dh_1 z_1 + dgh_1 @ W
-        return dx, (dh_next,), dh_total
-
-    def _accumulate_chunk(self, da, dgh, start, stop, x, hs, grads, dx, scratch) -> None:
-        """Shared weights: sums over the chunk's steps as GEMMs, one each per chunk.
-        da, dgh (m, B, 3H) = [dar, daz, dan], [dar, daz, dhn] for t in [start, stop);
-        dx (T, B, I) receives dE/dx_t for these steps when it is not None."""
-        m, B, G = da.shape
-        H = G // 3
-        rows = m * B
-        da2, dgh2 = da.reshape(rows, G), dgh.reshape(rows, G)
-        accumulate_chunk(grads, "W", dgh2.T, hs[start:stop].reshape(rows, H), scratch)  # [dar,daz,dhn] (x) h_{t-1}
+    def _input_gradients(self, x, da: np.ndarray, grads: dict, dx) -> None:
+        """The reference backwards' end (both variants): with da (T, B, 3H) = dE/d(U x_t + b),
+        db = sum_t da_t; dU = sum_t da_t (x) x_t -- for ids a scatter-add into the columns x_t
+        (U x_t is a column lookup) -- and dx_t = da_t U into dx when it is an array."""
+        T, B, G = da.shape
+        da2 = da.reshape(T * B, G)
         if self.bias:
-            grads["b_hn"] += column_sums(dgh2[:, 2 * H:])
-            grads["b"] += column_sums(da2)
+            grads["b"] += da2.sum(axis=0)
         if x.dtype.kind in "iu":
-            scatter_add_columns(grads["U"], x[start:stop].reshape(-1), da2)
-        else:
-            I = x.shape[2]
-            accumulate_chunk(grads, "U", da2.T, x[start:stop].reshape(rows, I), scratch)   # da_t (x) x_t
-            if dx is not None:
-                np.dot(da2, self.params["U"], out=dx[start:stop].reshape(rows, I))        # dE/dx_t
+            scatter_add_columns(grads["U"], x.reshape(-1), da2)
+            return
+        I = x.shape[2]
+        grads["U"] += da2.T @ x.reshape(T * B, I)                  # sum_t da_t (x) x_t
+        if dx is not None:
+            dx[...] = (da2 @ self.params["U"]).reshape(T, B, I)     # dE/dx_t = da_t U
+
+    def _noise_for_loop(self, noise: LayerNoise | None, T: int, B: int):
+        """A LayerNoise as the reference loops use it: m (B, H) in the layer's dtype, or None (no
+        recurrent dropout), and zone(t) -> d_t (B, H), the float p (evaluation), or None (no zoneout).
+        Shapes are checked here, so a wrong mask fails with its shape named, not deep in the loop."""
+        H, dtype = self.hidden_size, self.dtype
+        if noise is None:
+            return None, lambda t: None
+        m = noise.recurrent
+        if m is not None:
+            m = np.asarray(m)
+            if m.shape != (B, H):
+                raise ValueError(f"noise.recurrent must have shape (B, H) = {(B, H)}, got {m.shape}")
+            m = m.astype(dtype, copy=False)
+        if noise.zoneout is not None:
+            if len(noise.zoneout) != 1:
+                raise ValueError(f"noise.zoneout must hold one mask for the GRU's state (h,), got {len(noise.zoneout)}")
+            mask = np.asarray(noise.zoneout[0])
+            if mask.shape != (T, B, H):
+                raise ValueError(f"noise.zoneout[0] must have shape (T, B, H) = {(T, B, H)}, got {mask.shape}")
+            mask = mask.astype(dtype, copy=False)
+            return m, lambda t: mask[t]
+        if not 0.0 <= noise.zoneout_p < 1.0:
+            raise ValueError(f"noise.zoneout_p must be in [0, 1), got {noise.zoneout_p!r}")
+        p = noise.zoneout_p
+        return m, lambda t: (p if p > 0.0 else None)
