@@ -73,7 +73,7 @@ class MinGRULayer:
         A = project_inputs(self, x)                       # (T, B, 2H) = U x_t + b, every t at once
         z = sigmoid(A[:, :, :H])
         h0 = np.ascontiguousarray(state0[0], self.dtype)
-        if d is None and _compiled(A, h0):                              # the same arithmetic in one pass (kernels/mincells.py)
+        if d is None and _compiled(A, h0):                # the same arithmetic in one pass (kernels/mincells.py)
             from ..kernels import mincells
             h = np.empty(z.shape, self.dtype)
             mincells.mingru_forward(z, A, h0, h, self.dtype.type(1))

@@ -72,7 +72,7 @@ class MinLSTMLayer:
         f = sigmoid(A[:, :, :H])
         i = sigmoid(A[:, :, H:2 * H])
         h0 = np.ascontiguousarray(state0[0], self.dtype)
-        if d is None and _compiled(A, h0):                              # the same arithmetic in one pass (kernels/mincells.py)
+        if d is None and _compiled(A, h0):                # the same arithmetic in one pass (kernels/mincells.py)
             from ..kernels import mincells
             h = np.empty(f.shape, self.dtype)
             mincells.minlstm_forward(f, i, A, h0, h, self.dtype.type(1))
