@@ -1,5 +1,6 @@
 """numba kernels for the lecture's RNN, h_t = f(U x_t + W h_{t-1} + b), f = tanh or relu
-(see bptt/layers/rnn.py for the equations and the numpy reference).
+(see bptt/layers/rnn.py for the equations and the readable numpy reference; kernels/rnn_layer.py
+calls these from the layer's fast path).
 
 Only for small problems (B H^2 up to ``SMALL_GEMM``, e.g. B = 1, H = 64): the whole time loop is
 one compiled call, including the recurrent product, written as a loop over W's rows so the inner
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 from .common import jit, one, tanh
 
-# B * H * H at or below which the whole loop is one kernel call (layers/rnn.py keeps a copy, so
-# that asking does not import numba). Measured, kernel step time / numpy's: 0.73 at B=1, H=64;
+# B * H * H at or below which the whole loop is one kernel call (kernels/rnn_layer.py keeps a copy,
+# so that asking does not import numba). Measured, kernel step time / numpy's: 0.73 at B=1, H=64;
 # 0.88 at B=1, H=128; slower than numpy from 32768 on (B=2, H=128: 1.23).
 SMALL_GEMM = 16384
 

@@ -18,6 +18,23 @@ Unrolling that recursion is exactly the lecture's product
 ``prod_{j=k+1..t} dh_j/dh_{j-1}``; summing the per-step terms is
 ``dE/dW = sum_t dE_t/dW``. Because W is shared across time, its gradient is one
 GEMM over all steps after the loop:  dW = sum_t da[t]^T h_{t-1}.
+
+Recurrent regularisers (layers/noise.py; ``self.noise``, set by Network for one forward call).
+Recurrent dropout multiplies h_{t-1} by a keep-mask m (B, H) where it meets W; zoneout keeps a
+unit's previous value where d_t = 1 (d_t = p, the expectation, at evaluation):
+
+    a_t  = U x_t + W (m * h_{t-1}) + b,   h~_t = f(a_t)
+    h_t  = d_t * h_{t-1} + (1 - d_t) * h~_t
+
+    dh_total[t] = dh[t] + dnext
+    da[t]       = (1 - d_t) * dh_total[t] * f'(a_t)          # f' through h~_t, not h_t
+    dnext       = m * (da[t] @ W) + d_t * dh_total[t]         # through W, and through the kept copy
+    dW          = sum_t da[t]^T (m * h_{t-1})
+
+The code below is that reference: one plain numpy loop each way, its lines the equations above.
+What normally runs is the tuned fast path of kernels/rnn_layer.py (numpy loops in place, chunked
+backward, numba at small sizes) -- the same numbers to rounding (tests/test_reference_rnn.py);
+``BPTT_KERNELS=reference`` or any active noise runs this one.
 """
 
 from __future__ import annotations
@@ -27,18 +44,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import init, kernels
-from ..functional import accumulate_chunk, activate, chunk_steps, column_sums, derivative_from_output, scatter_add_columns
-from ..workspace import empty
+from ..functional import activate, derivative_from_output, scatter_add_columns
+from ..kernels import rnn_layer
+from ..kernels.rnn_layer import RNNFastCache
+from .noise import LayerNoise
 from .projection import project_inputs
 from .readout import backward_outputs
 
 
 @dataclass
 class RNNCache:
-    """What backward needs from forward."""
+    """What the reference backward needs from the reference forward (a fast forward returns
+    kernels.rnn_layer.RNNFastCache, same x and hs, and backward follows it there)."""
 
-    x: np.ndarray   # (T, B, I) features or (T, B) ids
-    hs: np.ndarray  # (T+1, B, H): hs[0] = h0, hs[t+1] = h_t
+    x: np.ndarray                      # (T, B, I) features or (T, B) ids
+    hs: np.ndarray                     # (T+1, B, H): hs[0] = h0, hs[t+1] = h_t
+    noise: LayerNoise | None = None    # the masks forward used (layers/noise.py), or None
+    cand: np.ndarray | None = None     # (T, B, H) h~_t = f(a_t) with zoneout; None: h_t itself
 
 
 class RNNLayer:
@@ -47,6 +69,7 @@ class RNNLayer:
     cell = "rnn"
     state_names = ("h",)
     workspace = None      # a workspace.Workspace while Network.loss_and_grads runs, else None (fresh arrays)
+    noise = None          # a noise.LayerNoise for one forward call (Network sets it), else None
 
     def __init__(self, input_size: int, hidden_size: int, *, nonlinearity: str = "tanh",
                  bias: bool = True, rng: np.random.Generator, dtype=np.float64):
@@ -77,28 +100,27 @@ class RNNLayer:
     def forward(self, x: np.ndarray, state0: tuple[np.ndarray]):
         """x (T, B, I) or ids (T, B); state0 = (h0,) with h0 (B, H).
         Returns h (T, B, H), (h_T,), cache."""
+        noise = self.noise
+        if (noise is None or not noise.active) and kernels.fast_paths():
+            return rnn_layer.forward(self, x, state0)          # the same numbers, tuned
         T, B = x.shape[:2]
-        hs = empty(self.workspace, "hs", (T + 1, B, self.hidden_size), self.dtype)   # hs[0] = h0, hs[t+1] = h_t
+        H, W = self.hidden_size, self.params["W"]
+        m = None if noise is None else noise.recurrent         # (B, H) recurrent-dropout keep-mask, or None
+        zoned = noise is not None and noise.has_zoneout
+        Ux = self.input_projection(x, out=np.empty((T, B, H), self.dtype))   # U x_t + b, every t at once
+        hs = np.empty((T + 1, B, H), self.dtype)               # hs[0] = h0, hs[t+1] = h_t
         hs[0] = state0[0]
-        # Hoisted: hs[1:] first holds U x_t + b for every t; step t adds W h_{t-1} and applies f
-        # in place, so no separate (T, B, H) pre-activation array is ever allocated.
-        self.input_projection(x, out=hs[1:])
-        # A contiguous copy of W^T, made once per sequence: OpenBLAS's small-batch sgemm with a
-        # transposed operand runs up to 2x slower than with a plain one (B=32, H=128 here), and
-        # this GEMM runs T times. (W is updated in place by optimisers, so no caching across calls.)
-        WT = np.ascontiguousarray(self.params["W"].T)   # (H, H)
-        if _small_kernel(B, self.hidden_size):    # the same loop, compiled (bptt/kernels/rnn.py)
-            from ..kernels import rnn as rnn_kernels
-            rnn_kernels.forward_sequence(hs, WT, self.nonlinearity == "relu")
-            return hs[1:], (hs[T],), RNNCache(x, hs)
-        recurrent = np.empty((B, self.hidden_size), self.dtype)   # W h_{t-1}, reused every step
-        f = np.tanh if self.nonlinearity == "tanh" else _relu
-        dot, add = np.dot, np.add                  # local names: this loop is the hot path at small sizes
-        for h_prev, h_t in zip(hs[:-1], hs[1:]):   # views, no per-step allocations
-            dot(h_prev, WT, out=recurrent)         # W h_{t-1}: the only GEMM left in the loop
-            add(h_t, recurrent, out=h_t)           # a_t = U x_t + b + W h_{t-1}
-            f(h_t, out=h_t)                        # h_t = f(a_t)
-        return hs[1:], (hs[T],), RNNCache(x, hs)
+        # h~_t = f(a_t), kept for f'(a_t) in backward; without zoneout h_t = h~_t, so hs[1:] itself.
+        cand = np.empty((T, B, H), self.dtype) if zoned else hs[1:]
+        for t in range(T):
+            h_prev = hs[t]
+            h_in = h_prev if m is None else m * h_prev         # recurrent dropout: W (m * h_{t-1})
+            a_t = Ux[t] + h_in @ W.T                           # a_t = U x_t + b + W h_{t-1}
+            cand[t] = activate(a_t, self.nonlinearity)         # h~_t = f(a_t)
+            d = None if noise is None else noise.zone(0, t)    # zoneout: (B, H) 0/1 (1 = keep h_{t-1}), or p
+            if d is not None:
+                hs[t + 1] = d * h_prev + (1 - d) * cand[t]     # h_t = d_t h_{t-1} + (1 - d_t) h~_t
+        return hs[1:], (hs[T],), RNNCache(x, hs, noise, cand if zoned else None)
 
     def step(self, x_t: np.ndarray, state: tuple[np.ndarray]):
         """One step for sampling: x_t (B, I) or ids (B,). Returns h_t, (h_t,)."""
@@ -113,10 +135,10 @@ class RNNLayer:
 
     # ---------------------------------------------------------------- backward
     # backward also takes dE/dh_t from above as a readout.ChunkedReadoutGrad (Network.loss_and_grads):
-    # it then asks for one chunk of steps at a time and never holds all T steps of dE/dh.
+    # the fast path then asks for one chunk of steps at a time and never holds all T steps of dE/dh.
     accepts_chunked_dh = True
 
-    def backward(self, dh, dstate: tuple | None, cache: RNNCache, grads: dict, *,
+    def backward(self, dh, dstate: tuple | None, cache, grads: dict, *,
                  input_grad: bool = True, overwrite_dh: bool = False):
         """dh (T, B, H): dE/dh_t arriving from above; dstate = (dE/dh_T,) from later
         chunks or None. Accumulates (+=) into grads["U"], grads["W"], grads["b"].
@@ -128,117 +150,50 @@ class RNNLayer:
         and gives it up: one (T, B, H) array less at the peak).
 
         ``dh`` may instead be a ``readout.ChunkedReadoutGrad`` (anything with ``shape``, ``dtype``
-        and ``fill(start, stop, out)``): each chunk's dE/dh_t is then filled into a (steps, B, H)
-        buffer just before that chunk's steps run, dE/dh_t (all paths) overwrites it there (and
-        then dE/da_t too, on the numpy path from B H^2 = _ONE_BUFFER_GEMM on), and dh_total is
-        returned as None -- nothing of size T B H for dE/dh. The numbers (dx, dE/dh0, every
-        gradient) are bit for bit those of the array path."""
-        x, hs = cache.x, cache.hs
+        and ``fill(start, stop, out)``); dh_total is then returned as None. The fast path fills it a
+        chunk of steps at a time (kernels/rnn_layer.py), this reference all at once; the numbers
+        (dx, dE/dh0, every gradient) are bit for bit those of the array form."""
+        if isinstance(cache, RNNFastCache):                    # forward ran the fast path: so does backward
+            return rnn_layer.backward(self, dh, dstate, cache, grads, input_grad=input_grad,
+                                      overwrite_dh=overwrite_dh, one_buffer_gemm=_ONE_BUFFER_GEMM)
+        x, hs, noise = cache.x, cache.hs, cache.noise
         T, B, H = dh.shape
-        W = self.params["W"]
-        chunked, dh_total, dx = backward_outputs(dh, x, self.params["U"], input_grad=input_grad,
-                                                 overwrite_dh=overwrite_dh)
-        ids = x.dtype.kind in "iu"
-        if dstate is None or dstate[0] is None:
-            dnext = np.zeros((B, H), self.dtype)
+        U, W = self.params["U"], self.params["W"]
+        chunked, dh_total, dx = backward_outputs(dh, x, U, input_grad=input_grad, overwrite_dh=overwrite_dh)
+        if chunked:                                            # dE/dh_t from above for all T steps, ours to overwrite
+            dh = dh_total = dh.fill(0, T, np.empty(dh.shape, dh.dtype))
+        m = None if noise is None else noise.recurrent         # (B, H) recurrent-dropout keep-mask, or None
+        cand = hs[1:] if cache.cand is None else cache.cand    # h~_t = f(a_t)
+        da = np.empty((T, B, H), dh.dtype)                     # dE/da_t, every t (for the weight GEMMs)
+        dnext = np.zeros((B, H), self.dtype) if dstate is None or dstate[0] is None \
+            else np.array(dstate[0], self.dtype)               # dE/dh_T from later chunks
+        for t in range(T - 1, -1, -1):
+            dh_total[t] = dh[t] + dnext                        # dE/dh_t = from above + from step t+1
+            d = None if noise is None else noise.zone(0, t)    # zoneout's d_t: (B, H) 0/1, or p, or None
+            dcand = dh_total[t] if d is None else (1 - d) * dh_total[t]    # dE/dh~_t
+            da[t] = dcand * derivative_from_output(cand[t], self.nonlinearity)   # dE/da_t = dE/dh~_t f'(a_t)
+            dnext = da[t] @ W                                  # dE/dh_{t-1} through W ...
+            if m is not None:
+                dnext *= m                                     # ... and the dropout mask on h_{t-1}
+            if d is not None:
+                dnext += d * dh_total[t]                       # ... plus the zoned-out copy of h_{t-1}
+
+        # Weights are shared across time: dE/dW = sum_t dE_t/dW, one GEMM each over all steps.
+        da2 = da.reshape(T * B, H)
+        h_in = hs[:-1] if m is None else m * hs[:-1]           # (T, B, H): what W multiplied
+        grads["W"] += da2.T @ h_in.reshape(T * B, H)           # sum_t da_t (x) (m * h_{t-1})
+        if self.bias:
+            grads["b"] += da2.sum(axis=0)                      # sum_t da_t
+        if x.dtype.kind in "iu":
+            scatter_add_columns(grads["U"], x.reshape(-1), da2)   # da_t (x) onehot(x_t): column x_t of dU
         else:
-            dnext = np.array(dstate[0], self.dtype)
-        # dE/da_t lives only for a chunk of `steps` time steps (~functional.CHUNK_ROWS rows): its
-        # weight-gradient GEMMs run per chunk, still large, while a full (T, B, H) dE/da is never
-        # held -- one T B H array less at the peak, and the chunk stays in cache for its GEMMs.
-        # (The same `steps` in both modes: the chunks' partial sums of dW, dU, db, and so the
-        # rounding, must not depend on how dE/dh arrives.)
-        steps = chunk_steps(T, B, H, H * (H + (0 if ids else x.shape[2])))   # scratch: dW, dU
-        small_kernel = _small_kernel(B, H)
-        # chunked: dE/dh_t for the current chunk's steps only, (steps, B, H), overwritten in place.
-        # `one_buffer`: at sizes where the per-step GEMM dwarfs a few (B, H) passes, that same
-        # buffer then becomes dE/da_t in place, f'(a_t) being computed a step at a time -- one
-        # (steps, B, H) array less again (see _ONE_BUFFER_GEMM).
-        one_buffer = chunked and not small_kernel and B * H * H >= _ONE_BUFFER_GEMM
-        da_buffer = empty(self.workspace, "da", (steps, B, H), dh.dtype)
-        if one_buffer:
-            dh_chunk, fprime = da_buffer, np.empty((B, H), dh.dtype)     # fprime: f'(a_t), one step
-        elif chunked:
-            dh_chunk = empty(self.workspace, "dh", (steps, B, H), dh.dtype)
-        scratch = {}                               # (m, n) products after the first chunk's
-        dot, add, multiply, subtract, greater = np.dot, np.add, np.multiply, np.subtract, np.greater
-        tanh, one, zero = self.nonlinearity == "tanh", dh.dtype.type(1), dh.dtype.type(0)
-        if small_kernel:                           # the same loop, compiled (bptt/kernels/rnn.py)
-            from ..kernels import rnn as rnn_kernels
-            W = np.ascontiguousarray(W)
-        for stop in range(T, 0, -steps):
-            start = max(0, stop - steps)
-            n = stop - start
-            if chunked:
-                # Chunk-local time: row k of the buffer is step start + k. The loops below index
-                # dh and dh_total by absolute t, so hand them the buffer shifted back by `start`
-                # -- the kernel through its own start/stop and hs[start:], numpy through `offset`.
-                above = total = dh.fill(start, stop, dh_chunk)    # dE/dh_t from above, t in the chunk
-                offset = start
-            else:
-                above, total, offset = dh, dh_total, 0
-            if one_buffer:
-                # da_t = f'(a_t) * dE/dh_t overwrites dE/dh_t in the chunk buffer. The same operations
-                # on the same numbers as the loop below (which takes f' for the chunk at once), so
-                # the same bits; f' * dE/dh_t = dE/dh_t * f' exactly (IEEE products commute).
-                da = above
-                for t in range(n - 1, -1, -1):
-                    da_t, h_t = da[t], hs[start + t + 1]
-                    add(da_t, dnext, out=da_t)                 # dE/dh_t = from above + from step t+1
-                    if tanh:
-                        multiply(h_t, h_t, out=fprime)         # tanh' = 1 - h_t^2, as in
-                        subtract(one, fprime, out=fprime)      # functional.derivative_from_output
-                    else:
-                        greater(h_t, zero, out=fprime)         # relu' = 1[h_t > 0]
-                    multiply(fprime, da_t, out=da_t)           # da_t = f'(a_t) * dE/dh_t
-                    dot(da_t, W, out=dnext)                    # dE/dh_{t-1} through W
-            elif small_kernel:                     # the whole chunk in one call, da_t W included
-                da = da_buffer[:n]
-                rnn_kernels.backward_chunk(above, total, hs[offset:], W, dnext, da, start - offset,
-                                           stop - offset, self.nonlinearity == "relu")
-            else:
-                # da starts as f'(a_t) for the chunk's steps at once (one vectorised pass, not n
-                # small ones); the loop multiplies in dE/dh_t, turning it into dE/da_t in place.
-                da = derivative_from_output(hs[start + 1:stop + 1], self.nonlinearity, out=da_buffer[:n])
-                for t in range(n - 1, -1, -1):
-                    row = start - offset + t                   # step start + t in above/total
-                    dh_t, da_t = total[row], da[t]
-                    add(above[row], dnext, out=dh_t)           # dE/dh_t = from above + from step t+1
-                    multiply(da_t, dh_t, out=da_t)             # da_t = dE/dh_t * f'(a_t)
-                    dot(da_t, W, out=dnext)                    # dE/dh_{t-1} through W
-
-            # Weights are shared across time: sum_t of the per-step gradients, one GEMM each per chunk.
-            da2 = da.reshape(n * B, H)
-            accumulate_chunk(grads, "W", da2.T, hs[start:stop].reshape(n * B, H), scratch)   # da_t (x) h_{t-1}
-            if self.bias:
-                grads["b"] += column_sums(da2)
-            if ids:
-                scatter_add_columns(grads["U"], x[start:stop].reshape(-1), da2)  # da_t (x) onehot(x_t)
-            else:
-                I = x.shape[2]
-                accumulate_chunk(grads, "U", da2.T, x[start:stop].reshape(n * B, I), scratch)   # da_t (x) x_t
-                if dx is not None:
-                    np.dot(da2, self.params["U"], out=dx[start:stop].reshape(n * B, I))  # dE/dx_t
-        return dx, (dnext,), dh_total
+            I = x.shape[2]
+            grads["U"] += da2.T @ x.reshape(T * B, I)          # sum_t da_t (x) x_t
+            if dx is not None:
+                dx[...] = (da2 @ U).reshape(T, B, I)           # dE/dx_t = da_t U
+        return dx, (dnext,), None if chunked else dh_total
 
 
-def _small_kernel(batch: int, hidden: int) -> bool:
-    """Run the whole recurrence as one numba call? Only at small sizes (B H^2 <= SMALL_GEMM), where
-    numpy's per-call overhead is most of a step; above that, per-step numpy GEMMs are as fast as a
-    fused kernel (bench/ab_kernels.py measured 1.00-1.02x), so the numpy path runs."""
-    return batch * hidden * hidden <= _SMALL_GEMM and kernels.enabled()
-
-
-_SMALL_GEMM = 16384   # = kernels.rnn.SMALL_GEMM (not imported here: that would import numba)
-
-# B * H * H from which the lean step's chunked backward (numpy path) keeps dE/dh_t and dE/da_t in one
-# (steps, B, H) buffer: f'(a_t) is then computed per step, 1-2 more (B, H) ufunc calls a step.
-# Measured (float32, OPENBLAS_NUM_THREADS=1, loss_and_grads, T=64, vs the two-buffer loop): +0.8% at
-# B=32, H=128 (B H^2 = 2^19); noise from B=32, H=256 (2^21: 0.996-1.017x) and B=64, H=512 (2^24),
-# where the buffer saved is 2 MiB.
-_ONE_BUFFER_GEMM = 1 << 21
-
-
-def _relu(a: np.ndarray, out: np.ndarray) -> np.ndarray:
-    return np.maximum(a, 0.0, out=out)
-
+# The fast path's threshold for its one-buffer chunked backward (measured: kernels/rnn_layer.py,
+# ONE_BUFFER_GEMM); read here at every call, so tests (test_lean_memory.py) can force either loop.
+_ONE_BUFFER_GEMM = rnn_layer.ONE_BUFFER_GEMM
