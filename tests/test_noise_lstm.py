@@ -204,3 +204,117 @@ def test_masks_of_the_wrong_shape_are_refused():
     layer.noise = LayerNoise(zoneout=(np.zeros((T, B, H)), np.zeros((T - 1, B, H))), zoneout_p=P)
     with pytest.raises(ValueError, match=r"zoneout mask of c must have shape \(4, 3, 4\), got \(3, 3, 4\)"):
         layer.forward(x, state0)
+
+
+# ---------------------------------------------------- the layer-normalised LSTM and the LSTMP
+# The same regularisers in their loops (layers/lnlstm.py, layers/lstmp.py): masks of h (B, P) and
+# of c (B, H) for the LSTMP.
+
+def _lnlstm(seed=0, bias=True):
+    from bptt.layers.lnlstm import LNLSTMLayer
+    layer = LNLSTMLayer(I, H, bias=bias, rng=np.random.default_rng(seed), dtype=np.float64)
+    rng = np.random.default_rng(seed + 100)                   # LN gains and shifts away from 1 and 0
+    for name, p in layer.params.items():
+        if name.startswith("ln_"):
+            p += 0.3 * rng.standard_normal(p.shape)
+    return layer
+
+
+def _lstmp(seed=0, bias=True):
+    from bptt.layers.lstmp import LSTMPLayer
+    return LSTMPLayer(I, H, 2, bias=bias, rng=np.random.default_rng(seed), dtype=np.float64)
+
+
+FAMILY = {"lnlstm": _lnlstm, "lstmp": _lstmp}
+
+
+def _family_noise(kind, layer, rng):
+    """As _noise, with each mask the shape of its state (h: (B, P) for the LSTMP)."""
+    sizes = [s.shape[1] for s in layer.zero_state(B)]
+    recurrent = (rng.random((B, sizes[0])) >= P) / (1 - P)
+    zoneout = tuple((rng.random((T, B, size)) < P).astype(np.float64) for size in sizes)
+    return {"recurrent": LayerNoise(recurrent=recurrent), "zoneout": LayerNoise(zoneout=zoneout, zoneout_p=P),
+            "both": LayerNoise(recurrent=recurrent, zoneout=zoneout, zoneout_p=P),
+            "evaluation zoneout": LayerNoise(zoneout_p=P)}[kind]
+
+
+@pytest.mark.parametrize("cell", list(FAMILY))
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("ids", [False, True], ids=["floats", "ids"])
+def test_family_finite_differences_with_the_masks_fixed(cell, kind, ids):
+    rng = np.random.default_rng(KINDS.index(kind) + 10 * ids)
+    layer = FAMILY[cell](seed=3)
+    layer.noise = _family_noise(kind, layer, rng)
+    x, state0 = random_layer_inputs(layer, T, B, rng, ids=ids)
+    errors = layer_gradient_errors(layer, x, state0, seed=5)
+    assert set(errors) == set(layer.params) | {"h0", "c0"} | (set() if ids else {"x"})
+    assert max(errors.values()) < TOL, errors
+
+
+@pytest.mark.parametrize("cell", list(FAMILY))
+@pytest.mark.parametrize("kind", KINDS)
+def test_family_finite_differences_can_fail(cell, kind):
+    """The check above notices a backward that ignores the masks (the cache's noise dropped)."""
+    rng = np.random.default_rng(1)
+    layer = FAMILY[cell](seed=3)
+    layer.noise = _family_noise(kind, layer, rng)
+    x, state0 = random_layer_inputs(layer, T, B, rng)
+    backward = type(layer).backward
+
+    def without_noise(dh, dstate, cache, grads, **options):
+        cache.noise = None
+        return backward(layer, dh, dstate, cache, grads, **options)
+
+    layer.backward = without_noise
+    assert max(layer_gradient_errors(layer, x, state0, seed=5).values()) > 1e-3
+
+
+@pytest.mark.parametrize("cell", list(FAMILY))
+def test_family_neutral_masks_give_exactly_the_plain_cell(cell):
+    rng = np.random.default_rng(4)
+    layer = FAMILY[cell]()
+    x, state0 = random_layer_inputs(layer, T, B, rng)
+    sizes = [s.shape[1] for s in state0]
+    dh = rng.standard_normal((T, B, sizes[0]))
+    dstate = tuple(rng.standard_normal(s.shape) for s in state0)
+    plain = _forward_backward(layer, x, state0, dh.copy(), dstate)
+    layer.noise = LayerNoise(recurrent=np.ones((B, sizes[0])),
+                             zoneout=tuple(np.zeros((T, B, size)) for size in sizes), zoneout_p=P)
+    masked = _forward_backward(layer, x, state0, dh.copy(), dstate)
+    (h_a, final_a, _, grads_a, dx_a, d0_a, total_a), (h_b, final_b, _, grads_b, dx_b, d0_b, total_b) = plain, masked
+    for a, b in [(h_a, h_b), (dx_a, dx_b), (total_a, total_b), *zip(final_a, final_b), *zip(d0_a, d0_b)]:
+        np.testing.assert_array_equal(b, a)
+    for name in grads_a:
+        np.testing.assert_array_equal(grads_b[name], grads_a[name], err_msg=name)
+
+
+@pytest.mark.parametrize("cell", list(FAMILY))
+def test_family_all_ones_zoneout_masks_keep_the_initial_state(cell):
+    rng = np.random.default_rng(5)
+    layer = FAMILY[cell]()
+    x, (h0, c0) = random_layer_inputs(layer, T, B, rng)
+    layer.noise = LayerNoise(zoneout=(np.ones((T, B, h0.shape[1])), np.ones((T, B, H))), zoneout_p=P)
+    dh = rng.standard_normal((T, B, h0.shape[1]))
+    dstate = (rng.standard_normal(h0.shape), rng.standard_normal(c0.shape))
+    h, (hT, cT), cache, grads, dx, (dh0, dc0), _ = _forward_backward(layer, x, (h0, c0), dh.copy(), dstate)
+    for t in range(T):
+        np.testing.assert_array_equal(h[t], h0)
+        np.testing.assert_array_equal(cache.cs[t + 1], c0)
+    np.testing.assert_array_equal(hT, h0)
+    np.testing.assert_array_equal(cT, c0)
+    np.testing.assert_allclose(dh0, dstate[0] + dh.sum(axis=0), rtol=1e-13, atol=1e-14)
+    np.testing.assert_array_equal(dc0, dstate[1])
+    for name, g in [*grads.items(), ("x", dx)]:
+        np.testing.assert_array_equal(g, 0.0, err_msg=name)
+
+
+def test_lstmp_masks_of_the_wrong_shape_are_refused():
+    rng = np.random.default_rng(7)
+    layer = _lstmp()
+    x, state0 = random_layer_inputs(layer, T, B, rng)
+    layer.noise = LayerNoise(recurrent=np.ones((B, H)))             # h is (B, P) = (3, 2)
+    with pytest.raises(ValueError, match=r"noise.recurrent must have shape \(3, 2\), got \(3, 4\)"):
+        layer.forward(x, state0)
+    layer.noise = LayerNoise(zoneout=(np.zeros((T, B, 2)), np.zeros((T, B, 2))), zoneout_p=P)
+    with pytest.raises(ValueError, match=r"zoneout mask of c must have shape \(4, 3, 4\), got \(4, 3, 2\)"):
+        layer.forward(x, state0)

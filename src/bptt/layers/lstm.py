@@ -111,16 +111,17 @@ def _zone(noise: LayerNoise | None, state: int, t: int):
     return None if noise is None else noise.zone(state, t)
 
 
-def _check_noise(noise: LayerNoise, T: int, B: int, H: int) -> None:
-    """The masks must fit this call: recurrent (B, H), zoneout one (T, B, H) array per state (h, c)."""
-    if noise.recurrent is not None and np.shape(noise.recurrent) != (B, H):
-        raise ValueError(f"noise.recurrent must have shape {(B, H)}, got {np.shape(noise.recurrent)}")
+def _check_noise(noise: LayerNoise, T: int, B: int, sizes: tuple[int, int]) -> None:
+    """The masks must fit this call: recurrent (B, size of h), zoneout one (T, B, size) array per
+    state (h, c). ``sizes`` = (size of h, size of c): (H, H), or (P, H) for the LSTMP (layers/lstmp.py)."""
+    if noise.recurrent is not None and np.shape(noise.recurrent) != (B, sizes[0]):
+        raise ValueError(f"noise.recurrent must have shape {(B, sizes[0])}, got {np.shape(noise.recurrent)}")
     if noise.zoneout is not None:
         if len(noise.zoneout) != 2:
             raise ValueError(f"an LSTM needs 2 zoneout masks (h, c), got {len(noise.zoneout)}")
-        for name, d in zip(("h", "c"), noise.zoneout):
-            if np.shape(d) != (T, B, H):
-                raise ValueError(f"the zoneout mask of {name} must have shape {(T, B, H)}, got {np.shape(d)}")
+        for name, size, d in zip(("h", "c"), sizes, noise.zoneout):
+            if np.shape(d) != (T, B, size):
+                raise ValueError(f"the zoneout mask of {name} must have shape {(T, B, size)}, got {np.shape(d)}")
 
 
 class LSTMLayer:
@@ -180,7 +181,7 @@ class LSTMLayer:
         T, B = x.shape[:2]
         H, W = self.hidden_size, self.params["W"]
         if noise is not None:
-            _check_noise(noise, T, B, H)
+            _check_noise(noise, T, B, (H, H))
         m = None if noise is None else noise.recurrent           # (B, H) recurrent dropout mask, or None
         A = self.input_projection(x)                             # (T, B, 4H): U x_t + b, all steps at once
         hs = np.empty((T + 1, B, H), self.dtype)
