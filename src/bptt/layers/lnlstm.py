@@ -137,7 +137,7 @@ class LNLSTMLayer:
             h_new = o * tc[t]                                                # h~_t = o tanh(LN(c~_t))
             cs[t + 1] = _zoned(_zone(noise, 1, t), cs[t], c_new)             # c_t = d^c c_{t-1} + (1 - d^c) c~_t
             hs[t + 1] = _zoned(_zone(noise, 0, t), hs[t], h_new)             # h_t = d^h h_{t-1} + (1 - d^h) h~_t
-        return hs[1:], (hs[T], cs[T]), LNLSTMCache(x, hs, cs, gates, nx, rx, nh, rh, nc, rc, tc, self.noise)
+        return hs[1:], (hs[T], cs[T]), LNLSTMCache(x, hs, cs, gates, nx, rx, nh, rh, nc, rc, tc, noise)
 
     def step(self, x_t: np.ndarray, state: tuple):
         h, final, _ = self.forward(np.asarray(x_t)[None], state)

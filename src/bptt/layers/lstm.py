@@ -202,7 +202,7 @@ class LSTMLayer:
             h_new = o * tanh_c[t]                                # h~_t = o_t tanh(c~_t)
             cs[t + 1] = _zoned(_zone(noise, 1, t), c_prev, c_new)   # c_t = d^c c_{t-1} + (1 - d^c) c~_t
             hs[t + 1] = _zoned(_zone(noise, 0, t), h_prev, h_new)   # h_t = d^h h_{t-1} + (1 - d^h) h~_t
-        return hs[1:], (hs[T], cs[T]), LSTMReferenceCache(x, hs, cs, gates, tanh_c, self.noise)
+        return hs[1:], (hs[T], cs[T]), LSTMReferenceCache(x, hs, cs, gates, tanh_c, noise)
 
     def step(self, x_t: np.ndarray, state: tuple):
         """One step for sampling: x_t (B, I) or ids (B,). Returns h_t, (h_t, c_t)."""
@@ -254,8 +254,8 @@ class LSTMLayer:
             i, f, g, o = np.split(gates[t], 4, axis=1)
             dh_t = np.add(dh[t], dh_next, out=dh_total[t])       # dh_t = dh[t] + dh_next: all paths into h_t
             dh_keep, dh_new = _unzoned(_zone(noise, 0, t), dh_t)     # to h_{t-1} | to h~_t = o tanh(c~_t)
-            dc_keep, dc_new = _unzoned(_zone(noise, 1, t), dc_next)  # to c_{t-1} | to c~_t
-            dc_new = dc_new + dh_new * o * (1 - tanh_c[t] ** 2)  # dE/dc~_t = dc + dh~ o (1 - tanh(c~)^2)
+            dc_keep, dc_zoned = _unzoned(_zone(noise, 1, t), dc_next)  # to c_{t-1} | to c~_t
+            dc_new = dc_zoned + dh_new * o * (1 - tanh_c[t] ** 2)  # dE/dc~_t = (1-d^c) dc_t + dh~ o (1 - tanh(c~)^2)
             da_i, da_f, da_g, da_o = np.split(da[t], 4, axis=1)
             da_i[:] = dc_new * g * i * (1 - i)                   # di = dc g,       through sigmoid
             da_f[:] = dc_new * cs[t] * f * (1 - f)               # df = dc c_{t-1}, through sigmoid

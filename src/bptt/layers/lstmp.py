@@ -106,7 +106,7 @@ class LSTMPLayer:
             h_new = m[t] @ W_hrT                                               # h~_t = W_hr m_t
             cs[t + 1] = _zoned(_zone(noise, 1, t), cs[t], c_new)               # c_t = d^c c_{t-1} + (1 - d^c) c~_t
             hs[t + 1] = _zoned(_zone(noise, 0, t), hs[t], h_new)               # h_t = d^h h_{t-1} + (1 - d^h) h~_t
-        return hs[1:], (hs[T], cs[T]), LSTMPCache(x, hs, cs, gates, tc, m, self.noise)
+        return hs[1:], (hs[T], cs[T]), LSTMPCache(x, hs, cs, gates, tc, m, noise)
 
     def step(self, x_t: np.ndarray, state: tuple):
         h, final, _ = self.forward(np.asarray(x_t)[None], state)
