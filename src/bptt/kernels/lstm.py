@@ -1,5 +1,6 @@
 """numba kernels for one LSTM time step's element-wise work (see bptt/layers/lstm.py for the
-equations and the numpy reference). Each kernel replaces ~10 numpy calls per step with one
+equations and the reference loops, kernels/lstm_layer.py for the tuned numpy loops these replace
+and the dispatch that calls them). Each kernel replaces ~10 numpy calls per step with one
 pass over the step's (B, H) units; the step's GEMM stays numpy's BLAS -- called from Python, or,
 in the whole-loop kernels at the end of this file, from compiled code (kernels/gemm.py).
 
@@ -13,11 +14,11 @@ the inner loops vectorised (measured; see also kernels/gru.py):
   both, so LLVM sees one pointer; two views of the same memory also fail the overlap check.
 
 The kernels take whole (T, B, .) arrays and the step t: slicing six views per step in Python
-costs about as much as a kernel call at B = 1. (The lean step's chunked dE/dh, LSTMLayer.backward,
+costs about as much as a kernel call at B = 1. (The lean step's chunked dE/dh, lstm_layer.backward,
 passes its (steps, B, H) chunk buffer as dh and dh_total and gates, cs shifted back to the chunk's
 first step, so that t is the chunk row k: views of the same layout, the same specialisation.)
 
-Forward, by dtype (LSTMLayer._forward_kernel picks):
+Forward, by dtype (kernels/lstm_layer.py _forward_kernel picks):
   float32  ``forward_step``: everything in one pass, with kernels/common.py's rational tanh.
   float64  ``forward_cell`` between numpy's np.tanh calls: common.py's float64 tanh is libm's, a
            scalar call several times slower per element than numpy's SIMD tanh, and a step needs
@@ -150,7 +151,7 @@ def _backward(t, k, dh, dh_total, dh_next, dc, gates, cs, tanh_source, tanh_of, 
 def _backward_row(above, total, through_next, dc, g_i, g_f, g_g, g_o, c_prev, tanh_source, tanh_of,
                   d_i, d_f, d_g, d_o):
     """One batch row; every array argument is an (H,) view. Products in the numpy path's order
-    (layers/lstm.py ``_backward_chunk_numpy``)."""
+    (kernels/lstm_layer.py ``_backward_chunk_numpy``)."""
     for j in range(total.shape[0]):
         dht = above[j] + through_next[j]                        # dE/dh_t, all paths
         total[j] = dht
@@ -166,13 +167,13 @@ def _backward_row(above, total, through_next, dc, g_i, g_f, g_g, g_o, c_prev, ta
 # ---------------------------------------------------------------- whole time loops, GEMM included
 # The layers' per-step Python loops, compiled: each step's GEMM calls numpy's own BLAS gemm
 # (``gemm`` is its address, kernels/blas.py; the call is kernels/gemm.py's), so a step pays no
-# Python and no numpy dispatch. LSTMLayer uses them when
+# Python and no numpy dispatch. kernels/lstm_layer.py uses them when
 # kernels.loops_enabled(); every array is C-contiguous there.
 
 @jit
 def forward_loop(gemm, gates, bias, WT, recurrent, hs, cs):
     """float32 forward over all T steps: recurrent = h_{t-1} W^T (WT (H, 4H) contiguous), then
-    ``forward_step``: LSTMLayer._forward_kernel's loop."""
+    ``forward_step``: lstm_layer._forward_kernel's loop."""
     for t in range(gates.shape[0]):
         matmul_into(gemm, hs[t], WT, recurrent)     # W h_{t-1}: all four gates, one GEMM
         forward_step(t, gates, bias, recurrent, hs, cs)

@@ -22,6 +22,12 @@ half W h_{t-1} and LN(c_t) stay in the loop. BPTT, per step backwards, with LN's
 
 and after the loop dU = sum_t LN_x'(da_t)^T x_t in one GEMM. The same derivation as layers/lstm.py
 with three LN factors in the chain; one readable numpy path (no compiled kernel).
+
+Recurrent dropout and zoneout (layers/noise.py, ``layer.noise``) as in layers/lstm.py: the mask m
+multiplies h_{t-1} inside LN(W (m * h_{t-1})); c~_t = f c_{t-1} + i g is the un-zoned update,
+h~_t = o tanh(LN(c~_t)), and c_t, h_t are zoned with d^c_t, d^h_t. Backward: dh~ = (1 - d^h) dh_t,
+dn_c from dh~, dc~ = (1 - d^c) dc_next + LN_c'(dn_c), dc_next <- dc~ f + d^c dc_next,
+dh_next <- m (LN_h'(da) @ W) + d^h dh_t, and dW = sum_t LN_h'(da_t)^T (m h_{t-1}).
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ import numpy as np
 
 from .. import init
 from ..functional import accumulate_matmul, column_sums, scatter_add_columns, sigmoid
+from .lstm import _check_noise, _masked, _unzoned, _zone, _zoned   # the LSTM family's noise helpers
+from .noise import LayerNoise
 
 EPS = 1e-5
 
@@ -64,7 +72,8 @@ class LNLSTMCache:
     rh: np.ndarray
     nc: np.ndarray       # (T, B, H) normalised c_t, and 1/sigma
     rc: np.ndarray
-    tc: np.ndarray       # (T, B, H) tanh(LN(c_t))
+    tc: np.ndarray       # (T, B, H) tanh(LN(c~_t)), c~_t the un-zoned update (= c_t without zoneout)
+    noise: LayerNoise | None = None   # the masks forward used (layers/noise.py), or None
 
 
 class LNLSTMLayer:
@@ -73,6 +82,7 @@ class LNLSTMLayer:
     cell = "lstm"
     state_names = ("h", "c")
     workspace = None
+    noise = None          # a noise.LayerNoise set by Network for one forward call (recurrent dropout, zoneout)
 
     def __init__(self, input_size: int, hidden_size: int, *, bias: bool = True, forget_bias: float = 1.0,
                  rng: np.random.Generator, dtype=np.float64):
@@ -97,6 +107,10 @@ class LNLSTMLayer:
     def forward(self, x: np.ndarray, state0: tuple):
         p, H = self.params, self.hidden_size
         T, B = x.shape[:2]
+        noise = self.noise if self.noise is not None and self.noise.active else None
+        if noise is not None:
+            _check_noise(noise, T, B, (H, H))
+        mask = None if noise is None else noise.recurrent              # (B, H) recurrent dropout, or None
         Ux = p["U"].T[x] if x.dtype.kind in "iu" else x @ p["U"].T             # (T, B, 4H), hoisted
         ax, nx, rx = layer_norm(Ux, p["ln_x_gamma"], p["ln_x_beta"])
         if self.bias:
@@ -110,18 +124,20 @@ class LNLSTMLayer:
         tc = np.empty((T, B, H), self.dtype)
         WT = p["W"].T
         for t in range(T):
-            ah, nh[t], rh[t] = layer_norm(hs[t] @ WT, p["ln_h_gamma"], p["ln_h_beta"])
+            ah, nh[t], rh[t] = layer_norm(_masked(mask, hs[t]) @ WT, p["ln_h_gamma"], p["ln_h_beta"])
             a = ax[t] + ah                                                   # [a_i, a_f, a_g, a_o]
             gate = gates[t]
             gate[:, :2 * H] = sigmoid(a[:, :2 * H])
             gate[:, 2 * H:3 * H] = np.tanh(a[:, 2 * H:3 * H])
             gate[:, 3 * H:] = sigmoid(a[:, 3 * H:])
             i, f, g, o = gate[:, :H], gate[:, H:2 * H], gate[:, 2 * H:3 * H], gate[:, 3 * H:]
-            cs[t + 1] = f * cs[t] + i * g                                    # c_t = f c_{t-1} + i g
-            y, nc[t], rc[t] = layer_norm(cs[t + 1], p["ln_c_gamma"], p["ln_c_beta"])
+            c_new = f * cs[t] + i * g                                        # c~_t = f c_{t-1} + i g
+            y, nc[t], rc[t] = layer_norm(c_new, p["ln_c_gamma"], p["ln_c_beta"])
             tc[t] = np.tanh(y)
-            hs[t + 1] = o * tc[t]                                            # h_t = o tanh(LN(c_t))
-        return hs[1:], (hs[T], cs[T]), LNLSTMCache(x, hs, cs, gates, nx, rx, nh, rh, nc, rc, tc)
+            h_new = o * tc[t]                                                # h~_t = o tanh(LN(c~_t))
+            cs[t + 1] = _zoned(_zone(noise, 1, t), cs[t], c_new)             # c_t = d^c c_{t-1} + (1 - d^c) c~_t
+            hs[t + 1] = _zoned(_zone(noise, 0, t), hs[t], h_new)             # h_t = d^h h_{t-1} + (1 - d^h) h~_t
+        return hs[1:], (hs[T], cs[T]), LNLSTMCache(x, hs, cs, gates, nx, rx, nh, rh, nc, rc, tc, noise)
 
     def step(self, x_t: np.ndarray, state: tuple):
         h, final, _ = self.forward(np.asarray(x_t)[None], state)
@@ -131,6 +147,8 @@ class LNLSTMLayer:
                  overwrite_dh: bool = False):
         p, H = self.params, self.hidden_size
         T, B = dh.shape[:2]
+        noise = cache.noise
+        mask = None if noise is None else noise.recurrent
         dstate = (None, None) if dstate is None else dstate
         dh_next = np.zeros((B, H), self.dtype) if dstate[0] is None else np.array(dstate[0], self.dtype)
         dc_next = np.zeros((B, H), self.dtype) if dstate[1] is None else np.array(dstate[1], self.dtype)
@@ -142,24 +160,26 @@ class LNLSTMLayer:
             i, f, g, o = gate[:, :H], gate[:, H:2 * H], gate[:, 2 * H:3 * H], gate[:, 3 * H:]
             dh_t = dh_total[t]
             np.add(dh[t], dh_next, out=dh_t)                                  # all paths into h_t
+            dh_keep, dh_new = _unzoned(_zone(noise, 0, t), dh_t)              # to h_{t-1} | to h~_t
+            dc_keep, dc_in = _unzoned(_zone(noise, 1, t), dc_next)            # to c_{t-1} | to c~_t
             tc = cache.tc[t]
-            dnc = dh_t * o * (1.0 - tc * tc)                                  # into LN(c_t)'s output
+            dnc = dh_new * o * (1.0 - tc * tc)                                # into LN(c~_t)'s output
             grads["ln_c_gamma"] += (dnc * cache.nc[t]).sum(axis=0)
             grads["ln_c_beta"] += dnc.sum(axis=0)
-            dc = dc_next + layer_norm_backward(dnc, p["ln_c_gamma"], cache.nc[t], cache.rc[t])
+            dc = dc_in + layer_norm_backward(dnc, p["ln_c_gamma"], cache.nc[t], cache.rc[t])   # dE/dc~_t
             da = da_all[t]
             da[:, :H] = dc * g * i * (1.0 - i)                                # di
             da[:, H:2 * H] = dc * cache.cs[t] * f * (1.0 - f)                 # df
             da[:, 2 * H:3 * H] = dc * i * (1.0 - g * g)                       # dg
-            da[:, 3 * H:] = dh_t * tc * o * (1.0 - o)                         # do
-            dc_next = dc * f                                                  # dE/dc_{t-1}
+            da[:, 3 * H:] = dh_new * tc * o * (1.0 - o)                       # do
+            dc_next = dc * f + dc_keep                                        # dE/dc_{t-1}
             grads["ln_h_gamma"] += (da * cache.nh[t]).sum(axis=0)
             grads["ln_h_beta"] += da.sum(axis=0)
             dAh = dAh_all[t]
             dAh[...] = layer_norm_backward(da, p["ln_h_gamma"], cache.nh[t], cache.rh[t])
-            dh_next = dAh @ p["W"]                                            # dE/dh_{t-1}
-        # W is shared across time: dW = sum_t dAh_t^T h_{t-1}, one GEMM after the loop
-        accumulate_matmul(grads["W"], dAh_all.reshape(T * B, 4 * H).T, cache.hs[:-1].reshape(T * B, H))
+            dh_next = _masked(mask, dAh @ p["W"]) + dh_keep                   # dE/dh_{t-1}
+        # W is shared across time: dW = sum_t dAh_t^T (m h_{t-1}), one GEMM after the loop
+        accumulate_matmul(grads["W"], dAh_all.reshape(T * B, 4 * H).T, _masked(mask, cache.hs[:-1]).reshape(T * B, H))
         da2 = da_all.reshape(T * B, 4 * H)
         if self.bias:
             grads["b"] += column_sums(da2)

@@ -33,6 +33,33 @@ gradient through  dc_t/dc_{t-1} = diag(f_t)  need not vanish):
 
 and after the loop, one GEMM each:  dW = sum_t da_t^T h_{t-1},  dU = sum_t da_t^T x_t,
 db = sum_t da_t.
+
+Recurrent regularisers (layers/noise.py; ``Network`` sets ``layer.noise`` for one forward call).
+Recurrent dropout's mask m (B, H) multiplies h_{t-1} where it meets W, and zoneout keeps each unit
+of h and c with its own mask d^h_t, d^c_t (B, H) (or their expectation p at evaluation), h~_t
+reading tanh of the un-zoned candidate c~_t (Krueger et al. 2017):
+
+    a_t = U x_t + W (m * h_{t-1}) + b
+    c~_t = f_t * c_{t-1} + i_t * g_t ;        c_t = d^c_t * c_{t-1} + (1 - d^c_t) * c~_t
+    h~_t = o_t * tanh(c~_t) ;                 h_t = d^h_t * h_{t-1} + (1 - d^h_t) * h~_t
+
+and backward (dh_t, dc_next as above are into the zoned h_t, c_t):
+
+    dh~   = (1 - d^h_t) * dh_t ;              do  = dh~ * tanh(c~_t)
+    dc~   = (1 - d^c_t) * dc_next + dh~ * o_t * (1 - tanh(c~_t)^2)
+    di, df, dg and da as above with dc~ for dc_t
+    dc_next <- dc~ * f_t + d^c_t * dc_next          # = dE/dc_{t-1}
+    dh_next <- m * (da @ W) + d^h_t * dh_t          # = dE/dh_{t-1}
+    dW = sum_t da_t^T (m * h_{t-1})
+
+(m = 1, d = 0 give the plain LSTM's equations above.)
+
+Two implementations. This file holds the reference: ``forward`` and ``backward`` below are the
+equations above, one line each, a step at a time in plain numpy; they run under
+``BPTT_KERNELS=reference`` and whenever ``noise`` is active. Everything else runs the fast paths
+of kernels/lstm_layer.py (tuned numpy loops under ``BPTT_KERNELS=numpy``, numba kernels under
+auto/numba), which compute the same numbers (tests/test_reference_lstm.py) but do not read like
+the derivation. ``backward`` follows the path ``forward`` took (the cache's type).
 """
 
 from __future__ import annotations
@@ -42,22 +69,59 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import init, kernels
-from ..functional import accumulate_chunk, chunk_steps, column_sums, gate_tanh_scale, scatter_add_columns, sigmoid
-from ..workspace import empty
+from ..functional import accumulate_matmul, column_sums, scatter_add_columns, sigmoid
+from ..kernels import lstm_layer
+from ..kernels.lstm_layer import LSTMCache  # noqa: F401  (the fast path's cache; diagnostics read its fields)
+from .noise import LayerNoise
 from .projection import project_inputs
 from .readout import backward_outputs
 
 
 @dataclass
-class LSTMCache:
-    """What backward needs from forward."""
+class LSTMReferenceCache:
+    """What the reference backward needs from the reference forward (the fast path keeps
+    ``kernels.lstm_layer.LSTMCache``; x, hs, cs, gates mean the same in both)."""
 
-    x: np.ndarray       # (T, B, I) features or (T, B) ids
-    hs: np.ndarray      # (T+1, B, H): hs[0] = h0, hs[t+1] = h_t
-    cs: np.ndarray      # (T+1, B, H): cs[0] = c0, cs[t+1] = c_t
-    gates: np.ndarray   # (T, B, 4H): [i, f, g, o] after their nonlinearities
-    # tanh(c_t) is not kept: backward recomputes it from c_t a chunk of steps at a time (one
-    # vectorised pass), which saves a (T, B, H) array at the peak (issue 7's memory goal).
+    x: np.ndarray              # (T, B, I) features or (T, B) ids
+    hs: np.ndarray             # (T+1, B, H): hs[0] = h0, hs[t+1] = h_t
+    cs: np.ndarray             # (T+1, B, H): cs[0] = c0, cs[t+1] = c_t
+    gates: np.ndarray          # (T, B, 4H): [i, f, g, o] after their nonlinearities
+    tanh_c: np.ndarray         # (T, B, H): tanh(c~_t), the un-zoned update's (= tanh(c_t) without zoneout)
+    noise: LayerNoise | None   # the masks forward used (layers/noise.py), or None
+
+
+def _masked(m, v):
+    """Recurrent dropout's m * v ((B, H) mask, broadcast over any leading axes); v without a mask."""
+    return v if m is None else m * v
+
+
+def _zoned(d, prev, new):
+    """Zoneout's d * prev + (1 - d) * new (d: a (B, H) 0/1 mask or the float p); ``new`` without zoneout."""
+    return new if d is None else d * prev + (1 - d) * new
+
+
+def _unzoned(d, grad):
+    """Zoneout's backward: dE/d(state_t) split into (its share to the previous state, its share to
+    the cell's update) = (d * grad, (1 - d) * grad); (0, grad) without zoneout."""
+    return (0.0, grad) if d is None else (d * grad, (1 - d) * grad)
+
+
+def _zone(noise: LayerNoise | None, state: int, t: int):
+    """d_t of state 0 (h) or 1 (c) at step t, or None (no noise, or no zoneout)."""
+    return None if noise is None else noise.zone(state, t)
+
+
+def _check_noise(noise: LayerNoise, T: int, B: int, sizes: tuple[int, int]) -> None:
+    """The masks must fit this call: recurrent (B, size of h), zoneout one (T, B, size) array per
+    state (h, c). ``sizes`` = (size of h, size of c): (H, H), or (P, H) for the LSTMP (layers/lstmp.py)."""
+    if noise.recurrent is not None and np.shape(noise.recurrent) != (B, sizes[0]):
+        raise ValueError(f"noise.recurrent must have shape {(B, sizes[0])}, got {np.shape(noise.recurrent)}")
+    if noise.zoneout is not None:
+        if len(noise.zoneout) != 2:
+            raise ValueError(f"an LSTM needs 2 zoneout masks (h, c), got {len(noise.zoneout)}")
+        for name, size, d in zip(("h", "c"), sizes, noise.zoneout):
+            if np.shape(d) != (T, B, size):
+                raise ValueError(f"the zoneout mask of {name} must have shape {(T, B, size)}, got {np.shape(d)}")
 
 
 class LSTMLayer:
@@ -66,6 +130,7 @@ class LSTMLayer:
     cell = "lstm"
     state_names = ("h", "c")
     workspace = None      # a workspace.Workspace while Network.loss_and_grads runs, else None (fresh arrays)
+    noise = None          # a noise.LayerNoise set by Network for one forward call (recurrent dropout, zoneout)
 
     def __init__(self, input_size: int, hidden_size: int, *, bias: bool = True, forget_bias: float = 1.0,
                  rng: np.random.Generator, dtype=np.float64):
@@ -106,90 +171,38 @@ class LSTMLayer:
 
     def forward(self, x: np.ndarray, state0: tuple):
         """x (T, B, I) or ids (T, B); state0 = (h0, c0), each (B, H).
-        Returns h (T, B, H), (h_T, c_T), cache."""
+        Returns h (T, B, H), (h_T, c_T), cache.
+
+        Without noise, on the fast path (kernels/lstm_layer.py) unless ``BPTT_KERNELS=reference``;
+        below, the reference: the docstring's equations, one line each, a step at a time."""
+        noise = self.noise if self.noise is not None and self.noise.active else None
+        if noise is None and kernels.fast_paths():
+            return lstm_layer.forward(self, x, state0)
         T, B = x.shape[:2]
-        H = self.hidden_size
-        hs = empty(self.workspace, "hs", (T + 1, B, H), self.dtype)
-        cs = empty(self.workspace, "cs", (T + 1, B, H), self.dtype)
-        tanh_c = np.empty((B, H), self.dtype)      # tanh(c_t) for the current step only
+        H, W = self.hidden_size, self.params["W"]
+        if noise is not None:
+            _check_noise(noise, T, B, (H, H))
+        m = None if noise is None else noise.recurrent           # (B, H) recurrent dropout mask, or None
+        A = self.input_projection(x)                             # (T, B, 4H): U x_t + b, all steps at once
+        hs = np.empty((T + 1, B, H), self.dtype)
+        cs = np.empty((T + 1, B, H), self.dtype)
+        gates = np.empty((T, B, 4 * H), self.dtype)
+        tanh_c = np.empty((T, B, H), self.dtype)
         hs[0], cs[0] = state0
-        # U x_t for all t, hoisted: (T, B, 4H), becomes the gates in place. The bias b is added
-        # here, or inside the float32 kernel's pass (which reads every entry anyway).
-        gates = project_inputs(self, x, bias=False)
-        fused_bias = kernels.enabled() and self.dtype == np.float32 and gates.dtype == self.dtype
-        if self.bias and not fused_bias:
-            gates += self.params["b"]                # the same addition project_inputs would do
-        if kernels.enabled():
-            self._forward_kernel(gates, hs, cs, tanh_c)
-        else:
-            self._forward_numpy(gates, hs, cs, tanh_c)
-        return hs[1:], (hs[T], cs[T]), LSTMCache(x, hs, cs, gates)
-
-    def _forward_numpy(self, gates: np.ndarray, hs: np.ndarray, cs: np.ndarray, tanh_c: np.ndarray) -> None:
-        """The time loop in numpy calls (the reference path): gates (T, B, 4H) holds U x_t + b on
-        entry and [i, f, g, o] on exit; fills hs[1:], cs[1:]; tanh_c (B, H) is scratch."""
-        T, B, H = gates.shape[0], tanh_c.shape[0], tanh_c.shape[1]
-        # One tanh call per step serves all four gates: sigmoid(a) = 1/2 + tanh(a/2)/2, so the
-        # i, f, o columns of U x_t + b and of W^T are halved up front (exact in floating point,
-        # the same bits as functional.sigmoid), and tanh's output is mapped by t * scale + shift.
-        scale, shift = gate_tanh_scale("ssts", H, self.dtype)               # (4H,) each
-        gates *= scale
-        WT = np.multiply(self.params["W"].T, scale, out=np.empty((H, 4 * H), self.dtype))   # contiguous
-        recurrent = np.empty((B, 4 * H), self.dtype)
-        ig = np.empty((B, H), self.dtype)
-        dot, add, multiply, tanh = np.dot, np.add, np.multiply, np.tanh
         for t in range(T):
-            a = gates[t]                                                     # (B, 4H)
-            dot(hs[t], WT, out=recurrent)          # W h_{t-1}: the only GEMM in the loop, all 4 gates
-            add(a, recurrent, out=a)
-            tanh(a, out=a)
-            multiply(a, scale, out=a)
-            add(a, shift, out=a)                   # [i, f, g, o] = [sigma, sigma, tanh, sigma]
-            c_t = cs[t + 1]
-            multiply(a[:, H:2 * H], cs[t], out=c_t)                         # f * c_{t-1}
-            multiply(a[:, :H], a[:, 2 * H:3 * H], out=ig)
-            add(c_t, ig, out=c_t)                                            # + i * g
-            tanh(c_t, out=tanh_c)
-            multiply(a[:, 3 * H:], tanh_c, out=hs[t + 1])                    # h_t = o * tanh(c_t)
-
-    def _forward_kernel(self, gates: np.ndarray, hs: np.ndarray, cs: np.ndarray, tanh_c: np.ndarray) -> None:
-        """The same loop with the element-wise work of each step in one compiled pass
-        (bptt/kernels/lstm.py); the GEMM stays in numpy."""
-        if self.dtype != np.float32:
-            self._forward_kernel_split(gates, hs, cs, tanh_c)
-            return
-        from ..kernels import lstm as lstm_kernels
-        from ..kernels.blas import gemm_for
-        B, H = tanh_c.shape
-        WT = np.ascontiguousarray(self.params["W"].T)      # (H, 4H): see RNNLayer.forward for why contiguous
-        recurrent = np.empty((B, 4 * H), self.dtype)
-        b = self.params["b"] if self.bias else np.zeros(4 * H, self.dtype)   # added in the kernel (forward)
-        if kernels.loops_enabled(self.dtype):      # the loop below, compiled (kernels/lstm.py)
-            lstm_kernels.forward_loop(gemm_for(self.dtype), gates, b, WT, recurrent, hs, cs)
-            return
-        dot, step = np.dot, lstm_kernels.forward_step
-        for t, h_prev in enumerate(hs[:-1]):
-            dot(h_prev, WT, out=recurrent)         # W h_{t-1}: the only GEMM in the loop, all 4 gates
-            step(t, gates, b, recurrent, hs, cs)
-
-    def _forward_kernel_split(self, gates: np.ndarray, hs: np.ndarray, cs: np.ndarray, tanh_c: np.ndarray) -> None:
-        """float64 with kernels: numpy's tanh (SIMD) around one compiled pass for the gates and c_t
-        (kernels/lstm.py explains why); 6 calls a step instead of 10, bit-identical to _forward_numpy."""
-        from ..kernels import lstm as lstm_kernels
-        T, B, H = gates.shape[0], tanh_c.shape[0], tanh_c.shape[1]
-        scale, _ = gate_tanh_scale("ssts", H, self.dtype)    # halve the sigmoid gates' columns, as there
-        gates *= scale
-        WT = np.multiply(self.params["W"].T, scale, out=np.empty((H, 4 * H), self.dtype))
-        recurrent = np.empty((B, 4 * H), self.dtype)
-        dot, add, multiply, tanh, cell = np.dot, np.add, np.multiply, np.tanh, lstm_kernels.forward_cell
-        for t in range(T):
-            a = gates[t]
-            dot(hs[t], WT, out=recurrent)
-            add(a, recurrent, out=a)
-            tanh(a, out=a)
-            cell(t, gates, cs)                                      # [i, f, g, o] and c_t
-            tanh(cs[t + 1], out=tanh_c)
-            multiply(a[:, 3 * H:], tanh_c, out=hs[t + 1])           # h_t = o * tanh(c_t)
+            h_prev, c_prev = hs[t], cs[t]
+            a = A[t] + _masked(m, h_prev) @ W.T                  # a_t = U x_t + b + W (m * h_{t-1})  (B, 4H)
+            i, f, g, o = np.split(gates[t], 4, axis=1)           # views of gates[t], (B, H) each
+            i[:] = sigmoid(a[:, :H])                             # i_t = sigmoid(a_i)
+            f[:] = sigmoid(a[:, H:2 * H])                        # f_t = sigmoid(a_f)
+            g[:] = np.tanh(a[:, 2 * H:3 * H])                    # g_t = tanh(a_g)
+            o[:] = sigmoid(a[:, 3 * H:])                         # o_t = sigmoid(a_o)
+            c_new = f * c_prev + i * g                           # c~_t = f_t c_{t-1} + i_t g_t
+            tanh_c[t] = np.tanh(c_new)
+            h_new = o * tanh_c[t]                                # h~_t = o_t tanh(c~_t)
+            cs[t + 1] = _zoned(_zone(noise, 1, t), c_prev, c_new)   # c_t = d^c c_{t-1} + (1 - d^c) c~_t
+            hs[t + 1] = _zoned(_zone(noise, 0, t), h_prev, h_new)   # h_t = d^h h_{t-1} + (1 - d^h) h~_t
+        return hs[1:], (hs[T], cs[T]), LSTMReferenceCache(x, hs, cs, gates, tanh_c, noise)
 
     def step(self, x_t: np.ndarray, state: tuple):
         """One step for sampling: x_t (B, I) or ids (B,). Returns h_t, (h_t, c_t)."""
@@ -202,71 +215,12 @@ class LSTMLayer:
         h = a[:, 3 * H:] * tanh_c
         return h, (h, c)
 
-    def _backward_chunk_numpy(self, dh, dh_total, dh_next, dc, cache: LSTMCache, start: int, stop: int,
-                              da: np.ndarray, tanh_c: np.ndarray, dh_to_dc: np.ndarray, tmp: np.ndarray) -> np.ndarray:
-        """BPTT through steps start..stop-1 in numpy calls (the reference path). dh_next, dc (B, H):
-        dE/dh_t and dE/dc_t through step ``stop`` on entry; dc is updated in place to dE/dc_{start-1}.
-        tanh_c (n, B, H) = tanh(c_t) for the chunk's steps. Fills da (n, B, 4H) with dE/da_t and
-        dh_total[start:stop]; returns dE/dh_{start-1}.
-
-        ``dh`` may be a readout.ChunkedReadoutGrad (dh_total is then None): tanh(c_t) is read only
-        by the factors computed before the time loop, so the chunk's dE/dh_t from above is filled
-        into the tanh_c buffer after them and dE/dh_t, all paths, overwrites it there -- no buffer
-        of its own for dE/dh on this path."""
-        gates, cs = cache.gates, cache.cs
-        n = stop - start
-        B, H = dc.shape
-        W = self.params["W"]
-        dc_wide = dc[:, None, :]                             # (B, 1, H): broadcasts over i, f, g
-        dot, add, multiply = np.dot, np.add, np.multiply
-        gate = gates[start:stop].reshape(n, B, 4, H)
-        i, f, g, o = gate[:, :, 0], gate[:, :, 1], gate[:, :, 2], gate[:, :, 3]   # (n, B, H) views
-        # Every factor of dE/da_t that does not depend on the recursion, for the chunk at once
-        # (a few long vectorised passes instead of ~20 small ones per step):
-        #   da_i = dc_t [g i (1-i)]   da_f = dc_t [c_{t-1} f (1-f)]   da_g = dc_t [i (1-g^2)]
-        #   da_o = dh_t [tanh(c_t) o (1-o)]       and  dc_t gets dh_t [o (1 - tanh(c_t)^2)].
-        factor = da.reshape(n, B, 4, H)
-        f_i, f_f, f_g, f_o = factor[:, :, 0], factor[:, :, 1], factor[:, :, 2], factor[:, :, 3]
-        np.subtract(1.0, i, out=f_i)
-        f_i *= i
-        f_i *= g                                         # g i (1-i)
-        np.subtract(1.0, f, out=f_f)
-        f_f *= f
-        f_f *= cs[start:stop]                            # c_{t-1} f (1-f)
-        np.multiply(g, g, out=f_g)
-        np.subtract(1.0, f_g, out=f_g)
-        f_g *= i                                         # i (1-g^2)
-        np.subtract(1.0, o, out=f_o)
-        f_o *= o
-        f_o *= tanh_c                                    # tanh(c_t) o (1-o)
-        np.multiply(tanh_c, tanh_c, out=dh_to_dc)
-        np.subtract(1.0, dh_to_dc, out=dh_to_dc)
-        dh_to_dc *= o                                    # o (1 - tanh(c_t)^2)
-
-        if dh_total is None:                             # chunked: tanh_c is free from here on
-            above = total = dh.fill(start, stop, tanh_c)  # dE/dh_t from above, row t = step start + t
-            offset = start
-        else:
-            above, total, offset = dh, dh_total, 0
-        for t in range(n - 1, -1, -1):
-            row = start - offset + t                     # step start + t in above/total
-            dht = total[row]
-            add(above[row], dh_next, out=dht)            # dE/dh_t, all paths
-            multiply(dht, dh_to_dc[t], out=tmp)
-            add(dc, tmp, out=dc)                         # dE/dc_t = dc_next + dh_t o (1 - tanh^2)
-            ifg = factor[t, :, :3]                       # (B, 3, H)
-            multiply(ifg, dc_wide, out=ifg)              # da_i, da_f, da_g
-            multiply(factor[t, :, 3], dht, out=factor[t, :, 3])   # da_o
-            multiply(dc, f[t], out=dc)                   # dE/dc_{t-1}
-            dot(da[t], W, out=dh_next)                   # dE/dh_{t-1} through all four gates
-
-        return dh_next
-
     # backward also takes dE/dh_t from above as a readout.ChunkedReadoutGrad (Network.loss_and_grads,
-    # as RNNLayer.backward): it then asks for one chunk of steps at a time and never holds all T steps.
+    # as RNNLayer.backward): the fast path then asks for one chunk of steps at a time and never holds
+    # all T steps (the reference fills all T at once).
     accepts_chunked_dh = True
 
-    def backward(self, dh, dstate: tuple | None, cache: LSTMCache, grads: dict, *,
+    def backward(self, dh, dstate: tuple | None, cache, grads: dict, *,
                  input_grad: bool = True, overwrite_dh: bool = False):
         """dh (T, B, H): dE/dh_t from above; dstate = (dE/dh_T, dE/dc_T) (either may be None) or None.
         Accumulates (+=) into grads["U"], grads["W"], grads["b"].
@@ -276,90 +230,49 @@ class LSTMLayer:
         ``dh`` itself (see ``RNNLayer.backward``).
 
         ``dh`` may instead be a ``readout.ChunkedReadoutGrad`` (``shape``, ``dtype``,
-        ``fill(start, stop, out)``): each chunk's dE/dh_t from above is filled into a (steps, B, H)
-        buffer just before that chunk's steps run, dE/dh_t (all paths) overwrites it there, and
-        dh_total is returned as None -- nothing of size T B H for dE/dh. On the numpy path that
-        buffer is the tanh(c_t) one (see _backward_chunk_numpy); the kernel path keeps one of its own
-        (its float32 step computes tanh(c_t) itself, so it holds no tanh(c_t) buffer either way).
-        The numbers are bit for bit the array path's."""
-        x, hs, cs, gates = cache.x, cache.hs, cache.cs, cache.gates
+        ``fill(start, stop, out)``); dh_total is then returned as None. The fast path
+        (kernels/lstm_layer.py) takes it a chunk of steps at a time; the reference below fills
+        all T steps at once.
+
+        Backward follows the path forward took (the cache's type); below, the reference: the
+        docstring's BPTT, one line each, a step at a time back through time."""
+        if isinstance(cache, LSTMCache):
+            return lstm_layer.backward(self, dh, dstate, cache, grads, input_grad=input_grad,
+                                       overwrite_dh=overwrite_dh)
+        x, hs, cs, gates, tanh_c, noise = cache.x, cache.hs, cache.cs, cache.gates, cache.tanh_c, cache.noise
         T, B, H = dh.shape
-        W = self.params["W"]
-        ids = x.dtype.kind in "iu"
-        I = None if ids else x.shape[2]
-        chunked, dh_total, dx = backward_outputs(dh, x, self.params["U"], input_grad=input_grad,
-                                                 overwrite_dh=overwrite_dh)
+        U, W = self.params["U"], self.params["W"]
+        m = None if noise is None else noise.recurrent
+        chunked, dh_total, dx = backward_outputs(dh, x, U, input_grad=input_grad, overwrite_dh=overwrite_dh)
+        if chunked:                       # a readout.ChunkedReadoutGrad: all T steps of it at once here
+            dh = dh_total = dh.fill(0, T, np.empty(dh.shape, dh.dtype))
         dstate = (None, None) if dstate is None else dstate
         dh_next = np.zeros((B, H), self.dtype) if dstate[0] is None else np.array(dstate[0], self.dtype)
-        dc = np.zeros((B, H), self.dtype) if dstate[1] is None else np.array(dstate[1], self.dtype)
-        use_kernel = kernels.enabled()
-        # float32 kernels: the step kernel computes tanh(c_t) itself (kernels/lstm.py
-        # backward_step_tanh, the same tanh forward used): no tanh(c_t) buffer. float64 forward
-        # used np.tanh (see _forward_kernel), so its backward recomputes tanh(c_t) a chunk at a time
-        # with it, as the numpy path does.
-        fused_tanh = use_kernel and self.dtype == np.float32
-        # dE/da_t (4H wide), tanh(c_t) -- and on the numpy path o (1 - tanh(c_t)^2) -- live for one
-        # chunk of time steps at a time; the weight gradients are GEMMs per chunk (functional.chunk_steps).
-        # (The same `steps` whether dh arrives chunked or not, and with or without the tanh(c_t)
-        # buffer: the chunks' partial sums of dW, dU, db, and so the rounding, must not depend on it.)
-        steps = chunk_steps(T, B, (5 if use_kernel else 6) * H, 4 * H * (H + (0 if ids else I)))
-        da_buffer = empty(self.workspace, "da", (steps, B, 4 * H), dh.dtype)
-        if not fused_tanh:
-            tanh_c_buffer = empty(self.workspace, "tanh_c", (steps, B, H), dh.dtype)
-        if use_kernel:
-            from ..kernels import lstm as lstm_kernels
-            from ..kernels.blas import gemm_for
-            loops = kernels.loops_enabled(self.dtype) and W.flags.c_contiguous   # gemm reads W in C order
-            if chunked:                            # dE/dh_t for the current chunk's steps only
-                dh_chunk = empty(self.workspace, "dh", (steps, B, H), dh.dtype)
+        dc_next = np.zeros((B, H), self.dtype) if dstate[1] is None else np.array(dstate[1], self.dtype)
+        da = np.empty((T, B, 4 * H), dh.dtype)                   # dE/da_t, every step
+        for t in range(T - 1, -1, -1):
+            i, f, g, o = np.split(gates[t], 4, axis=1)
+            dh_t = np.add(dh[t], dh_next, out=dh_total[t])       # dh_t = dh[t] + dh_next: all paths into h_t
+            dh_keep, dh_new = _unzoned(_zone(noise, 0, t), dh_t)     # to h_{t-1} | to h~_t = o tanh(c~_t)
+            dc_keep, dc_zoned = _unzoned(_zone(noise, 1, t), dc_next)  # to c_{t-1} | to c~_t
+            dc_new = dc_zoned + dh_new * o * (1 - tanh_c[t] ** 2)  # dE/dc~_t = (1-d^c) dc_t + dh~ o (1 - tanh(c~)^2)
+            da_i, da_f, da_g, da_o = np.split(da[t], 4, axis=1)
+            da_i[:] = dc_new * g * i * (1 - i)                   # di = dc g,       through sigmoid
+            da_f[:] = dc_new * cs[t] * f * (1 - f)               # df = dc c_{t-1}, through sigmoid
+            da_g[:] = dc_new * i * (1 - g * g)                   # dg = dc i,       through tanh
+            da_o[:] = dh_new * tanh_c[t] * o * (1 - o)           # do = dh tanh(c), through sigmoid
+            dc_next = dc_new * f + dc_keep                       # dE/dc_{t-1} = dc_t f (+ zoneout's d^c dc_t)
+            dh_next = _masked(m, da[t] @ W) + dh_keep            # dE/dh_{t-1} = m (da W) (+ zoneout's d^h dh_t)
+        # Shared weights: the sums over time are one GEMM each, after the loop.
+        da2 = da.reshape(T * B, 4 * H)
+        accumulate_matmul(grads["W"], da2.T, _masked(m, hs[:-1]).reshape(T * B, H))   # dW = sum_t da_t^T (m h_{t-1})
+        if self.bias:
+            grads["b"] += column_sums(da2)                       # db = sum_t da_t
+        if x.dtype.kind in "iu":
+            scatter_add_columns(grads["U"], x.reshape(-1), da2)  # dU[:, id_t] += da_t (U x_t is a column lookup)
         else:
-            dh_to_dc_buffer = empty(self.workspace, "dh_to_dc", (steps, B, H), dh.dtype)
-            tmp = np.empty((B, H), self.dtype)
-        scratch = {}
-        dot = np.dot
-        for stop in range(T, 0, -steps):
-            start = max(0, stop - steps)
-            n = stop - start
-            da = da_buffer[:n]                               # dE/da_t for the chunk's steps
-            if not fused_tanh:
-                tanh_c = np.tanh(cs[start + 1:stop + 1], out=tanh_c_buffer[:n])   # tanh(c_t), not cached
-            if use_kernel:
-                # One compiled pass per step, then the GEMM. The kernel indexes dh, dh_total, gates
-                # and cs by its t and the chunk buffers (da, tanh_c) by k. Chunked, it gets the chunk
-                # buffer (row k = step start + k) as both dh and dh_total -- one view, so the in-place
-                # loop -- and gates, cs shifted back by `start`, so that t = k (whole-array views,
-                # no copies: the same compiled specialisation).
-                if chunked:
-                    above = total = dh.fill(start, stop, dh_chunk)   # dE/dh_t from above, t in the chunk
-                    first, gates_from, cs_from = 0, gates[start:], cs[start:]
-                else:
-                    above, total, first, gates_from, cs_from = dh, dh_total, start, gates, cs
-                if fused_tanh and loops:               # the loop below, compiled (kernels/lstm.py)
-                    lstm_kernels.backward_loop_tanh(gemm_for(self.dtype), first, n, above, total, dh_next, dc,
-                                                    gates_from, cs_from, da, W)
-                elif fused_tanh:
-                    step = lstm_kernels.backward_step_tanh
-                    for k in range(n - 1, -1, -1):
-                        step(first + k, k, above, total, dh_next, dc, gates_from, cs_from, da)
-                        dot(da[k], W, out=dh_next)           # dE/dh_{t-1} through all four gates
-                else:
-                    step = lstm_kernels.backward_step
-                    for k in range(n - 1, -1, -1):
-                        step(first + k, k, above, total, dh_next, dc, gates_from, cs_from, tanh_c, da)
-                        dot(da[k], W, out=dh_next)           # dE/dh_{t-1} through all four gates
-            else:
-                dh_next = self._backward_chunk_numpy(dh, dh_total, dh_next, dc, cache, start, stop, da, tanh_c,
-                                                     dh_to_dc_buffer[:n], tmp)
-
-            # Shared weights: sum over time of the per-step gradients, one GEMM each per chunk.
-            da2 = da.reshape(n * B, 4 * H)
-            accumulate_chunk(grads, "W", da2.T, hs[start:stop].reshape(n * B, H), scratch)   # da_t (x) h_{t-1}
-            if self.bias:
-                grads["b"] += column_sums(da2)
-            if ids:
-                scatter_add_columns(grads["U"], x[start:stop].reshape(-1), da2)
-            else:
-                accumulate_chunk(grads, "U", da2.T, x[start:stop].reshape(n * B, I), scratch)  # da_t (x) x_t
-                if dx is not None:
-                    np.dot(da2, self.params["U"], out=dx[start:stop].reshape(n * B, I))       # dE/dx_t
-        return dx, (dh_next, dc), dh_total
+            x2 = x.reshape(T * B, x.shape[2])
+            accumulate_matmul(grads["U"], da2.T, x2)             # dU = sum_t da_t^T x_t
+            if dx is not None:
+                np.dot(da2, U, out=dx.reshape(T * B, x.shape[2]))   # dE/dx_t = da_t U
+        return dx, (dh_next, dc_next), None if chunked else dh_total
