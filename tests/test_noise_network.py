@@ -11,7 +11,7 @@ from bptt.layers.noise import LayerNoise
 
 TOL = 1e-6
 CELLS = [("rnn", {}), ("lstm", {}), ("gru", {}), ("gru", {"gru_variant": "cho"}), ("mingru", {}),
-         ("minlstm", {})]
+         ("minlstm", {}), ("lstm", {"layer_norm": True}), ("lstm", {"proj_size": 3})]
 WITH_W = [(c, o) for c, o in CELLS if c not in ("mingru", "minlstm")]
 
 
@@ -127,7 +127,8 @@ def test_packed_sequences_keep_each_sequence_mask():
         np.testing.assert_allclose(fwd.hidden[0][:L, b], single.hidden[0][:, 0], rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("cell,options", [("rnn", {}), ("lstm", {}), ("gru", {}), ("mingru", {})])
+@pytest.mark.parametrize("cell,options", [("rnn", {}), ("lstm", {}), ("gru", {}), ("mingru", {}),
+                                          ("lstm", {"layer_norm": True}), ("lstm", {"proj_size": 3})])
 def test_sampling_step_uses_the_expectation(cell, options):
     """net.step (generation) mixes p h_{t-1} + (1 - p) h~_t, as forward does at evaluation."""
     net = Network(4, 5, 4, num_layers=2, cell=cell, zoneout=0.4, seed=3, **options).eval()

@@ -38,8 +38,8 @@ import numpy as np
 
 from .. import init
 from ..functional import accumulate_matmul, column_sums, scatter_add_columns, sigmoid
-from .lstm import _check_noise, _masked, _unzoned, _zone, _zoned   # the LSTM family's noise helpers
-from .noise import LayerNoise
+from .lstm import _check_noise                     # the LSTM family's mask shapes
+from .noise import LayerNoise, masked, unzoned, zone, zoned
 
 EPS = 1e-5
 
@@ -124,7 +124,7 @@ class LNLSTMLayer:
         tc = np.empty((T, B, H), self.dtype)
         WT = p["W"].T
         for t in range(T):
-            ah, nh[t], rh[t] = layer_norm(_masked(mask, hs[t]) @ WT, p["ln_h_gamma"], p["ln_h_beta"])
+            ah, nh[t], rh[t] = layer_norm(masked(mask, hs[t]) @ WT, p["ln_h_gamma"], p["ln_h_beta"])
             a = ax[t] + ah                                                   # [a_i, a_f, a_g, a_o]
             gate = gates[t]
             gate[:, :2 * H] = sigmoid(a[:, :2 * H])
@@ -135,8 +135,8 @@ class LNLSTMLayer:
             y, nc[t], rc[t] = layer_norm(c_new, p["ln_c_gamma"], p["ln_c_beta"])
             tc[t] = np.tanh(y)
             h_new = o * tc[t]                                                # h~_t = o tanh(LN(c~_t))
-            cs[t + 1] = _zoned(_zone(noise, 1, t), cs[t], c_new)             # c_t = d^c c_{t-1} + (1 - d^c) c~_t
-            hs[t + 1] = _zoned(_zone(noise, 0, t), hs[t], h_new)             # h_t = d^h h_{t-1} + (1 - d^h) h~_t
+            cs[t + 1] = zoned(zone(noise, 1, t), cs[t], c_new)             # c_t = d^c c_{t-1} + (1 - d^c) c~_t
+            hs[t + 1] = zoned(zone(noise, 0, t), hs[t], h_new)             # h_t = d^h h_{t-1} + (1 - d^h) h~_t
         return hs[1:], (hs[T], cs[T]), LNLSTMCache(x, hs, cs, gates, nx, rx, nh, rh, nc, rc, tc, noise)
 
     def step(self, x_t: np.ndarray, state: tuple):
@@ -160,8 +160,8 @@ class LNLSTMLayer:
             i, f, g, o = gate[:, :H], gate[:, H:2 * H], gate[:, 2 * H:3 * H], gate[:, 3 * H:]
             dh_t = dh_total[t]
             np.add(dh[t], dh_next, out=dh_t)                                  # all paths into h_t
-            dh_keep, dh_new = _unzoned(_zone(noise, 0, t), dh_t)              # to h_{t-1} | to h~_t
-            dc_keep, dc_in = _unzoned(_zone(noise, 1, t), dc_next)            # to c_{t-1} | to c~_t
+            dh_keep, dh_new = unzoned(zone(noise, 0, t), dh_t)              # to h_{t-1} | to h~_t
+            dc_keep, dc_in = unzoned(zone(noise, 1, t), dc_next)            # to c_{t-1} | to c~_t
             tc = cache.tc[t]
             dnc = dh_new * o * (1.0 - tc * tc)                                # into LN(c~_t)'s output
             grads["ln_c_gamma"] += (dnc * cache.nc[t]).sum(axis=0)
@@ -177,9 +177,9 @@ class LNLSTMLayer:
             grads["ln_h_beta"] += da.sum(axis=0)
             dAh = dAh_all[t]
             dAh[...] = layer_norm_backward(da, p["ln_h_gamma"], cache.nh[t], cache.rh[t])
-            dh_next = _masked(mask, dAh @ p["W"]) + dh_keep                   # dE/dh_{t-1}
+            dh_next = masked(mask, dAh @ p["W"]) + dh_keep                   # dE/dh_{t-1}
         # W is shared across time: dW = sum_t dAh_t^T (m h_{t-1}), one GEMM after the loop
-        accumulate_matmul(grads["W"], dAh_all.reshape(T * B, 4 * H).T, _masked(mask, cache.hs[:-1]).reshape(T * B, H))
+        accumulate_matmul(grads["W"], dAh_all.reshape(T * B, 4 * H).T, masked(mask, cache.hs[:-1]).reshape(T * B, H))
         da2 = da_all.reshape(T * B, 4 * H)
         if self.bias:
             grads["b"] += column_sums(da2)

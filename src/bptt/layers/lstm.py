@@ -72,7 +72,7 @@ from .. import init, kernels
 from ..functional import accumulate_matmul, column_sums, scatter_add_columns, sigmoid
 from ..kernels import lstm_layer
 from ..kernels.lstm_layer import LSTMCache  # noqa: F401  (the fast path's cache; diagnostics read its fields)
-from .noise import LayerNoise
+from .noise import LayerNoise, masked, unzoned, zone, zoned
 from .projection import project_inputs
 from .readout import backward_outputs
 
@@ -88,27 +88,6 @@ class LSTMReferenceCache:
     gates: np.ndarray          # (T, B, 4H): [i, f, g, o] after their nonlinearities
     tanh_c: np.ndarray         # (T, B, H): tanh(c~_t), the un-zoned update's (= tanh(c_t) without zoneout)
     noise: LayerNoise | None   # the masks forward used (layers/noise.py), or None
-
-
-def _masked(m, v):
-    """Recurrent dropout's m * v ((B, H) mask, broadcast over any leading axes); v without a mask."""
-    return v if m is None else m * v
-
-
-def _zoned(d, prev, new):
-    """Zoneout's d * prev + (1 - d) * new (d: a (B, H) 0/1 mask or the float p); ``new`` without zoneout."""
-    return new if d is None else d * prev + (1 - d) * new
-
-
-def _unzoned(d, grad):
-    """Zoneout's backward: dE/d(state_t) split into (its share to the previous state, its share to
-    the cell's update) = (d * grad, (1 - d) * grad); (0, grad) without zoneout."""
-    return (0.0, grad) if d is None else (d * grad, (1 - d) * grad)
-
-
-def _zone(noise: LayerNoise | None, state: int, t: int):
-    """d_t of state 0 (h) or 1 (c) at step t, or None (no noise, or no zoneout)."""
-    return None if noise is None else noise.zone(state, t)
 
 
 def _check_noise(noise: LayerNoise, T: int, B: int, sizes: tuple[int, int]) -> None:
@@ -191,7 +170,7 @@ class LSTMLayer:
         hs[0], cs[0] = state0
         for t in range(T):
             h_prev, c_prev = hs[t], cs[t]
-            a = A[t] + _masked(m, h_prev) @ W.T                  # a_t = U x_t + b + W (m * h_{t-1})  (B, 4H)
+            a = A[t] + masked(m, h_prev) @ W.T                  # a_t = U x_t + b + W (m * h_{t-1})  (B, 4H)
             i, f, g, o = np.split(gates[t], 4, axis=1)           # views of gates[t], (B, H) each
             i[:] = sigmoid(a[:, :H])                             # i_t = sigmoid(a_i)
             f[:] = sigmoid(a[:, H:2 * H])                        # f_t = sigmoid(a_f)
@@ -200,8 +179,8 @@ class LSTMLayer:
             c_new = f * c_prev + i * g                           # c~_t = f_t c_{t-1} + i_t g_t
             tanh_c[t] = np.tanh(c_new)
             h_new = o * tanh_c[t]                                # h~_t = o_t tanh(c~_t)
-            cs[t + 1] = _zoned(_zone(noise, 1, t), c_prev, c_new)   # c_t = d^c c_{t-1} + (1 - d^c) c~_t
-            hs[t + 1] = _zoned(_zone(noise, 0, t), h_prev, h_new)   # h_t = d^h h_{t-1} + (1 - d^h) h~_t
+            cs[t + 1] = zoned(zone(noise, 1, t), c_prev, c_new)   # c_t = d^c c_{t-1} + (1 - d^c) c~_t
+            hs[t + 1] = zoned(zone(noise, 0, t), h_prev, h_new)   # h_t = d^h h_{t-1} + (1 - d^h) h~_t
         return hs[1:], (hs[T], cs[T]), LSTMReferenceCache(x, hs, cs, gates, tanh_c, noise)
 
     def step(self, x_t: np.ndarray, state: tuple):
@@ -253,8 +232,8 @@ class LSTMLayer:
         for t in range(T - 1, -1, -1):
             i, f, g, o = np.split(gates[t], 4, axis=1)
             dh_t = np.add(dh[t], dh_next, out=dh_total[t])       # dh_t = dh[t] + dh_next: all paths into h_t
-            dh_keep, dh_new = _unzoned(_zone(noise, 0, t), dh_t)     # to h_{t-1} | to h~_t = o tanh(c~_t)
-            dc_keep, dc_zoned = _unzoned(_zone(noise, 1, t), dc_next)  # to c_{t-1} | to c~_t
+            dh_keep, dh_new = unzoned(zone(noise, 0, t), dh_t)     # to h_{t-1} | to h~_t = o tanh(c~_t)
+            dc_keep, dc_zoned = unzoned(zone(noise, 1, t), dc_next)  # to c_{t-1} | to c~_t
             dc_new = dc_zoned + dh_new * o * (1 - tanh_c[t] ** 2)  # dE/dc~_t = (1-d^c) dc_t + dh~ o (1 - tanh(c~)^2)
             da_i, da_f, da_g, da_o = np.split(da[t], 4, axis=1)
             da_i[:] = dc_new * g * i * (1 - i)                   # di = dc g,       through sigmoid
@@ -262,10 +241,10 @@ class LSTMLayer:
             da_g[:] = dc_new * i * (1 - g * g)                   # dg = dc i,       through tanh
             da_o[:] = dh_new * tanh_c[t] * o * (1 - o)           # do = dh tanh(c), through sigmoid
             dc_next = dc_new * f + dc_keep                       # dE/dc_{t-1} = dc_t f (+ zoneout's d^c dc_t)
-            dh_next = _masked(m, da[t] @ W) + dh_keep            # dE/dh_{t-1} = m (da W) (+ zoneout's d^h dh_t)
+            dh_next = masked(m, da[t] @ W) + dh_keep            # dE/dh_{t-1} = m (da W) (+ zoneout's d^h dh_t)
         # Shared weights: the sums over time are one GEMM each, after the loop.
         da2 = da.reshape(T * B, 4 * H)
-        accumulate_matmul(grads["W"], da2.T, _masked(m, hs[:-1]).reshape(T * B, H))   # dW = sum_t da_t^T (m h_{t-1})
+        accumulate_matmul(grads["W"], da2.T, masked(m, hs[:-1]).reshape(T * B, H))   # dW = sum_t da_t^T (m h_{t-1})
         if self.bias:
             grads["b"] += column_sums(da2)                       # db = sum_t da_t
         if x.dtype.kind in "iu":

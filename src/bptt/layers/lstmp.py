@@ -37,8 +37,8 @@ import numpy as np
 
 from .. import init
 from ..functional import accumulate_matmul, column_sums, scatter_add_columns, sigmoid
-from .lstm import _check_noise, _masked, _unzoned, _zone, _zoned   # the LSTM family's noise helpers
-from .noise import LayerNoise
+from .lstm import _check_noise                     # the LSTM family's mask shapes
+from .noise import LayerNoise, masked, unzoned, zone, zoned
 
 
 @dataclass
@@ -94,7 +94,7 @@ class LSTMPLayer:
         gates, tc, m = np.empty((T, B, 4 * H), self.dtype), np.empty((T, B, H), self.dtype), np.empty((T, B, H), self.dtype)
         WT, W_hrT = p["W"].T, p["W_hr"].T
         for t in range(T):
-            a = A[t] + _masked(r, hs[t]) @ WT                                 # U x_t + b + W (r h_{t-1})
+            a = A[t] + masked(r, hs[t]) @ WT                                 # U x_t + b + W (r h_{t-1})
             gate = gates[t]
             gate[:, :2 * H] = sigmoid(a[:, :2 * H])
             gate[:, 2 * H:3 * H] = np.tanh(a[:, 2 * H:3 * H])
@@ -104,8 +104,8 @@ class LSTMPLayer:
             tc[t] = np.tanh(c_new)
             m[t] = o * tc[t]
             h_new = m[t] @ W_hrT                                               # h~_t = W_hr m_t
-            cs[t + 1] = _zoned(_zone(noise, 1, t), cs[t], c_new)               # c_t = d^c c_{t-1} + (1 - d^c) c~_t
-            hs[t + 1] = _zoned(_zone(noise, 0, t), hs[t], h_new)               # h_t = d^h h_{t-1} + (1 - d^h) h~_t
+            cs[t + 1] = zoned(zone(noise, 1, t), cs[t], c_new)               # c_t = d^c c_{t-1} + (1 - d^c) c~_t
+            hs[t + 1] = zoned(zone(noise, 0, t), hs[t], h_new)               # h_t = d^h h_{t-1} + (1 - d^h) h~_t
         return hs[1:], (hs[T], cs[T]), LSTMPCache(x, hs, cs, gates, tc, m, noise)
 
     def step(self, x_t: np.ndarray, state: tuple):
@@ -129,8 +129,8 @@ class LSTMPLayer:
             i, f, g, o = gate[:, :H], gate[:, H:2 * H], gate[:, 2 * H:3 * H], gate[:, 3 * H:]
             dh_t = dh_total[t]
             np.add(dh[t], dh_next, out=dh_t)                                  # all paths into h_t
-            dh_keep, dh_proj[t] = _unzoned(_zone(noise, 0, t), dh_t)          # to h_{t-1} | to h~_t
-            dc_keep, dc_in = _unzoned(_zone(noise, 1, t), dc_next)            # to c_{t-1} | to c~_t
+            dh_keep, dh_proj[t] = unzoned(zone(noise, 0, t), dh_t)          # to h_{t-1} | to h~_t
+            dc_keep, dc_in = unzoned(zone(noise, 1, t), dc_next)            # to c_{t-1} | to c~_t
             dm = dh_proj[t] @ p["W_hr"]                                        # through h~_t = W_hr m_t
             tc = cache.tc[t]
             dc = dc_in + dm * o * (1.0 - tc * tc)                              # dE/dc~_t
@@ -140,9 +140,9 @@ class LSTMPLayer:
             da[:, 2 * H:3 * H] = dc * i * (1.0 - g * g)
             da[:, 3 * H:] = dm * tc * o * (1.0 - o)
             dc_next = dc * f + dc_keep                                         # dE/dc_{t-1}
-            dh_next = _masked(r, da @ p["W"]) + dh_keep                        # dE/dh_{t-1}
+            dh_next = masked(r, da @ p["W"]) + dh_keep                        # dE/dh_{t-1}
         da2 = da_all.reshape(T * B, 4 * H)
-        accumulate_matmul(grads["W"], da2.T, _masked(r, cache.hs[:-1]).reshape(T * B, P))   # sum_t da_t (r h_{t-1})
+        accumulate_matmul(grads["W"], da2.T, masked(r, cache.hs[:-1]).reshape(T * B, P))   # sum_t da_t (r h_{t-1})
         accumulate_matmul(grads["W_hr"], dh_proj.reshape(T * B, P).T, cache.m.reshape(T * B, H))   # sum_t dh~_t m_t
         if self.bias:
             grads["b"] += column_sums(da2)

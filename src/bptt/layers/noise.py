@@ -69,3 +69,25 @@ class LayerNoise:
         zoneout = None if self.zoneout is None else tuple(np.ascontiguousarray(d[start:stop][:, rows])
                                                           for d in self.zoneout)
         return LayerNoise(recurrent, zoneout, self.zoneout_p)
+
+
+# The four small pieces the reference loops of the LSTM family write their masks with.
+def masked(m, v):
+    """Recurrent dropout's m * v ((B, H) mask, broadcast over any leading axes); v without a mask."""
+    return v if m is None else m * v
+
+
+def zoned(d, prev, new):
+    """Zoneout's d * prev + (1 - d) * new (d: a (B, H) 0/1 mask or the float p); ``new`` without zoneout."""
+    return new if d is None else d * prev + (1 - d) * new
+
+
+def unzoned(d, grad):
+    """Zoneout's backward: dE/d(state_t) split into (its share to the previous state, its share to
+    the cell's update) = (d * grad, (1 - d) * grad); (0, grad) without zoneout."""
+    return (0.0, grad) if d is None else (d * grad, (1 - d) * grad)
+
+
+def zone(noise: LayerNoise | None, state: int, t: int):
+    """d_t of state 0 (h) or 1 (c) at step t, or None (no noise, or no zoneout)."""
+    return None if noise is None else noise.zone(state, t)
