@@ -22,6 +22,11 @@ env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $PY bench/gemm_floor.py "$OUT/issue
     --with-step --with-torch --json "$OUT/issue20-quiet-floors2.json" | tee -a "$OUT/issue20-quiet.log"
 stamp "fused readout A/B"
 env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $PY bench/fused_readout.py | tee -a "$OUT/issue20-quiet.log"
+MKL=$(ls /tmp/mkl/mkl-*.data/data/lib/libmkl_rt.so.* 2>/dev/null | head -1 || true)
+if [ -n "$MKL" ]; then
+    stamp "MKL sgemm vs numpy's OpenBLAS"
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $PY bench/mkl_gemm.py "$MKL" | tee -a "$OUT/issue20-quiet.log"
+fi
 stamp "new cells (minGRU vs GRU step)"
 env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $PY bench/new_cells.py | tee -a "$OUT/issue20-quiet.log"
 $PY bench/table.py --issue20 "$OUT/issue20-quiet-threads1.json" "$OUT/issue20-quiet-threads2.json" \
