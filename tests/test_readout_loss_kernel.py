@@ -11,6 +11,13 @@ from bptt import Network
 pytest.importorskip("numba")
 
 
+@pytest.fixture(autouse=True)
+def float64_too(monkeypatch):
+    """The fused pass runs for float32 only (float64 keeps the lean step bit-identical to the plain
+    one); here it is compared in float64 too, where rounding does not hide a wrong term."""
+    monkeypatch.setattr(network, "FUSED_READOUT_DTYPES", (np.float32, np.float64))
+
+
 def unfused(net, *args, **kwargs):
     saved, network.FUSED_READOUT_WORK = network.FUSED_READOUT_WORK, -1
     try:
@@ -79,3 +86,5 @@ def test_float32_agrees_and_the_path_is_only_taken_where_it_applies(monkeypatch)
     from bptt import kernels
     with kernels.using("numpy"):
         assert not net._fused_readout_applies(x, None, None)
+    monkeypatch.setattr(network, "FUSED_READOUT_DTYPES", (np.float32,))             # the default
+    assert not Network(6, 8, 6)._fused_readout_applies(x.astype(np.float64), None, None)
