@@ -36,3 +36,16 @@ def test_bad_values_give_one_line_and_no_traceback():
 def test_unknown_flag_is_a_usage_error():
     run = bptt("gradcheck", "--no-such-flag")
     assert run.returncode == 2 and "unrecognized arguments" in run.stderr
+
+
+def test_gradcheck_new_cells_and_recurrent_regularisers():
+    """The cells and regularisers of issue 17 through the command line, training and evaluation mode."""
+    for args in [("--cell", "lstm", "--recurrent-dropout", "0.3", "--zoneout", "0.2", "--bidirectional", "--lengths"),
+                 ("--cell", "gru", "--zoneout", "0.3", "--eval"),
+                 ("--cell", "lstm", "--proj-size", "3", "--zoneout", "0.25"),
+                 ("--cell", "lstm", "--layer-norm", "--recurrent-dropout", "0.2", "--weight-dropout", "0.3"),
+                 ("--cell", "minlstm", "--zoneout", "0.4")]:
+        run = bptt("gradcheck", *args)
+        assert run.returncode == 0 and "PASS" in run.stdout, (args, run.stdout, run.stderr)
+    run = bptt("gradcheck", "--cell", "mingru", "--recurrent-dropout", "0.2")
+    assert run.returncode == 2 and "has no W" in run.stderr and "Traceback" not in run.stderr
