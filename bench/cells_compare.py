@@ -171,8 +171,10 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the result here (rewritten after every cell)")
     p.add_argument("--figure", help="write validation loss against training CPU seconds here (png)")
     args = p.parse_args(argv)
-    if args.quick:
-        args.base_hidden, args.budget, args.eval_every, args.val_windows = 16, 3.0, 1.0, 32
+    if args.quick:                                   # smaller defaults; options given explicitly still win
+        for name, value in (("base_hidden", 16), ("budget", 3.0), ("eval_every", 1.0), ("val_windows", 32)):
+            if getattr(args, name) == p.get_default(name):
+                setattr(args, name, value)
     names = [c.strip() for c in args.cells.split(",") if c.strip()]
     for name in names:
         if name not in CELLS:
