@@ -13,7 +13,8 @@ not bptt's summed-over-time loss). Writes ``result.json``, ``results.md`` (a tab
 Cells ("variants"): ``rnn`` (the lecture's tanh RNN), ``irnn`` (ReLU + identity recurrent
 init, Le et al. 2015), ``lstm`` (forget-gate bias 1; 5 on adding-hs, latch and two-sequence:
 ``TASK_VARIANTS``), ``lstm-forget3`` (forget-gate bias 3), ``lstm-input-3`` (forget bias 5,
-input-gate bias -3), ``gru``, and Pascanu, Mikolov & Bengio 2013's three in their setup (sparse
+input-gate bias -3), ``gru``, ``lnlstm`` (``cell="lstm", layer_norm=True``), ``mingru``,
+``minlstm``, and Pascanu, Mikolov & Bengio 2013's three in their setup (sparse
 N(0, 0.01^2) W at spectral radius 0.95, N(0, 0.01^2) U and V, zero biases, SGD lr 0.01, batch 20):
 ``rnn-sgd`` (no clipping), ``rnn-sgd-clip`` (clipping at norm 1 with their NaN/inf fallback,
 ``bptt.training.clip.clip_with_fallback``) and ``rnn-sgd-clip-omega`` (+ their regulariser Omega,
@@ -60,6 +61,11 @@ VARIANTS = {
     # a long latch needs the cell to ignore the noise it would otherwise write every step
     "lstm-input-3": {"net": {"cell": "lstm", "forget_bias": 5.0, "input_bias": -3.0}},
     "gru": {"net": {"cell": "gru"}},
+    # the cells since 2014 (issue 17): layer-normalised LSTM (Ba et al. 2016) and the diagonal linear
+    # recurrences minGRU / minLSTM (Feng et al. 2024), which parity tells apart (Grazzi et al. 2024)
+    "lnlstm": {"net": {"cell": "lstm", "layer_norm": True}},
+    "mingru": {"net": {"cell": "mingru"}},
+    "minlstm": {"net": {"cell": "minlstm"}},
     # Pascanu, Mikolov & Bengio 2013's comparison in their setup: plain SGD, SGD + clipping (SGD-C), and
     # SGD + clipping + their regulariser Omega (SGD-CR); learning rate ``sgd_lr`` (default theirs, 0.01).
     "rnn-sgd": {"net": PASCANU_NET, "train": {**PASCANU_TRAIN, "clip": None}},
@@ -92,6 +98,7 @@ DEFAULTS = {
     "copying": {**_COMMON, "T": 20, "hidden": 64, "batch": 32, "steps": 3000, "lr": 1e-2},
     "latch": {**_COMMON, "T": 50, "hidden": 8, "batch": 32, "steps": 1000, "lr": 3e-2},
     "two-sequence": {**_COMMON, "T": 50, "hidden": 8, "batch": 32, "steps": 1000, "lr": 3e-2},
+    "parity": {**_COMMON, "T": 50, "hidden": 32, "batch": 32, "steps": 3000, "lr": 1e-2},
 }
 OPTIMIZER_CLASSES = {"sgd": "SGD", "adam": "Adam", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
 
