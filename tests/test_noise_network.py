@@ -183,3 +183,10 @@ def test_cli_train_flags_and_a_bad_rate(tmp_path, capsys):
     assert main(["train", "--text", str(text), "--steps", "2", "--out", str(tmp_path / "bad2"),
                  "--cell", "minlstm", "--recurrent-dropout", "0.3"] + small) != 0
     assert "has no W" in capsys.readouterr().err
+
+
+def test_train_first_line_says_the_reference_loops_run():
+    from bptt.cli.train import path_note
+    assert "reference loops" in path_note(Network(3, 4, 3, cell="gru", zoneout=0.1))
+    assert "reference loops" in path_note(Network(3, 4, 3, cell="lstm", recurrent_dropout=0.1))
+    assert path_note(Network(3, 4, 3, cell="lstm", weight_dropout=0.1)) == ""     # DropConnect keeps the fast path

@@ -17,6 +17,14 @@ from ..training.truncation import FullBPTT, make_truncation
 from . import CLIError
 
 DEFAULT_LR = {"sgd": 0.1, "adagrad": 0.1, "rmsprop": 2e-3, "adam": 2e-3}
+
+
+def path_note(net) -> str:
+    """What the first line must add to kernels.describe(): under recurrent dropout or zoneout the
+    layers train on their reference loops (the fast paths know no masks)."""
+    if net.recurrent_dropout > 0 or net.zoneout > 0:
+        return " (training on the layers' reference loops: recurrent dropout / zoneout)"
+    return ""
 # Flags that define the model and the data: fixed by the checkpoint when resuming (refused if changed).
 MODEL_FLAGS = ("text", "level", "max_vocab", "hidden", "layers", "cell", "nonlinearity", "dropout", "layer_norm",
                "proj_size", "weight_dropout", "recurrent_dropout", "zoneout", "seq_len",
@@ -499,7 +507,7 @@ def train(args, dist) -> int:
         print(f"bptt train{ranks}: {net.cell} {net.num_layers}x{net.hidden_size} ({net.num_parameters:,} parameters, "
               f"{net.dtype.name}), vocabulary {len(vocab)} {unit}s, {len(train_ids):,} training tokens from "
               f"{source}; step {trainer.step} -> {stopping_rule(trainer.step, steps, args, settings)}; "
-              f"{kernels.describe()}; {threads.describe()}; output {out}", file=sys.stderr)
+              f"{kernels.describe()}{path_note(net)}; {threads.describe()}; output {out}", file=sys.stderr)
         progress = Progress(steps, every=max(1, settings["log_every"] * 5), time_limit=args.time)
     # Ctrl-C/SIGTERM: finish the step, save below, exit 130/143 (bptt.training.interrupt). Under MPI a signal on
     # any rank is a stop vote carried in the gradient buffer, so every rank stops after the same step
