@@ -68,11 +68,17 @@ def matched_sizes(names, V: int, base: str = "lstm", base_hidden: int = 128) -> 
     return sizes
 
 
+_limits = None
+
+
 def pin_one_thread() -> list:
-    """One BLAS thread (bptt.set_threads through threadpoolctl), checked: every pool runs 1."""
+    """One thread (bptt.set_threads, then threadpoolctl for every pool, OpenMP ones included -- torch's,
+    when it is loaded), checked: every pool runs 1."""
     import threadpoolctl
     import bptt
     bptt.set_threads(1)
+    global _limits
+    _limits = threadpoolctl.threadpool_limits(limits=1)       # kept alive for the process
     pools = [{k: p.get(k) for k in ("user_api", "internal_api", "num_threads")} for p in threadpoolctl.threadpool_info()]
     wrong = [p for p in pools if p["num_threads"] != 1]
     if wrong or not any(p["user_api"] == "blas" for p in pools):
